@@ -108,7 +108,8 @@ internal static class FerryConfigLoader
             routes.Add(ReadRoute(reader, entry, clusters));
         }
 
-        if (routes.Count > 0 && listeners.Count == 0)
+        // Counted on the configuration, not on the valid listeners: an invalid listener already has its own error.
+        if (routes.Count > 0 && !configuration.GetSection("Listeners").GetChildren().Any())
         {
             reader.Error("Listeners", "at least one listener is required when routes are defined");
         }
