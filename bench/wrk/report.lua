@@ -1,0 +1,10 @@
+-- Prints one machine-readable line at the end of a wrk run, so bench/run does not have to
+-- parse wrk's human output (whose units switch between us, ms and s).
+-- Latency percentiles are in microseconds; duration is the measured time in microseconds.
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d duration_us=%d p50_us=%.0f p99_us=%.0f connect=%d read=%d write=%d timeout=%d status=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.timeout, e.status))
+end

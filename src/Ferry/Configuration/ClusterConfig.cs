@@ -1,0 +1,91 @@
+namespace Ferry.Configuration;
+
+internal sealed record ClusterConfig(
+    string ClusterId,
+    IReadOnlyList<DestinationConfig> Destinations,
+    string LoadBalancingPolicy,
+    KeepAliveConfig KeepAlive,
+    TimeoutsConfig Timeouts,
+    LimitsConfig Limits,
+    ForwardingConfig Forwarding)
+{
+    /// <summary>A cluster with every setting at its default, as `ferry proxy --to` builds it.</summary>
+    public static ClusterConfig WithDefaults(string clusterId, IReadOnlyList<DestinationConfig> destinations) =>
+        new(clusterId, destinations, LoadBalancingPolicies.Default, KeepAliveConfig.Default, TimeoutsConfig.Default,
+            LimitsConfig.Default, ForwardingConfig.Default);
+}
+
+/// <summary>
+/// An upstream server. <see cref="Host"/> is what to resolve or parse as an IP (IPv6 without brackets);
+/// <see cref="Authority"/> is the Host header value when the client's Host is not preserved (port omitted when 80).
+/// </summary>
+internal sealed record DestinationConfig(string DestinationId, Uri Address, string Host, int Port, int Weight, bool Backup)
+{
+    public const int DefaultWeight = 1;
+
+    public string Authority => Address.Authority;
+}
+
+/// <summary>Policy names accepted in configuration, spelled as YARP spells them.</summary>
+internal static class LoadBalancingPolicies
+{
+    public const string RoundRobin = "RoundRobin";
+    public const string PowerOfTwoChoices = "PowerOfTwoChoices";
+    public const string LeastRequests = "LeastRequests";
+    public const string Random = "Random";
+
+    // nginx's smooth weighted round robin: even spreading without any shared state beyond a counter per destination.
+    public const string Default = RoundRobin;
+
+    public static IReadOnlyList<string> All { get; } = [RoundRobin, PowerOfTwoChoices, LeastRequests, Random];
+}
+
+internal sealed record KeepAliveConfig(
+    int MaxIdle,
+    TimeSpan? IdleTimeout,
+    TimeSpan AutoIdleTimeoutCap,
+    int MaxRequests,
+    TimeSpan MaxLifetime)
+{
+    // MaxIdle: nginx's `keepalive 32` closes every connection above 32 idle ones, so past 32 concurrent requests each
+    // burst opens and closes connections and fills the ephemeral port range with TIME_WAIT. Idle connections also expire
+    // by IdleTimeout, so a high bound costs nothing when traffic drops.
+    // IdleTimeout null = learn each destination's idle timeout (announced Keep-Alive: timeout=N, or observed idle closes).
+    // AutoIdleTimeoutCap: the learned value never exceeds 60 s, nginx's default keepalive_timeout for upstreams.
+    // MaxRequests 0 = unlimited: nginx's keepalive_requests 1000 exists to free nginx's own per-connection memory
+    // allocations (its documentation says so); closing a healthy connection otherwise only costs a reconnect.
+    // MaxLifetime 1 h: nginx's keepalive_time default; it lets DNS and load balancer changes take effect eventually.
+    public static KeepAliveConfig Default { get; } = new(
+        MaxIdle: 1024,
+        IdleTimeout: null,
+        AutoIdleTimeoutCap: TimeSpan.FromSeconds(60),
+        MaxRequests: 0,
+        MaxLifetime: TimeSpan.FromHours(1));
+}
+
+/// <summary>SendRequest and BodyInactivity of zero mean "no timeout"; Connect and ResponseHead are always positive.</summary>
+internal sealed record TimeoutsConfig(TimeSpan Connect, TimeSpan SendRequest, TimeSpan ResponseHead, TimeSpan BodyInactivity)
+{
+    // Connect 10 s instead of nginx's proxy_connect_timeout 60 s: Linux retransmits a lost SYN after 1, 3 and 7 s
+    // (initial RTO 1 s, doubling), so 10 s lets three retries get an answer; beyond that the destination is not taking
+    // connections and the client is better served by a 504 and another destination.
+    // SendRequest, ResponseHead, BodyInactivity 60 s: nginx's proxy_send_timeout and proxy_read_timeout defaults.
+    public static TimeoutsConfig Default { get; } = new(
+        Connect: TimeSpan.FromSeconds(10),
+        SendRequest: TimeSpan.FromSeconds(60),
+        ResponseHead: TimeSpan.FromSeconds(60),
+        BodyInactivity: TimeSpan.FromSeconds(60));
+}
+
+internal sealed record LimitsConfig(int MaxResponseHeaderBytes, int MaxResponseHeaderCount)
+{
+    // 64 KiB: SocketsHttpHandler's MaxResponseHeadersLength default. 100 headers: Kestrel's MaxRequestHeaderCount.
+    public static LimitsConfig Default { get; } = new(MaxResponseHeaderBytes: 64 * 1024, MaxResponseHeaderCount: 100);
+}
+
+internal sealed record ForwardingConfig(bool PreserveHost, bool XForwarded)
+{
+    // PreserveHost: YARP's and HAProxy's default; backends building absolute URLs need the client's host.
+    // XForwarded: YARP's default; without it backends see only Ferry's address.
+    public static ForwardingConfig Default { get; } = new(PreserveHost: true, XForwarded: true);
+}

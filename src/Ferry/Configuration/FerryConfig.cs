@@ -1,0 +1,28 @@
+using System.Net;
+
+namespace Ferry.Configuration;
+
+/// <summary>The whole validated configuration. Routes are in the order they must be tried.</summary>
+internal sealed record FerryConfig(
+    IReadOnlyList<ListenerConfig> Listeners,
+    AdminConfig Admin,
+    ProxyStatusConfig ProxyStatus,
+    IReadOnlyList<RouteConfig> Routes,
+    IReadOnlyDictionary<string, ClusterConfig> Clusters);
+
+/// <summary>A client-facing endpoint. "*:port" binds <see cref="IPAddress.Any"/>.</summary>
+internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint);
+
+internal sealed record AdminConfig(bool Enabled, IPEndPoint EndPoint)
+{
+    // Loopback only by default: the admin endpoint exposes internal addresses and must not be reachable from outside
+    // unless someone decides so. 9901 is Envoy's admin port, familiar to operators.
+    public static AdminConfig Default { get; } = new(Enabled: true, new IPEndPoint(IPAddress.Loopback, 9901));
+}
+
+internal sealed record ProxyStatusConfig(bool IncludeDetails)
+{
+    // Next-hop addresses and connection details are internal; by default clients only see the error type
+    // (RFC 9209 §2 lets a proxy omit any parameter) and the details go to the access log.
+    public static ProxyStatusConfig Default { get; } = new(IncludeDetails: false);
+}

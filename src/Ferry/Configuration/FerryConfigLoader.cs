@@ -1,0 +1,516 @@
+using System.Collections;
+using System.Net;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+
+namespace Ferry.Configuration;
+
+/// <summary>
+/// Builds the layered configuration (JSON file, then FERRY__ environment variables, then command-line overrides) and
+/// turns it into a validated <see cref="FerryConfig"/>. Binding is by hand so that every error names its path and
+/// unknown keys (typos) are reported instead of silently ignored.
+/// </summary>
+internal static class FerryConfigLoader
+{
+    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters"];
+    private static readonly string[] ListenerKeys = ["Address"];
+    private static readonly string[] AdminKeys = ["Address", "Enabled"];
+    private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
+    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
+    private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
+    private static readonly string[] ClusterKeys =
+        ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding"];
+    private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
+    private static readonly string[] KeepAliveKeys = ["MaxIdle", "IdleTimeout", "AutoIdleTimeoutCap", "MaxRequests", "MaxLifetime"];
+    private static readonly string[] TimeoutsKeys = ["Connect", "SendRequest", "ResponseHead", "BodyInactivity"];
+    private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
+    private static readonly string[] ForwardingKeys = ["PreserveHost", "XForwarded"];
+
+    // nginx's `weight` has no documented maximum; 1000 keeps smooth weighted round robin's sums small and is already
+    // finer than any real capacity ratio.
+    private const int MaxWeight = 1000;
+
+    /// <summary>The listener, route and cluster name used by `ferry proxy --listen ... --to ...`.</summary>
+    public const string ProxyCommandName = "proxy";
+
+    /// <summary>
+    /// Layers, later wins: the JSON file (if given; it must exist), FERRY__ environment variables from
+    /// <paramref name="environment"/> (the process environment when null), then command-line arguments
+    /// ("--Clusters:api:KeepAlive:MaxIdle=64"). Malformed JSON throws from here, as Microsoft.Extensions.Configuration does.
+    /// </summary>
+    public static IConfigurationRoot Build(string? jsonFile, IEnumerable<string> commandLineArgs, IDictionary? environment = null)
+    {
+        var builder = new ConfigurationBuilder();
+        if (jsonFile is not null)
+        {
+            var fullPath = Path.GetFullPath(jsonFile);
+            if (!File.Exists(fullPath))
+            {
+                throw new FileNotFoundException($"Configuration file '{fullPath}' does not exist.", fullPath);
+            }
+
+            builder.AddJsonFile(fullPath, optional: false, reloadOnChange: false);
+        }
+
+        builder.Add(new FerryEnvironmentVariablesSource(environment ?? Environment.GetEnvironmentVariables()));
+        builder.AddCommandLine([.. commandLineArgs]);
+        return builder.Build();
+    }
+
+    /// <summary>
+    /// The configuration `ferry proxy --listen ADDRESS --to URI...` stands for: one listener, one catch-all route and one
+    /// cluster named "proxy", destinations "1".."n", every other setting at its default. Loaded through
+    /// <see cref="Load"/> so that the command validates exactly like a file.
+    /// </summary>
+    public static ConfigLoadResult LoadProxyCommand(string listen, IReadOnlyList<string> destinations)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            [$"Listeners:{ProxyCommandName}:Address"] = listen,
+            [$"Routes:{ProxyCommandName}:ClusterId"] = ProxyCommandName,
+        };
+        for (var i = 0; i < destinations.Count; i++)
+        {
+            settings[$"Clusters:{ProxyCommandName}:Destinations:{i + 1}:Address"] = destinations[i];
+        }
+
+        if (destinations.Count == 0)
+        {
+            // Keeps the cluster present so that the error is "at least one destination", not "unknown cluster".
+            settings[$"Clusters:{ProxyCommandName}:Destinations"] = "";
+        }
+
+        return Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+    }
+
+    public static ConfigLoadResult Load(IConfiguration configuration)
+    {
+        var reader = new ConfigReader();
+        reader.WarnUnknownKeys(configuration, RootKeys);
+
+        var listeners = ReadListeners(reader, configuration);
+        var admin = ReadAdmin(reader, configuration, listeners);
+
+        var proxyStatusSection = reader.Section(configuration, "ProxyStatus");
+        reader.WarnUnknownKeys(proxyStatusSection, ProxyStatusKeys);
+        var proxyStatus = new ProxyStatusConfig(
+            reader.Bool(proxyStatusSection, "IncludeDetails", ProxyStatusConfig.Default.IncludeDetails));
+
+        var clusters = new Dictionary<string, ClusterConfig>(StringComparer.OrdinalIgnoreCase);
+        foreach (var entry in reader.Entries(configuration, "Clusters"))
+        {
+            clusters[entry.Key] = ReadCluster(reader, entry);
+        }
+
+        var routes = new List<RouteConfig>();
+        foreach (var entry in reader.Entries(configuration, "Routes"))
+        {
+            routes.Add(ReadRoute(reader, entry, clusters));
+        }
+
+        // Counted on the configuration, not on the valid listeners: an invalid listener already has its own error.
+        if (routes.Count > 0 && !configuration.GetSection("Listeners").GetChildren().Any())
+        {
+            reader.Error("Listeners", "at least one listener is required when routes are defined");
+        }
+
+        foreach (var cluster in clusters.Values)
+        {
+            if (!routes.Any(r => string.Equals(r.ClusterId, cluster.ClusterId, StringComparison.OrdinalIgnoreCase)))
+            {
+                reader.Warning($"Clusters:{cluster.ClusterId}", "not used by any route");
+            }
+        }
+
+        routes.Sort(RouteOrder.Compare);
+
+        var config = reader.Errors.Count == 0
+            ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
+            : null;
+        return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
+    }
+
+    private static List<(ListenerConfig Config, string Path, string Text)> ReadListeners(ConfigReader reader, IConfiguration root)
+    {
+        var listeners = new List<(ListenerConfig Config, string Path, string Text)>();
+        foreach (var entry in reader.Entries(root, "Listeners"))
+        {
+            reader.WarnUnknownKeys(entry, ListenerKeys);
+            if (ReadEndPoint(reader, entry, required: true) is { } endPoint)
+            {
+                listeners.Add((new ListenerConfig(entry.Key, endPoint.EndPoint), endPoint.Path, endPoint.Text));
+            }
+        }
+
+        for (var i = 0; i < listeners.Count; i++)
+        {
+            for (var j = 0; j < i; j++)
+            {
+                ReportConflict(reader, listeners[i].Path, listeners[i].Text, listeners[i].Config.EndPoint,
+                    listeners[j].Path, listeners[j].Text, listeners[j].Config.EndPoint);
+            }
+        }
+
+        return listeners;
+    }
+
+    private static AdminConfig ReadAdmin(ConfigReader reader, IConfiguration root,
+        IReadOnlyList<(ListenerConfig Config, string Path, string Text)> listeners)
+    {
+        var section = reader.Section(root, "Admin");
+        reader.WarnUnknownKeys(section, AdminKeys);
+        var enabled = reader.Bool(section, "Enabled", AdminConfig.Default.Enabled);
+        var endPoint = ReadEndPoint(reader, section, required: false);
+        var admin = new AdminConfig(enabled, endPoint?.EndPoint ?? AdminConfig.Default.EndPoint);
+        if (enabled)
+        {
+            var path = section.GetSection("Address").Path;
+            var text = endPoint?.Text ?? admin.EndPoint.ToString();
+            foreach (var listener in listeners)
+            {
+                ReportConflict(reader, path, text, admin.EndPoint, listener.Path, listener.Text, listener.Config.EndPoint);
+            }
+        }
+
+        return admin;
+    }
+
+    private static (IPEndPoint EndPoint, string Path, string Text)? ReadEndPoint(ConfigReader reader, IConfiguration section, bool required)
+    {
+        var text = required ? reader.RequiredString(section, "Address") : reader.String(section, "Address");
+        if (text is null)
+        {
+            return null;
+        }
+
+        var path = section.GetSection("Address").Path;
+        if (!ListenAddress.TryParse(text, out var endPoint))
+        {
+            reader.Error(path, $"'{text}' is not a listen address ({ListenAddress.Expected})");
+            return null;
+        }
+
+        return (endPoint, path, text);
+    }
+
+    private static void ReportConflict(ConfigReader reader, string path, string text, IPEndPoint endPoint,
+        string otherPath, string otherText, IPEndPoint otherEndPoint)
+    {
+        if (endPoint.Equals(otherEndPoint) && endPoint.Port != 0)
+        {
+            reader.Error(path, $"'{text}' is already used by {otherPath}");
+        }
+        else if (ListenAddress.Conflict(endPoint, otherEndPoint))
+        {
+            reader.Error(path, $"'{text}' overlaps {otherPath} ('{otherText}'): both cannot be bound");
+        }
+    }
+
+    private static ClusterConfig ReadCluster(ConfigReader reader, IConfigurationSection section)
+    {
+        reader.WarnUnknownKeys(section, ClusterKeys);
+        var clusterId = section.Key;
+
+        var policy = LoadBalancingPolicies.Default;
+        if (reader.String(section, "LoadBalancingPolicy") is { } policyText)
+        {
+            var known = LoadBalancingPolicies.All.FirstOrDefault(p => p.Equals(policyText, StringComparison.OrdinalIgnoreCase));
+            if (known is null)
+            {
+                reader.Error(section.GetSection("LoadBalancingPolicy").Path,
+                    $"'{policyText}' is not a load balancing policy ({string.Join(", ", LoadBalancingPolicies.All)})");
+            }
+            else
+            {
+                policy = known;
+            }
+        }
+
+        var destinations = new List<DestinationConfig>();
+        foreach (var entry in reader.Entries(section, "Destinations"))
+        {
+            if (ReadDestination(reader, entry) is { } destination)
+            {
+                destinations.Add(destination);
+            }
+        }
+
+        var destinationsPath = section.GetSection("Destinations").Path;
+        if (!section.GetSection("Destinations").GetChildren().Any())
+        {
+            reader.Error(destinationsPath, "at least one destination is required");
+        }
+        else if (destinations.Count > 0 && destinations.All(d => d.Backup))
+        {
+            // Backups are used only when every primary is unavailable; with no primary the intent is unclear.
+            reader.Error(destinationsPath, "every destination is a backup; at least one must not be");
+        }
+
+        return new ClusterConfig(clusterId, destinations, policy, ReadKeepAlive(reader, section),
+            ReadTimeouts(reader, section), ReadLimits(reader, section), ReadForwarding(reader, section));
+    }
+
+    private static DestinationConfig? ReadDestination(ConfigReader reader, IConfigurationSection section)
+    {
+        reader.WarnUnknownKeys(section, DestinationKeys);
+        var weight = reader.Int(section, "Weight", DestinationConfig.DefaultWeight, 1, MaxWeight);
+        var backup = reader.Bool(section, "Backup", defaultValue: false);
+        var text = reader.RequiredString(section, "Address");
+        if (text is null)
+        {
+            return null;
+        }
+
+        var path = section.GetSection("Address").Path;
+        if (!Uri.TryCreate(text, UriKind.Absolute, out var uri)
+            || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps)
+            || uri.Host.Length == 0)
+        {
+            reader.Error(path, $"'{text}' is not an http URI");
+            return null;
+        }
+
+        if (uri.Scheme == Uri.UriSchemeHttps)
+        {
+            reader.Error(path, $"'{text}' uses https, which is not supported yet (destinations are plain HTTP/1.1)");
+            return null;
+        }
+
+        if (uri.AbsolutePath != "/")
+        {
+            reader.Error(path, $"'{text}' has a path; a destination address is http://host[:port] (path empty or '/')");
+            return null;
+        }
+
+        if (uri.UserInfo.Length > 0 || uri.Query.Length > 0 || uri.Fragment.Length > 0)
+        {
+            reader.Error(path, $"'{text}' has user info, a query or a fragment; a destination address is http://host[:port]");
+            return null;
+        }
+
+        // Uri.Host keeps IPv6 brackets; DnsSafeHost removes them, which is what IPAddress.Parse and DNS expect.
+        var host = uri.HostNameType == UriHostNameType.IPv6 ? uri.DnsSafeHost : uri.IdnHost;
+        return new DestinationConfig(section.Key, uri, host, uri.Port, weight, backup);
+    }
+
+    private static KeepAliveConfig ReadKeepAlive(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "KeepAlive");
+        reader.WarnUnknownKeys(section, KeepAliveKeys);
+        var defaults = KeepAliveConfig.Default;
+
+        var idleTimeout = defaults.IdleTimeout;
+        if (reader.TryScalar(section, "IdleTimeout", out var idleText, out var idlePath)
+            && idleText is not null
+            && !idleText.Equals("auto", StringComparison.OrdinalIgnoreCase)
+            && reader.ParseDuration(idlePath, idleText, positive: false, out var parsed))
+        {
+            idleTimeout = parsed;
+        }
+
+        return new KeepAliveConfig(
+            MaxIdle: reader.Int(section, "MaxIdle", defaults.MaxIdle, min: 0),
+            IdleTimeout: idleTimeout,
+            // A zero cap would forbid every learned timeout, which is "IdleTimeout: 0", not "auto".
+            AutoIdleTimeoutCap: reader.Duration(section, "AutoIdleTimeoutCap", defaults.AutoIdleTimeoutCap, positive: true),
+            MaxRequests: reader.Int(section, "MaxRequests", defaults.MaxRequests, min: 0),
+            MaxLifetime: reader.Duration(section, "MaxLifetime", defaults.MaxLifetime));
+    }
+
+    private static TimeoutsConfig ReadTimeouts(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Timeouts");
+        reader.WarnUnknownKeys(section, TimeoutsKeys);
+        var defaults = TimeoutsConfig.Default;
+        // Connect and ResponseHead have no "unlimited": a connect or a head that never comes must end in a 504.
+        return new TimeoutsConfig(
+            Connect: reader.Duration(section, "Connect", defaults.Connect, positive: true),
+            SendRequest: reader.Duration(section, "SendRequest", defaults.SendRequest),
+            ResponseHead: reader.Duration(section, "ResponseHead", defaults.ResponseHead, positive: true),
+            BodyInactivity: reader.Duration(section, "BodyInactivity", defaults.BodyInactivity));
+    }
+
+    private static LimitsConfig ReadLimits(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Limits");
+        reader.WarnUnknownKeys(section, LimitsKeys);
+        var defaults = LimitsConfig.Default;
+        return new LimitsConfig(
+            MaxResponseHeaderBytes: reader.Int(section, "MaxResponseHeaderBytes", defaults.MaxResponseHeaderBytes, min: 1),
+            MaxResponseHeaderCount: reader.Int(section, "MaxResponseHeaderCount", defaults.MaxResponseHeaderCount, min: 1));
+    }
+
+    private static ForwardingConfig ReadForwarding(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Forwarding");
+        reader.WarnUnknownKeys(section, ForwardingKeys);
+        var defaults = ForwardingConfig.Default;
+        return new ForwardingConfig(
+            PreserveHost: reader.Bool(section, "PreserveHost", defaults.PreserveHost),
+            XForwarded: reader.Bool(section, "XForwarded", defaults.XForwarded));
+    }
+
+    private static RouteConfig ReadRoute(ConfigReader reader, IConfigurationSection section,
+        IReadOnlyDictionary<string, ClusterConfig> clusters)
+    {
+        reader.WarnUnknownKeys(section, RouteKeys);
+
+        var clusterId = reader.RequiredString(section, "ClusterId");
+        if (clusterId is not null)
+        {
+            if (clusters.TryGetValue(clusterId, out var cluster))
+            {
+                clusterId = cluster.ClusterId;
+            }
+            else
+            {
+                var suggestion = ConfigReader.Suggest(clusterId, clusters.Keys);
+                reader.Error(section.GetSection("ClusterId").Path, suggestion is null
+                    ? $"'{clusterId}' is not a cluster"
+                    : $"'{clusterId}' is not a cluster (did you mean '{suggestion}'?)");
+            }
+        }
+
+        var order = reader.Int(section, "Order", defaultValue: 0);
+        var match = ReadMatch(reader, reader.Section(section, "Match"));
+        var removePrefix = ReadPathRemovePrefix(reader, section, match);
+        return new RouteConfig(section.Key, clusterId ?? "", order, match, removePrefix);
+    }
+
+    private static RouteMatchConfig ReadMatch(ConfigReader reader, IConfigurationSection section)
+    {
+        reader.WarnUnknownKeys(section, MatchKeys);
+
+        var hosts = new List<string>();
+        foreach (var (path, host) in reader.List(section, "Hosts"))
+        {
+            if (ValidateHost(reader, path, host))
+            {
+                hosts.Add(host.ToLowerInvariant());
+            }
+        }
+
+        var methods = new List<string>();
+        foreach (var (path, method) in reader.List(section, "Methods"))
+        {
+            if (method.All(IsTokenChar))
+            {
+                // Methods are case-sensitive (RFC 9110 §9.1), but "get" in a config file means GET.
+                methods.Add(HttpMethods.GetCanonicalizedValue(method));
+            }
+            else
+            {
+                reader.Error(path, $"'{method}' is not an HTTP method");
+            }
+        }
+
+        var exact = ReadPath(reader, section, "Path");
+        var prefix = ReadPath(reader, section, "PathPrefix");
+        if (exact is not null && prefix is not null)
+        {
+            reader.Error(section.Path, "Path and PathPrefix cannot both be set");
+        }
+
+        // "/api/" and "/api" match the same requests on segment boundaries; one spelling keeps comparisons simple.
+        if (prefix is not null && prefix.Length > 1)
+        {
+            prefix = prefix.TrimEnd('/');
+            prefix = prefix.Length == 0 ? "/" : prefix;
+        }
+
+        return new RouteMatchConfig(hosts, exact, prefix, methods.Distinct().ToArray());
+    }
+
+    private static string? ReadPath(ConfigReader reader, IConfigurationSection section, string key)
+    {
+        if (reader.String(section, key) is not { } path)
+        {
+            return null;
+        }
+
+        var fullPath = section.GetSection(key).Path;
+        if (!path.StartsWith('/'))
+        {
+            reader.Error(fullPath, $"'{path}' must start with '/'");
+            return null;
+        }
+
+        if (path.AsSpan().IndexOfAny('?', '#') >= 0)
+        {
+            reader.Error(fullPath, $"'{path}' must not contain '?' or '#' (routes match the path only)");
+            return null;
+        }
+
+        return path;
+    }
+
+    private static string? ReadPathRemovePrefix(ConfigReader reader, IConfigurationSection section, RouteMatchConfig match)
+    {
+        var remove = ReadPath(reader, section, "PathRemovePrefix");
+        if (remove is null)
+        {
+            return null;
+        }
+
+        var path = section.GetSection("PathRemovePrefix").Path;
+        remove = remove.Length > 1 ? remove.TrimEnd('/') : remove;
+        if (remove.Length <= 1)
+        {
+            reader.Error(path, "'/' removes nothing; a prefix to remove has at least one segment");
+            return null;
+        }
+
+        // Stripping a prefix the matched path may not have would forward some requests unchanged and others not.
+        var (matchKey, matchPath) = match.PathPrefix is not null ? ("PathPrefix", match.PathPrefix) : ("Path", match.Path);
+        if (matchPath is null)
+        {
+            reader.Error(path, $"'{remove}' requires Match:PathPrefix (or Match:Path) starting with it");
+            return null;
+        }
+
+        if (!IsSegmentPrefix(remove, matchPath))
+        {
+            reader.Error(path, $"'{remove}' is not a prefix of Match:{matchKey} '{matchPath}'");
+            return null;
+        }
+
+        return remove;
+    }
+
+    private static bool IsSegmentPrefix(string prefix, string path) =>
+        path.StartsWith(prefix, StringComparison.OrdinalIgnoreCase)
+        && (path.Length == prefix.Length || path[prefix.Length] == '/');
+
+    private static bool ValidateHost(ConfigReader reader, string path, string host)
+    {
+        if (host.StartsWith('[') && host.EndsWith(']'))
+        {
+            if (IPAddress.TryParse(host.AsSpan(1, host.Length - 2), out var address)
+                && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
+            {
+                return true;
+            }
+        }
+        else if (host.Contains(':'))
+        {
+            reader.Error(path, $"'{host}' must not include a port (hosts are matched without their port)");
+            return false;
+        }
+        else
+        {
+            var name = host.StartsWith("*.", StringComparison.Ordinal) ? host[2..] : host;
+            var labels = name.Split('.');
+            if (labels.All(l => l.Length > 0 && l.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_')))
+            {
+                return true;
+            }
+        }
+
+        reader.Error(path, $"'{host}' is not a host name (letters, digits, '-', '.', optionally a leading '*.')");
+        return false;
+    }
+
+    // RFC 9110 §5.6.2 tchar.
+    private static bool IsTokenChar(char c) =>
+        char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c);
+}

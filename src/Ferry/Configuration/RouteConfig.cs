@@ -1,0 +1,17 @@
+namespace Ferry.Configuration;
+
+/// <summary>
+/// A route sends matching requests to a cluster. <see cref="PathRemovePrefix"/> is YARP's transform of the same name:
+/// the prefix is stripped from the path before forwarding.
+/// </summary>
+internal sealed record RouteConfig(string RouteId, string ClusterId, int Order, RouteMatchConfig Match, string? PathRemovePrefix);
+
+/// <summary>
+/// Every set criterion must match. Hosts are lower-case, without port, optionally with a leading "*." wildcard.
+/// <see cref="Path"/> is an exact, case-insensitive path; <see cref="PathPrefix"/> matches on a segment boundary and has
+/// no trailing '/' (except the root "/"). At most one of the two is set. Empty lists mean "any".
+/// </summary>
+internal sealed record RouteMatchConfig(IReadOnlyList<string> Hosts, string? Path, string? PathPrefix, IReadOnlyList<string> Methods)
+{
+    public static RouteMatchConfig Any { get; } = new([], Path: null, PathPrefix: null, []);
+}

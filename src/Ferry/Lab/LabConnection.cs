@@ -1,0 +1,246 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+
+namespace Ferry.Lab;
+
+/// <summary>One accepted socket: reads request heads in a loop and hands each request to the script or the routes.</summary>
+internal sealed class LabConnection
+{
+    /// <summary>How long a closing connection keeps reading what the client still sends after our FIN, so that
+    /// unread bytes do not turn the close into an RST. nginx's lingering_timeout defaults to 5 s.</summary>
+    private static readonly TimeSpan LingerTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly LabUpstream _upstream;
+    private readonly Socket _socket;
+    private readonly CancellationToken _stopping;
+    private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _state; // ConnectionOpen, ConnectionClosing or ConnectionReset
+    private const int ConnectionOpen = 0, ConnectionClosing = 1, ConnectionReset = 2;
+
+    public LabConnection(LabUpstream upstream, Socket socket, CancellationToken stopping)
+    {
+        _upstream = upstream;
+        _socket = socket;
+        _stopping = stopping;
+        socket.NoDelay = true;
+        var stream = new NetworkStream(socket, ownsSocket: false);
+        Input = PipeReader.Create(stream);
+        Output = PipeWriter.Create(stream);
+    }
+
+    public PipeReader Input { get; }
+    public PipeWriter Output { get; }
+    public LabUpstreamOptions Options => _upstream.Options;
+    /// <summary>Cancelled when the upstream is disposed.</summary>
+    public CancellationToken Stopping => _stopping;
+    public bool IsOpen => Volatile.Read(ref _state) == ConnectionOpen;
+    /// <summary>Completes when the request loop has ended and the socket is released.</summary>
+    public Task Completed => _completed.Task;
+
+    /// <summary>Disposes the socket under the loop (upstream disposal), which fails whatever it awaits.</summary>
+    public void Abort() => _socket.Dispose();
+
+    /// <summary>FIN: shuts down the sending side now; the socket itself is released when the request loop ends.</summary>
+    public void Close()
+    {
+        if (Interlocked.CompareExchange(ref _state, ConnectionClosing, ConnectionOpen) == ConnectionOpen)
+        {
+            try
+            {
+                _socket.Shutdown(SocketShutdown.Send);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // The peer is already gone; nothing left to announce.
+            }
+        }
+    }
+
+    /// <summary>RST: SO_LINGER with a zero timeout makes close() abort the connection (RFC 9293 §3.10.7.1 ABORT).</summary>
+    public void Reset()
+    {
+        if (Interlocked.Exchange(ref _state, ConnectionReset) != ConnectionReset)
+        {
+            try
+            {
+                _socket.LingerState = new LingerOption(true, 0);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // Already closed: there is nothing left to reset.
+            }
+            _socket.Dispose();
+        }
+    }
+
+    public async Task RunAsync()
+    {
+        try
+        {
+            await ServeAsync();
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The peer went away, the upstream is stopping, or a script reset the connection.
+        }
+        catch (Exception e)
+        {
+            _upstream.ReportError(e);
+        }
+        finally
+        {
+            if (IsOpen && !_stopping.IsCancellationRequested)
+            {
+                Close();
+            }
+            if (Volatile.Read(ref _state) == ConnectionClosing && !_stopping.IsCancellationRequested)
+            {
+                await LingerAsync();
+            }
+            _socket.Dispose();
+            _upstream.OnConnectionEnded(this);
+            _completed.TrySetResult();
+        }
+    }
+
+    private async Task ServeAsync()
+    {
+        int index = 0;
+        while (IsOpen)
+        {
+            LabRequestHead? head;
+            try
+            {
+                head = await ReadHeadAsync();
+            }
+            catch (LabBadRequestException e)
+            {
+                await WriteRejectionAsync(e);
+                return;
+            }
+            if (head is null)
+            {
+                return;
+            }
+            index++;
+            _upstream.OnRequest(head);
+            LabExchange exchange;
+            try
+            {
+                exchange = new LabExchange(this, head, index);
+            }
+            catch (LabBadRequestException e)
+            {
+                await WriteRejectionAsync(e);
+                return;
+            }
+            try
+            {
+                await _upstream.HandleAsync(exchange, _stopping);
+            }
+            catch (LabBadRequestException e) when (IsOpen && !exchange.ResponseStarted)
+            {
+                await WriteRejectionAsync(e);
+                return;
+            }
+            if (!IsOpen || exchange.ClosesConnection || (exchange.ResponseStarted && !exchange.ResponseCompleted))
+            {
+                return;
+            }
+            // The client sent a body that nobody read; it must be consumed to find the next request head.
+            await exchange.DrainBodyAsync(_stopping);
+        }
+    }
+
+    /// <summary>Reads the next head; null when the client closed cleanly or the connection sat idle too long.</summary>
+    private async Task<LabRequestHead?> ReadHeadAsync()
+    {
+        using var idle = Options.IdleTimeout is { } timeout
+            ? new CancellationTokenSource(timeout, Options.TimeProvider)
+            : null;
+        using var idleOrStopping = idle is null ? null : CancellationTokenSource.CreateLinkedTokenSource(idle.Token, _stopping);
+        bool sawByte = false;
+        while (true)
+        {
+            ReadResult result;
+            try
+            {
+                // The idle clock stops at the first byte of the next request, like nginx's keepalive_timeout.
+                result = await Input.ReadAsync(sawByte || idleOrStopping is null ? _stopping : idleOrStopping.Token);
+            }
+            catch (OperationCanceledException) when (idle is { IsCancellationRequested: true } && !_stopping.IsCancellationRequested)
+            {
+                if (Options.ResetOnIdleTimeout)
+                {
+                    Reset();
+                }
+                else
+                {
+                    Close();
+                }
+                return null;
+            }
+            var buffer = result.Buffer;
+            sawByte |= !buffer.IsEmpty;
+            bool parsed;
+            LabRequestHead? head;
+            try
+            {
+                parsed = LabRequestHead.TryParse(ref buffer, out head);
+            }
+            catch (LabBadRequestException)
+            {
+                Input.AdvanceTo(result.Buffer.End);
+                throw;
+            }
+            if (parsed)
+            {
+                Input.AdvanceTo(buffer.Start);
+                return head;
+            }
+            Input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted)
+            {
+                if (!buffer.IsEmpty)
+                {
+                    throw new LabBadRequestException(400, "connection closed inside the request head");
+                }
+                return null;
+            }
+        }
+    }
+
+    private async Task WriteRejectionAsync(LabBadRequestException e)
+    {
+        if (!IsOpen)
+        {
+            return;
+        }
+        await Output.WriteAsync(LabExchange.FormatRejection(e.StatusCode, e.Message, Options.Name), _stopping);
+        Close();
+    }
+
+    /// <summary>After our FIN, read and discard until the client closes too (see <see cref="LingerTimeout"/>).</summary>
+    private async Task LingerAsync()
+    {
+        using var linger = new CancellationTokenSource(LingerTimeout, Options.TimeProvider);
+        using var lingerOrStopping = CancellationTokenSource.CreateLinkedTokenSource(linger.Token, _stopping);
+        try
+        {
+            while (true)
+            {
+                var result = await Input.ReadAsync(lingerOrStopping.Token);
+                Input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted)
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+        {
+            // The client reset, the linger time ran out or the upstream is stopping: release the socket anyway.
+        }
+    }
+}

@@ -1,0 +1,166 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Ferry.Lab;
+
+/// <summary>
+/// A small HTTP/1.1 server on raw sockets whose every connection can be made to misbehave on purpose
+/// (FIN or RST, silent idle closes, tiny backlog, stalls). Kestrel would hide exactly what it exists to show.
+/// </summary>
+internal sealed class LabUpstream : IAsyncDisposable
+{
+    /// <summary>How long <see cref="DisposeAsync"/> waits for connection loops after closing their sockets.</summary>
+    private static readonly TimeSpan DisposeWait = TimeSpan.FromSeconds(5);
+
+    private readonly Socket _listener;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SemaphoreSlim? _handlerSlots;                                   // free request slots, null when unlimited
+    private readonly ConcurrentDictionary<LabConnection, byte> _connections = new(); // accepted and not yet released
+    private readonly ConcurrentDictionary<(string Method, string Path), int> _requestCounts = new();
+    private readonly ConcurrentQueue<Exception> _errors = new();                     // unexpected exceptions from routes or scripts
+    private readonly Task _acceptLoop;
+    private int _connectionsAccepted;                                                // sockets accepted since start
+    private int _requestsReceived;                                                   // request heads parsed
+    private int _openConnections;                                                    // accepted and not yet released
+    private int _disposed;
+
+    private LabUpstream(LabUpstreamOptions options)
+    {
+        Options = options;
+        if (options.MaxConcurrentRequests < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxConcurrentRequests, "MaxConcurrentRequests must be at least 1");
+        }
+        _handlerSlots = options.MaxConcurrentRequests == int.MaxValue ? null : new SemaphoreSlim(options.MaxConcurrentRequests);
+        _listener = new Socket(options.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            _listener.Bind(options.EndPoint);
+            _listener.Listen(options.Backlog);
+        }
+        catch
+        {
+            _listener.Dispose();
+            throw;
+        }
+        EndPoint = (IPEndPoint)_listener.LocalEndPoint!;
+        Uri = new Uri($"http://{(EndPoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{EndPoint.Address}]" : EndPoint.Address.ToString())}:{EndPoint.Port}/");
+        _acceptLoop = AcceptLoopAsync();
+    }
+
+    /// <summary>Binds and listens before returning, so connections can be made at once.</summary>
+    public static LabUpstream Start(LabUpstreamOptions options) => new(options);
+
+    public LabUpstreamOptions Options { get; }
+    public IPEndPoint EndPoint { get; }
+    public Uri Uri { get; }
+    public string Name => Options.Name;
+    public int ConnectionsAccepted => Volatile.Read(ref _connectionsAccepted);
+    public int RequestsReceived => Volatile.Read(ref _requestsReceived);
+    public int OpenConnections => Volatile.Read(ref _openConnections);
+    /// <summary>Exceptions a route or script threw that were not about the connection going away.</summary>
+    public IReadOnlyCollection<Exception> Errors => _errors;
+
+    /// <summary>How many request heads with this method and path (query excluded) were received.</summary>
+    public int RequestCount(string method, string path) =>
+        _requestCounts.TryGetValue((method, path), out int count) ? count : 0;
+
+    internal void OnRequest(LabRequestHead head)
+    {
+        Interlocked.Increment(ref _requestsReceived);
+        _requestCounts.AddOrUpdate((head.Method, head.Path), 1, (_, count) => count + 1);
+    }
+
+    internal void ReportError(Exception e) => _errors.Enqueue(e);
+
+    internal async Task HandleAsync(LabExchange exchange, CancellationToken ct)
+    {
+        if (_handlerSlots is not null)
+        {
+            await _handlerSlots.WaitAsync(ct);
+        }
+        try
+        {
+            if (Options.HandlerDelay > TimeSpan.Zero)
+            {
+                await Task.Delay(Options.HandlerDelay, Options.TimeProvider, ct);
+            }
+            await (Options.Script ?? LabRoutes.HandleAsync)(exchange, ct);
+        }
+        finally
+        {
+            _handlerSlots?.Release();
+        }
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        var ct = _stopping.Token;
+        while (!ct.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                if (_handlerSlots is not null)
+                {
+                    // A busy single-threaded server does not call accept(); waiting here lets the backlog fill.
+                    await _handlerSlots.WaitAsync(ct);
+                    _handlerSlots.Release();
+                }
+                socket = await _listener.AcceptAsync(ct);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException
+                                      || (e is SocketException && ct.IsCancellationRequested))
+            {
+                return;
+            }
+            catch (SocketException)
+            {
+                // A connection that was reset while still in the backlog (ECONNABORTED): accept the next one.
+                continue;
+            }
+            Interlocked.Increment(ref _connectionsAccepted);
+            Interlocked.Increment(ref _openConnections);
+            var connection = new LabConnection(this, socket, ct);
+            _connections[connection] = 0;
+            _ = Task.Run(connection.RunAsync, CancellationToken.None);
+        }
+    }
+
+    /// <summary>Called once by each connection after its socket is released.</summary>
+    internal void OnConnectionEnded(LabConnection connection)
+    {
+        _connections.TryRemove(connection, out _);
+        Interlocked.Decrement(ref _openConnections);
+    }
+
+    /// <summary>Stops listening, closes every connection and waits (bounded) for their loops to end.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        await _stopping.CancelAsync();
+        _listener.Dispose();
+        await _acceptLoop;
+        var connections = _connections.Keys.ToList();
+        foreach (var connection in connections)
+        {
+            // Aborts reads and writes still pending on the socket; the loops then end on their own.
+            connection.Abort();
+        }
+        try
+        {
+            // A safety bound in real time, whatever the injected TimeProvider: disposal must end.
+            await Task.WhenAll(connections.Select(c => c.Completed)).WaitAsync(DisposeWait);
+        }
+        catch (TimeoutException)
+        {
+            // A script ignoring cancellation keeps its task alive, but its socket is already closed.
+        }
+        _stopping.Dispose();
+        _handlerSlots?.Dispose();
+    }
+}

@@ -1,0 +1,192 @@
+using System.Net;
+using Ferry.Configuration;
+using static Ferry.Tests.Configuration.ConfigTestJson;
+
+namespace Ferry.Tests.Configuration;
+
+public sealed class FerryConfigLoaderTests
+{
+    [Fact]
+    public void MinimalConfigGetsEveryDefault()
+    {
+        var config = LoadValid(Minimal());
+
+        Assert.Equal([new ListenerConfig("public", new IPEndPoint(IPAddress.Loopback, 8080))], config.Listeners);
+        Assert.Equal(new AdminConfig(true, new IPEndPoint(IPAddress.Loopback, 9901)), config.Admin);
+        Assert.Equal(AdminConfig.Default, config.Admin);
+        Assert.False(config.ProxyStatus.IncludeDetails);
+
+        var route = Assert.Single(config.Routes);
+        Assert.Equal("api", route.RouteId);
+        Assert.Equal("backend", route.ClusterId);
+        Assert.Equal(0, route.Order);
+        Assert.Null(route.PathRemovePrefix);
+        Assert.Empty(route.Match.Hosts);
+        Assert.Empty(route.Match.Methods);
+        Assert.Null(route.Match.Path);
+        Assert.Null(route.Match.PathPrefix);
+
+        var cluster = config.Clusters["BACKEND"];
+        Assert.Equal("backend", cluster.ClusterId);
+        Assert.Equal("RoundRobin", cluster.LoadBalancingPolicy);
+        Assert.Equal(new KeepAliveConfig(1024, null, TimeSpan.FromSeconds(60), 0, TimeSpan.FromHours(1)), cluster.KeepAlive);
+        Assert.Equal(new TimeoutsConfig(TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(60),
+            TimeSpan.FromSeconds(60)), cluster.Timeouts);
+        Assert.Equal(new LimitsConfig(65536, 100), cluster.Limits);
+        Assert.Equal(new ForwardingConfig(PreserveHost: true, XForwarded: true), cluster.Forwarding);
+
+        var destination = Assert.Single(cluster.Destinations);
+        Assert.Equal("a", destination.DestinationId);
+        Assert.Equal("127.0.0.1", destination.Host);
+        Assert.Equal(9000, destination.Port);
+        Assert.Equal(1, destination.Weight);
+        Assert.False(destination.Backup);
+        Assert.Equal("127.0.0.1:9000", destination.Authority);
+    }
+
+    [Fact]
+    public void ClusterWithDefaultsMatchesAnUnconfiguredCluster()
+    {
+        var loaded = LoadValid(Minimal()).Clusters["backend"];
+        var built = ClusterConfig.WithDefaults("backend", loaded.Destinations);
+        Assert.Equal(loaded with { }, built);
+    }
+
+    [Fact]
+    public void ReadsEverySetting()
+    {
+        var config = LoadValid("""
+            {
+              "Listeners": { "a": { "Address": "[::1]:0" } },
+              "Admin": { "Address": "127.0.0.1:0", "Enabled": false },
+              "ProxyStatus": { "IncludeDetails": true },
+              "Routes": {
+                "r": {
+                  "ClusterId": "C", "Order": -5, "PathRemovePrefix": "/api/v1/",
+                  "Match": { "Hosts": [ "Example.COM", "*.example.com", "[::1]" ], "PathPrefix": "/api/v1/", "Methods": [ "get", "PURGE" ] }
+                }
+              },
+              "Clusters": {
+                "c": {
+                  "LoadBalancingPolicy": "leastrequests",
+                  "Destinations": [ { "Address": "http://[::1]:81", "Weight": 1000, "Backup": false }, { "Address": "http://backend.internal", "Backup": true } ],
+                  "KeepAlive": { "MaxIdle": 0, "IdleTimeout": "1.5s", "AutoIdleTimeoutCap": "30s", "MaxRequests": 7, "MaxLifetime": 0 },
+                  "Timeouts": { "Connect": "250ms", "SendRequest": 0, "ResponseHead": "2m", "BodyInactivity": "00:00:05" },
+                  "Limits": { "MaxResponseHeaderBytes": 1024, "MaxResponseHeaderCount": 5 },
+                  "Forwarding": { "PreserveHost": false, "XForwarded": "False" }
+                }
+              }
+            }
+            """);
+
+        Assert.Equal(new IPEndPoint(IPAddress.IPv6Loopback, 0), config.Listeners[0].EndPoint);
+        Assert.Equal(new AdminConfig(false, new IPEndPoint(IPAddress.Loopback, 0)), config.Admin);
+        Assert.True(config.ProxyStatus.IncludeDetails);
+
+        var route = Assert.Single(config.Routes);
+        Assert.Equal("c", route.ClusterId);
+        Assert.Equal(-5, route.Order);
+        Assert.Equal("/api/v1", route.PathRemovePrefix);
+        Assert.Equal(["example.com", "*.example.com", "[::1]"], route.Match.Hosts);
+        Assert.Equal("/api/v1", route.Match.PathPrefix);
+        Assert.Equal(["GET", "PURGE"], route.Match.Methods);
+
+        var cluster = config.Clusters["c"];
+        Assert.Equal("LeastRequests", cluster.LoadBalancingPolicy);
+        Assert.Equal(2, cluster.Destinations.Count);
+        Assert.Equal(new DestinationConfig("0", new Uri("http://[::1]:81"), "::1", 81, 1000, false), cluster.Destinations[0]);
+        Assert.Equal("[::1]:81", cluster.Destinations[0].Authority);
+        Assert.Equal(new DestinationConfig("1", new Uri("http://backend.internal/"), "backend.internal", 80, 1, true), cluster.Destinations[1]);
+        Assert.Equal("backend.internal", cluster.Destinations[1].Authority);
+        Assert.Equal(new KeepAliveConfig(0, TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(30), 7, TimeSpan.Zero), cluster.KeepAlive);
+        Assert.Equal(new TimeoutsConfig(TimeSpan.FromMilliseconds(250), TimeSpan.Zero, TimeSpan.FromMinutes(2),
+            TimeSpan.FromSeconds(5)), cluster.Timeouts);
+        Assert.Equal(new LimitsConfig(1024, 5), cluster.Limits);
+        Assert.Equal(new ForwardingConfig(false, false), cluster.Forwarding);
+    }
+
+    [Theory]
+    [InlineData("\"auto\"", null)]
+    [InlineData("\"AUTO\"", null)]
+    [InlineData("\"0\"", 0)]
+    [InlineData("4", 4000)]
+    [InlineData("\"250ms\"", 250)]
+    public void IdleTimeoutIsAutoOrADuration(string json, int? milliseconds)
+    {
+        var config = LoadValid(Minimal(cluster: $$"""
+            "KeepAlive": { "IdleTimeout": {{json}} }
+            """));
+        var expected = milliseconds is { } ms ? TimeSpan.FromMilliseconds(ms) : (TimeSpan?)null;
+        Assert.Equal(expected, config.Clusters["backend"].KeepAlive.IdleTimeout);
+    }
+
+    [Fact]
+    public void ExampleFileIsValidWithoutWarnings()
+    {
+        var file = FindExampleFile();
+        var result = FerryConfigLoader.Load(FerryConfigLoader.Build(file, [], new Dictionary<string, string>()));
+
+        Assert.Equal([], result.Errors);
+        Assert.Equal([], result.Warnings);
+        Assert.True(result.IsValid);
+        Assert.Equal(["health", "api", "site"], result.Config!.Routes.Select(r => r.RouteId));
+    }
+
+    [Fact]
+    public void ProxyCommandIsTheDefaultsWithOneRoute()
+    {
+        var result = FerryConfigLoader.LoadProxyCommand("127.0.0.1:8080", ["http://127.0.0.1:9000", "http://127.0.0.1:9001"]);
+
+        Assert.Equal([], result.Errors);
+        Assert.Equal([], result.Warnings);
+        var config = result.Config!;
+        Assert.Equal([new ListenerConfig("proxy", new IPEndPoint(IPAddress.Loopback, 8080))], config.Listeners);
+        Assert.Equal(AdminConfig.Default, config.Admin);
+        Assert.Equal(ProxyStatusConfig.Default, config.ProxyStatus);
+        var route = Assert.Single(config.Routes);
+        Assert.Equal(("proxy", "proxy", 0, (string?)null), (route.RouteId, route.ClusterId, route.Order, route.PathRemovePrefix));
+        Assert.Equal((0, null, null, 0), (route.Match.Hosts.Count, route.Match.Path, route.Match.PathPrefix, route.Match.Methods.Count));
+        var cluster = config.Clusters["proxy"];
+        Assert.Equal(ClusterConfig.WithDefaults("proxy", cluster.Destinations), cluster);
+        Assert.Equal(["1", "2"], cluster.Destinations.Select(d => d.DestinationId));
+        Assert.Equal([9000, 9001], cluster.Destinations.Select(d => d.Port));
+    }
+
+    [Fact]
+    public void ProxyCommandReportsBadArguments()
+    {
+        var result = FerryConfigLoader.LoadProxyCommand("8080", []);
+
+        Assert.False(result.IsValid);
+        Assert.Equal(
+            [
+                "Listeners:proxy:Address: '8080' is not a listen address (host:port, [ipv6]:port or *:port, with an IP address host)",
+                "Clusters:proxy:Destinations: at least one destination is required",
+            ],
+            result.Errors);
+    }
+
+    [Fact]
+    public void EmptyConfigurationIsValidAndHasNoRoutes()
+    {
+        var result = Load("{}");
+        Assert.True(result.IsValid);
+        Assert.Empty(result.Config!.Routes);
+        Assert.Empty(result.Config.Listeners);
+        Assert.Empty(result.Config.Clusters);
+    }
+
+    internal static string FindExampleFile()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "ferry.example.json");
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        throw new FileNotFoundException("ferry.example.json not found above " + AppContext.BaseDirectory);
+    }
+}
