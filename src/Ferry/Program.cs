@@ -1,1 +1,1 @@
-return 0;
+return await Ferry.Cli.FerryCommandLine.InvokeAsync(args);

@@ -1,0 +1,56 @@
+using System.CommandLine;
+using Ferry.Configuration;
+using Microsoft.Extensions.Configuration;
+
+namespace Ferry.Cli;
+
+// `ferry proxy --listen A --to URL [--to URL...]`: a one-line proxy. It builds the same configuration keys a file would
+// and goes through the same loader, so it has exactly the production defaults of a config-file cluster.
+internal static class ProxyCommand
+{
+    public static Command Create()
+    {
+        var listen = new Option<string>("--listen", "-l") { Description = "address to listen on, e.g. 127.0.0.1:8080", DefaultValueFactory = _ => "127.0.0.1:8080" };
+        var to = new Option<string[]>("--to", "-t") { Description = "destination URL (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };
+        var admin = new Option<string?>("--admin") { Description = "admin listener address (default 127.0.0.1:9901)" };
+        var noAdmin = new Option<bool>("--no-admin") { Description = "do not start the admin listener" };
+        var command = new Command("proxy", "Proxy one listener to one or more destinations, without a configuration file.")
+        {
+            listen, to, admin, noAdmin,
+        };
+        command.TreatUnmatchedTokensAsErrors = false;
+        command.SetAction((parse, stop) =>
+        {
+            var settings = Settings(parse.GetValue(listen)!, parse.GetRequiredValue(to), parse.GetValue(admin), parse.GetValue(noAdmin));
+            var configuration = new ConfigurationBuilder()
+                .AddInMemoryCollection(settings)
+                .AddConfiguration(FerryConfigLoader.Build(null, parse.UnmatchedTokens, Environment.GetEnvironmentVariables()))
+                .Build();
+            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop);
+        });
+        return command;
+    }
+
+    internal static Dictionary<string, string?> Settings(string listen, IReadOnlyList<string> destinations, string? admin, bool noAdmin)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Listeners:main:Address"] = listen,
+            ["Routes:default:ClusterId"] = "default",
+            ["Routes:default:Match:PathPrefix"] = "/",
+        };
+        for (var i = 0; i < destinations.Count; i++)
+        {
+            settings[$"Clusters:default:Destinations:d{i + 1}:Address"] = destinations[i];
+        }
+        if (noAdmin)
+        {
+            settings["Admin:Enabled"] = "false";
+        }
+        else if (admin is not null)
+        {
+            settings["Admin:Address"] = admin;
+        }
+        return settings;
+    }
+}

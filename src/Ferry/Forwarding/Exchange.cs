@@ -1,0 +1,625 @@
+using System.Buffers;
+using System.Globalization;
+using System.IO.Pipelines;
+using System.Net;
+using Ferry.Http1;
+using Ferry.Model;
+using Ferry.Routing;
+using Ferry.Upstream;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace Ferry.Forwarding;
+
+// One attempt of one request on one upstream connection: steps 4–7 of the request path.
+internal sealed class Exchange
+{
+    private enum Phase { SendingRequest, WaitingForHead, ReadingBody, Tunnel }
+
+    private enum BodyMode { None, ContentLength, Chunked }
+
+    private readonly HttpContext _context;
+    private readonly RouteState _route;
+    private readonly DestinationState _destination;
+    private readonly UpstreamConnection _connection;
+    private readonly bool _reused;
+    private readonly TimeProvider _time;
+    private readonly Configuration.TimeoutsConfig _timeouts;
+    private Phase _phase;
+    private volatile bool _headReceived;
+    private volatile bool _clientBodyFailed;
+    private volatile bool _sendTimedOut;
+    private bool _anyResponseByte;
+
+    public Exchange(HttpContext context, RouteState route, DestinationState destination, UpstreamConnection connection, bool reused, TimeProvider time)
+    {
+        _context = context;
+        _route = route;
+        _destination = destination;
+        _connection = connection;
+        _reused = reused;
+        _time = time;
+        _timeouts = route.Cluster.Config.Timeouts;
+    }
+
+    public async Task RunAsync()
+    {
+        var connection = _connection;
+        var request = _context.Request;
+        RetireReason? retire = RetireReason.Error;
+        using var timeout = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        using var exchange = CancellationTokenSource.CreateLinkedTokenSource(_context.RequestAborted, timeout.Token);
+        var ct = exchange.Token;
+        using var sendBody = new CancellationTokenSource();
+        Task<bool>? bodyTask = null;
+        try
+        {
+            var isUpgrade = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
+            connection.RequestCount++;
+
+            // 4. Write the request head, then the body concurrently with waiting for the response.
+            _phase = Phase.SendingRequest;
+            var mode = WriteRequestHead(connection.Output, isUpgrade);
+            timeout.CancelAfter(_timeouts.SendRequest);
+            await FlushUpstreamAsync(connection.Output, ct);
+            if (mode != BodyMode.None)
+            {
+                bodyTask = SendBodyAsync(request.BodyReader, connection.Output, mode == BodyMode.Chunked, exchange, sendBody.Token);
+            }
+
+            // 5. Read the response head; 1xx interim responses (other than 101) are consumed here.
+            _phase = Phase.WaitingForHead;
+            timeout.CancelAfter(_timeouts.ResponseHead);
+            var head = connection.Head;
+            await ReadHeadAsync(connection, ct);
+            _headReceived = true;
+            var framing = ResponseFraming.Decide(HttpMethods.IsHead(request.Method), isUpgrade, head);
+            if (head.KeepAliveTimeoutSeconds >= 0)
+            {
+                connection.AnnouncedIdleTimeoutSeconds = head.KeepAliveTimeoutSeconds;
+            }
+            if (head.KeepAliveMax >= 0)
+            {
+                // "max" counts the requests still allowed after this one (RFC 2068 §19.7.1.1, Apache's behaviour).
+                connection.AnnouncedMaxRequests = connection.RequestCount + head.KeepAliveMax;
+            }
+
+            // 6. Stream the response to the client.
+            CopyResponseHead(head, framing);
+            if (framing.Kind == BodyKind.Upgrade)
+            {
+                _phase = Phase.Tunnel;
+                timeout.CancelAfter(Timeout.InfiniteTimeSpan);
+                retire = RetireReason.NotReusable;
+                await TunnelAsync(connection);
+                return;
+            }
+            _phase = Phase.ReadingBody;
+            var clean = await CopyBodyAsync(connection, framing, timeout, ct);
+
+            // 7. Return the connection only when both bodies are complete and nothing forbids reuse.
+            var sentAll = true;
+            if (bodyTask is not null)
+            {
+                if (!bodyTask.IsCompleted)
+                {
+                    sendBody.Cancel();
+                }
+                sentAll = await bodyTask;
+            }
+            retire = !framing.KeepAlivePermitted
+                ? (head.ConnectionClose ? RetireReason.AnnouncedLimit : RetireReason.NotReusable)
+                : (!clean || !sentAll ? RetireReason.NotReusable : null);
+        }
+        catch (Exception ex) when (ex is not ProxyException)
+        {
+            throw Classify(ex);
+        }
+        finally
+        {
+            if (bodyTask is not null && !bodyTask.IsCompleted)
+            {
+                sendBody.Cancel();
+                try
+                {
+                    await bodyTask;
+                }
+                catch (Exception)
+                {
+                    // Failures of an abandoned request body do not change the outcome already decided.
+                }
+            }
+            _destination.Pool.Release(connection, retire);
+        }
+    }
+
+    private ProxyException Classify(Exception ex)
+    {
+        if (_clientBodyFailed)
+        {
+            return new ProxyException(ProxyError.ClientRequestBodyError, "the client's request body could not be read", ex);
+        }
+        if (_context.RequestAborted.IsCancellationRequested)
+        {
+            return new ProxyException(ProxyError.ClientAborted, $"client went away while {Describe(_phase)}", ex);
+        }
+        if (ex is Http1Exception h1)
+        {
+            return new ProxyException(h1.IsHeaderSectionSize ? ProxyError.ResponseHeaderSectionSize : ProxyError.ProtocolError,
+                $"invalid response from the destination: {h1.Error}", ex);
+        }
+        if (ex is OperationCanceledException)
+        {
+            if (_sendTimedOut)
+            {
+                return new ProxyException(ProxyError.RequestSendTimeout,
+                    $"the destination did not read the request body within {_timeouts.SendRequest.TotalSeconds:0.###} s", ex);
+            }
+            return _phase switch
+            {
+                Phase.SendingRequest => new ProxyException(ProxyError.RequestSendTimeout,
+                    $"the destination did not take the request head within {_timeouts.SendRequest.TotalSeconds:0.###} s", ex),
+                Phase.WaitingForHead => new ProxyException(ProxyError.ResponseTimeout,
+                    $"no response head within {_timeouts.ResponseHead.TotalSeconds:0.###} s", ex),
+                _ => new ProxyException(ProxyError.BodyInactivityTimeout,
+                    $"the response body stalled for {_timeouts.BodyInactivity.TotalSeconds:0.###} s", ex),
+            };
+        }
+        var how = ex is IOException { InnerException: System.Net.Sockets.SocketException se }
+            && se.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionReset ? "reset" : "closed";
+        if (_phase == Phase.ReadingBody || _phase == Phase.Tunnel)
+        {
+            return new ProxyException(ProxyError.ResponseIncomplete, $"the destination {how} the connection mid-body", ex);
+        }
+        return Terminated(how, ex);
+    }
+
+    private ProxyException Terminated(string how, Exception? inner)
+    {
+        var where = _anyResponseByte ? "during the response head" : "before any response byte";
+        var connection = _reused
+            ? $"reused connection (request {_connection.RequestCount} on it, idle {_time.GetElapsedTime(_connection.IdleSince).TotalMilliseconds:0} ms before)"
+            : "new connection";
+        return new ProxyException(ProxyError.ConnectionTerminated, $"the destination {how} the {connection} {where}", inner);
+    }
+
+    private static string Describe(Phase phase) => phase switch
+    {
+        Phase.SendingRequest => "sending the request",
+        Phase.WaitingForHead => "waiting for the response head",
+        Phase.ReadingBody => "streaming the response body",
+        _ => "tunnelling",
+    };
+
+    private BodyMode WriteRequestHead(PipeWriter output, bool isUpgrade)
+    {
+        var request = _context.Request;
+        var cluster = _route.Cluster.Config;
+        RequestHeadWriter.WriteRequestLine(output, request.Method, RequestTarget());
+        var host = cluster.Forwarding.PreserveHost && request.Host.HasValue ? request.Host.Value! : _destination.HostHeader;
+        RequestHeadWriter.WriteHeader(output, "Host", host);
+
+        var headers = request.Headers;
+        var connectionTokens = HopByHop.ConnectionTokens(headers.Connection);
+        var xForwarded = cluster.Forwarding.XForwarded;
+        foreach (var header in headers)
+        {
+            var name = header.Key;
+            if (name.Length == 0 || name[0] == ':' || HopByHop.IsHopByHopOrManaged(name)
+                || (connectionTokens is not null && HopByHop.IsNamedBy(connectionTokens, name))
+                || (xForwarded && IsXForwarded(name)))
+            {
+                continue;
+            }
+            RequestHeadWriter.WriteHeader(output, name, header.Value);
+        }
+        if (xForwarded)
+        {
+            var remote = _context.Connection.RemoteIpAddress;
+            if (remote is { IsIPv4MappedToIPv6: true })
+            {
+                remote = remote.MapToIPv4();
+            }
+            WriteAppended(output, "X-Forwarded-For", headers["X-Forwarded-For"], remote?.ToString());
+            WriteAppended(output, "X-Forwarded-Proto", headers["X-Forwarded-Proto"], request.Scheme);
+            WriteAppended(output, "X-Forwarded-Host", headers["X-Forwarded-Host"], request.Host.Value);
+        }
+        if (isUpgrade)
+        {
+            RequestHeadWriter.WriteHeader(output, "Connection", "Upgrade");
+            RequestHeadWriter.WriteHeader(output, "Upgrade", headers.Upgrade);
+        }
+
+        BodyMode mode;
+        if (request.ContentLength is long length)
+        {
+            RequestHeadWriter.WriteHeader(output, "Content-Length", length.ToString(CultureInfo.InvariantCulture));
+            mode = length > 0 ? BodyMode.ContentLength : BodyMode.None;
+        }
+        else if (!isUpgrade && _context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
+        {
+            // Length unknown (chunked HTTP/1.1, or HTTP/2 without content-length): re-frame as chunked.
+            RequestHeadWriter.WriteHeader(output, "Transfer-Encoding", "chunked");
+            mode = BodyMode.Chunked;
+        }
+        else
+        {
+            mode = BodyMode.None;
+        }
+        RequestHeadWriter.WriteEnd(output);
+        return mode;
+    }
+
+    private static bool IsXForwarded(string name) =>
+        name.StartsWith("X-Forwarded-", StringComparison.OrdinalIgnoreCase)
+        && (name.Length == 15 || name.Length == 17 || name.Length == 16)
+        && (name.EndsWith("For", StringComparison.OrdinalIgnoreCase)
+            || name.EndsWith("Proto", StringComparison.OrdinalIgnoreCase)
+            || name.EndsWith("Host", StringComparison.OrdinalIgnoreCase));
+
+    private static void WriteAppended(PipeWriter output, string name, Microsoft.Extensions.Primitives.StringValues existing, string? value)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            if (existing.Count > 0)
+            {
+                RequestHeadWriter.WriteHeader(output, name, existing);
+            }
+            return;
+        }
+        RequestHeadWriter.WriteHeader(output, name, existing.Count == 0 ? value : $"{string.Join(", ", existing.ToArray())}, {value}");
+    }
+
+    // The target as the client sent it, so that percent-encoding survives untouched; re-encoded from the parsed path
+    // only when a prefix is removed and the raw form does not start with it.
+    private string RequestTarget()
+    {
+        var request = _context.Request;
+        var raw = _context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "";
+        var prefix = _route.Config.PathRemovePrefix;
+        if (prefix is null)
+        {
+            return raw.Length > 0 && (raw[0] == '/' || raw == "*") ? raw : request.Path.ToUriComponent() + request.QueryString.ToUriComponent();
+        }
+        var trimmed = prefix.EndsWith('/') ? prefix[..^1] : prefix;
+        if (raw.StartsWith(trimmed, StringComparison.OrdinalIgnoreCase)
+            && (raw.Length == trimmed.Length || raw[trimmed.Length] is '/' or '?'))
+        {
+            var rest = raw[trimmed.Length..];
+            return rest.Length == 0 || rest[0] == '?' ? "/" + rest : rest;
+        }
+        var path = request.Path.Value ?? "/";
+        var stripped = RouteMatcher.IsPathPrefix(path, trimmed) ? path[trimmed.Length..] : path;
+        if (stripped.Length == 0)
+        {
+            stripped = "/";
+        }
+        return new PathString(stripped).ToUriComponent() + request.QueryString.ToUriComponent();
+    }
+
+    private async Task FlushUpstreamAsync(PipeWriter output, CancellationToken ct)
+    {
+        try
+        {
+            await output.FlushAsync(ct);
+        }
+        catch (IOException ex)
+        {
+            throw Terminated(ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionReset } ? "reset" : "closed", ex);
+        }
+    }
+
+    // Client body → destination. Returns whether the whole body reached the destination's socket. A failure on the
+    // destination side is not fatal here: the destination may still answer (a 413 before reading everything).
+    private async Task<bool> SendBodyAsync(PipeReader source, PipeWriter output, bool chunked, CancellationTokenSource exchange, CancellationToken abandon)
+    {
+        using var inactivity = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        using var link = CancellationTokenSource.CreateLinkedTokenSource(inactivity.Token, abandon, _context.RequestAborted);
+        var ct = link.Token;
+        while (true)
+        {
+            ReadResult read;
+            try
+            {
+                read = await source.ReadAsync(ct);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // Malformed chunked framing, a body over a limit, or a client that stopped sending.
+                _clientBodyFailed = true;
+                exchange.Cancel();
+                return false;
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+            var buffer = read.Buffer;
+            try
+            {
+                if (!buffer.IsEmpty)
+                {
+                    if (chunked)
+                    {
+                        ChunkedEncoder.WriteChunkHeader(output, buffer.Length);
+                    }
+                    foreach (var segment in buffer)
+                    {
+                        output.Write(segment.Span);
+                    }
+                    if (chunked)
+                    {
+                        ChunkedEncoder.WriteChunkEnd(output);
+                    }
+                }
+                source.AdvanceTo(buffer.End);
+                if (read.IsCompleted && chunked)
+                {
+                    ChunkedEncoder.WriteLastChunk(output);
+                }
+                inactivity.CancelAfter(_timeouts.SendRequest);
+                await output.FlushAsync(ct);
+                inactivity.CancelAfter(Timeout.InfiniteTimeSpan);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException)
+            {
+                if (inactivity.IsCancellationRequested && !_headReceived)
+                {
+                    _sendTimedOut = true;
+                    exchange.Cancel();
+                }
+                return false;
+            }
+            if (read.IsCompleted)
+            {
+                return true;
+            }
+        }
+    }
+
+    private async Task ReadHeadAsync(UpstreamConnection connection, CancellationToken ct)
+    {
+        var input = connection.Input;
+        while (true)
+        {
+            var read = await input.ReadAsync(ct);
+            var buffer = read.Buffer;
+            if (!buffer.IsEmpty)
+            {
+                _anyResponseByte = true;
+            }
+            if (TryParseHead(connection, buffer, out var consumed))
+            {
+                input.AdvanceTo(consumed);
+                var head = connection.Head;
+                if (head.IsInformational && head.StatusCode != StatusCodes.Status101SwitchingProtocols)
+                {
+                    // 100 Continue answers an Expect Ferry does not forward; other 1xx (103) have no Kestrel API.
+                    continue;
+                }
+                return;
+            }
+            if (read.IsCompleted)
+            {
+                throw Terminated("closed", null);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+        }
+    }
+
+    private static bool TryParseHead(UpstreamConnection connection, in ReadOnlySequence<byte> buffer, out SequencePosition consumed)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        var done = connection.Parser.TryParse(ref reader, connection.Head);
+        consumed = reader.Position;
+        return done;
+    }
+
+    private void CopyResponseHead(ResponseHead head, BodyFraming framing)
+    {
+        var response = _context.Response;
+        response.StatusCode = head.StatusCode;
+        if (head.ReasonPhrase.Length > 0 && _context.Features.Get<IHttpResponseFeature>() is { } feature)
+        {
+            feature.ReasonPhrase = head.ReasonPhrase;
+        }
+        var headers = response.Headers;
+        var tokens = head.ConnectionTokens;
+        var upgrade = framing.Kind == BodyKind.Upgrade;
+        foreach (var (name, value) in head.Headers)
+        {
+            if ((HopByHop.IsHopByHopOrManaged(name) && !(upgrade && name.Equals("Upgrade", StringComparison.OrdinalIgnoreCase)))
+                || (tokens.Count > 0 && HopByHop.IsNamedBy(tokens, name)))
+            {
+                continue;
+            }
+            headers.Append(name, value);
+        }
+        if (head.ContentLength >= 0 && head.StatusCode != StatusCodes.Status204NoContent && !head.IsInformational)
+        {
+            response.ContentLength = head.ContentLength;
+        }
+    }
+
+    // Returns true when the connection's input holds nothing beyond this response (a reuse precondition).
+    private async Task<bool> CopyBodyAsync(UpstreamConnection connection, BodyFraming framing, CancellationTokenSource timeout, CancellationToken ct)
+    {
+        var input = connection.Input;
+        var output = _context.Response.BodyWriter;
+        switch (framing.Kind)
+        {
+            case BodyKind.None:
+                return !HasBufferedInput(input);
+            case BodyKind.ContentLength:
+            {
+                var remaining = framing.ContentLength;
+                var clean = true;
+                while (remaining > 0)
+                {
+                    timeout.CancelAfter(_timeouts.BodyInactivity);
+                    var read = await input.ReadAsync(ct);
+                    var buffer = read.Buffer;
+                    var take = buffer.Length <= remaining ? buffer : buffer.Slice(0, remaining);
+                    Write(output, take);
+                    remaining -= take.Length;
+                    clean = take.Length == buffer.Length;
+                    input.AdvanceTo(take.End);
+                    if (remaining > 0 && read.IsCompleted)
+                    {
+                        throw new ProxyException(ProxyError.ResponseIncomplete,
+                            $"the destination closed the connection {remaining} bytes before the end of the body");
+                    }
+                    await FlushClientAsync(output);
+                }
+                return clean;
+            }
+            case BodyKind.Chunked:
+            {
+                var decoder = connection.Chunked;
+                decoder.Reset();
+                while (true)
+                {
+                    timeout.CancelAfter(_timeouts.BodyInactivity);
+                    var read = await input.ReadAsync(ct);
+                    var (complete, consumed, leftover) = DecodeChunks(decoder, read.Buffer, output);
+                    input.AdvanceTo(consumed, complete ? consumed : read.Buffer.End);
+                    if (complete)
+                    {
+                        if (decoder.Trailers.Count > 0 && _context.Response.SupportsTrailers())
+                        {
+                            foreach (var (name, value) in decoder.Trailers)
+                            {
+                                _context.Response.AppendTrailer(name, value);
+                            }
+                        }
+                        await FlushClientAsync(output);
+                        return !leftover;
+                    }
+                    if (read.IsCompleted)
+                    {
+                        throw new ProxyException(ProxyError.ResponseIncomplete, "the destination closed the connection before the last chunk");
+                    }
+                    await FlushClientAsync(output);
+                }
+            }
+            default: // CloseDelimited: the body ends when the destination closes.
+                while (true)
+                {
+                    timeout.CancelAfter(_timeouts.BodyInactivity);
+                    var read = await input.ReadAsync(ct);
+                    Write(output, read.Buffer);
+                    input.AdvanceTo(read.Buffer.End);
+                    await FlushClientAsync(output);
+                    if (read.IsCompleted)
+                    {
+                        return false;
+                    }
+                }
+        }
+    }
+
+    private static (bool Complete, SequencePosition Consumed, bool Leftover) DecodeChunks(ChunkedDecoder decoder, in ReadOnlySequence<byte> buffer, PipeWriter output)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        while (true)
+        {
+            switch (decoder.Read(ref reader, out var data))
+            {
+                case ChunkedStatus.Data:
+                    Write(output, data);
+                    break;
+                case ChunkedStatus.Complete:
+                    return (true, reader.Position, !reader.End);
+                default:
+                    return (false, reader.Position, false);
+            }
+        }
+    }
+
+    private static void Write(PipeWriter output, in ReadOnlySequence<byte> data)
+    {
+        foreach (var segment in data)
+        {
+            output.Write(segment.Span);
+        }
+    }
+
+    private async ValueTask FlushClientAsync(PipeWriter output)
+    {
+        var result = await output.FlushAsync(_context.RequestAborted);
+        if (result.IsCanceled || result.IsCompleted)
+        {
+            throw new ProxyException(ProxyError.ClientAborted, "client went away while streaming the response body");
+        }
+    }
+
+    private static bool HasBufferedInput(PipeReader input) =>
+        input.TryRead(out var read) && ConsumeNothing(input, read);
+
+    private static bool ConsumeNothing(PipeReader input, ReadResult read)
+    {
+        var any = !read.Buffer.IsEmpty;
+        input.AdvanceTo(read.Buffer.Start);
+        return any || read.IsCompleted;
+    }
+
+    // Both directions are copied until either side ends; the other is then shut down so both finish.
+    private async Task TunnelAsync(UpstreamConnection connection)
+    {
+        var upgrade = _context.Features.Get<IHttpUpgradeFeature>()!;
+        var client = await upgrade.UpgradeAsync();
+        await using (client)
+        {
+            var toClient = PumpToClientAsync(connection.Input, client);
+            var toUpstream = PumpToUpstreamAsync(client, connection);
+            var first = await Task.WhenAny(toClient, toUpstream);
+            if (first == toClient)
+            {
+                await client.DisposeAsync();
+            }
+            try
+            {
+                await Task.WhenAll(toClient, toUpstream);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+            {
+                // One side closed abruptly; the tunnel is over either way.
+            }
+        }
+    }
+
+    private static async Task PumpToClientAsync(PipeReader input, Stream client)
+    {
+        while (true)
+        {
+            var read = await input.ReadAsync();
+            foreach (var segment in read.Buffer)
+            {
+                await client.WriteAsync(segment);
+            }
+            await client.FlushAsync();
+            input.AdvanceTo(read.Buffer.End);
+            if (read.IsCompleted)
+            {
+                return;
+            }
+        }
+    }
+
+    private static async Task PumpToUpstreamAsync(Stream client, UpstreamConnection connection)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            int n;
+            while ((n = await client.ReadAsync(buffer)) > 0)
+            {
+                await connection.Output.WriteAsync(buffer.AsMemory(0, n));
+            }
+            connection.ShutdownSend();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+}

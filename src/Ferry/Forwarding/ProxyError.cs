@@ -1,0 +1,64 @@
+namespace Ferry.Forwarding;
+
+// Where an exchange failed, named after RFC 9209 error types (DESIGN.md §2). Health logic, the Proxy-Status header,
+// logs and metrics all use this one name.
+internal enum ProxyError
+{
+    None,
+    NoRoute,                   // no route matched the request
+    DestinationUnavailable,    // every destination unavailable and panic disallowed
+    ConnectionLimitReached,    // destination connection limit and queue full or queue timeout
+    DnsError,                  // destination host name did not resolve
+    DestinationUnroutable,     // no route to the destination address
+    ConnectionRefused,         // connect refused or reset during connect
+    ConnectionTimeout,         // connect did not complete in time (SYN lost, backlog full)
+    LocalResourcesExhausted,   // EADDRNOTAVAIL / EMFILE: Ferry's problem, not the destination's
+    ConnectionTerminated,      // the destination closed or reset before any response byte
+    RequestSendTimeout,        // the destination did not take the request in time
+    ResponseTimeout,           // no response head in time
+    ResponseHeaderSectionSize, // response head over the configured limits
+    ProtocolError,             // malformed response head or body framing
+    ResponseIncomplete,        // the destination failed mid-body: the client connection is aborted
+    BodyInactivityTimeout,     // the destination stopped sending the body: the client connection is aborted
+    ClientAborted,             // the client went away; nothing is sent, the upstream connection is closed
+    ClientRequestBodyError,    // the client's request body was malformed or too slow
+}
+
+internal static class ProxyErrors
+{
+    // RFC 9209 §2.3 error type and the status Ferry answers with when it still can.
+    public static (int Status, string Type) Describe(ProxyError error) => error switch
+    {
+        ProxyError.NoRoute => (404, "destination_not_found"),
+        ProxyError.DestinationUnavailable => (503, "destination_unavailable"),
+        ProxyError.ConnectionLimitReached => (503, "connection_limit_reached"),
+        ProxyError.DnsError => (502, "dns_error"),
+        ProxyError.DestinationUnroutable => (502, "destination_ip_unroutable"),
+        ProxyError.ConnectionRefused => (502, "connection_refused"),
+        ProxyError.ConnectionTimeout => (504, "connection_timeout"),
+        ProxyError.LocalResourcesExhausted => (502, "proxy_internal_error"),
+        ProxyError.ConnectionTerminated => (502, "connection_terminated"),
+        ProxyError.RequestSendTimeout => (504, "http_request_error"),
+        ProxyError.ResponseTimeout => (504, "http_response_timeout"),
+        ProxyError.ResponseHeaderSectionSize => (502, "http_response_header_section_size"),
+        ProxyError.ProtocolError => (502, "http_protocol_error"),
+        ProxyError.ResponseIncomplete => (502, "http_response_incomplete"),
+        ProxyError.BodyInactivityTimeout => (504, "http_response_timeout"),
+        ProxyError.ClientAborted => (499, "client_aborted"),
+        ProxyError.ClientRequestBodyError => (400, "http_request_error"),
+        _ => (500, "proxy_internal_error"),
+    };
+
+    // Whether the failure says something about the destination's health (DESIGN.md §4): local resource exhaustion,
+    // client behaviour and keep-alive races on reused connections never do.
+    public static bool IsConnectFailure(ProxyError error) =>
+        error is ProxyError.ConnectionRefused or ProxyError.ConnectionTimeout or ProxyError.DestinationUnroutable or ProxyError.DnsError;
+}
+
+// Raised inside the engine; caught once by the forwarder, which turns it into a response or an abort.
+internal sealed class ProxyException(ProxyError error, string details, Exception? inner = null)
+    : Exception($"{error}: {details}", inner)
+{
+    public ProxyError Error { get; } = error;
+    public string Details { get; } = details;
+}

@@ -1,0 +1,150 @@
+using System.Net;
+using System.Text;
+using Ferry.Admin;
+using Ferry.Configuration;
+using Ferry.Forwarding;
+using Ferry.Model;
+using Ferry.Upstream;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+namespace Ferry.Hosting;
+
+internal sealed record FerryServerOptions
+{
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+    public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+// The running proxy: Kestrel listeners for proxied traffic, a separate Kestrel for the admin endpoints (they never
+// share a port with proxied traffic), and the live ProxyState both of them read.
+internal sealed class FerryServer : IAsyncDisposable
+{
+    private readonly WebApplication _proxy;
+    private readonly WebApplication? _admin;
+
+    private FerryServer(WebApplication proxy, WebApplication? admin, ProxyStateHolder state, IReadOnlyList<Uri> listeners, Uri? adminUri)
+    {
+        _proxy = proxy;
+        _admin = admin;
+        State = state;
+        ListenerUris = listeners;
+        AdminUri = adminUri;
+    }
+
+    public ProxyStateHolder State { get; }
+    public IReadOnlyList<Uri> ListenerUris { get; }
+    public Uri? AdminUri { get; }
+    public IServiceProvider Services => _proxy.Services;
+
+    public static async Task<FerryServer> StartAsync(FerryConfig config, FerryServerOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new FerryServerOptions();
+        var time = options.TimeProvider;
+        var state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
+
+        var proxy = CreateApp(options, config.Listeners.Select(l => l.EndPoint), services =>
+        {
+            services.AddSingleton(state);
+            services.AddSingleton(time);
+            services.AddSingleton<Forwarder>();
+        });
+        var forwarder = proxy.Services.GetRequiredService<Forwarder>();
+        proxy.Run(forwarder.InvokeAsync);
+
+        WebApplication? admin = null;
+        try
+        {
+            await proxy.StartAsync(cancellationToken);
+            if (config.Admin.Enabled)
+            {
+                admin = CreateApp(options, [config.Admin.EndPoint], services => services.AddSingleton(state));
+                admin.Run(new AdminEndpoints(state).InvokeAsync);
+                await admin.StartAsync(cancellationToken);
+            }
+        }
+        catch
+        {
+            await proxy.DisposeAsync();
+            if (admin is not null)
+            {
+                await admin.DisposeAsync();
+            }
+            await state.Current.DisposeAsync();
+            throw;
+        }
+        return new FerryServer(proxy, admin, state, Addresses(proxy), admin is null ? null : Addresses(admin)[0]);
+    }
+
+    internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
+        d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
+
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<IPEndPoint> endPoints, Action<IServiceCollection> services)
+    {
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        if (options.ConfigureLogging is { } configureLogging)
+        {
+            configureLogging(builder.Logging);
+        }
+        else
+        {
+            DefaultLogging(builder.Logging);
+        }
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            // The proxy streams bodies; the destination decides how large a body may be.
+            kestrel.Limits.MaxRequestBodySize = null;
+            // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field
+            // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
+            kestrel.RequestHeaderEncodingSelector = _ => Encoding.Latin1;
+            kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
+            foreach (var endPoint in endPoints)
+            {
+                kestrel.Listen(endPoint, l => l.Protocols = HttpProtocols.Http1);
+            }
+        });
+        services(builder.Services);
+        return builder.Build();
+    }
+
+    public static void DefaultLogging(ILoggingBuilder logging)
+    {
+        logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            o.UseUtcTimestamp = true;
+        });
+        logging.SetMinimumLevel(LogLevel.Information);
+        logging.AddFilter("Microsoft", LogLevel.Warning);
+    }
+
+    private static IReadOnlyList<Uri> Addresses(WebApplication app) =>
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses
+            .Select(a => new Uri(a.Replace("://[::]", "://[::1]", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)))
+            .ToArray();
+
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        // Proxied traffic drains first; the admin endpoints stay up meanwhile so the drain can be watched.
+        await _proxy.StopAsync(cancellationToken);
+        if (_admin is not null)
+        {
+            await _admin.StopAsync(cancellationToken);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _proxy.DisposeAsync();
+        if (_admin is not null)
+        {
+            await _admin.DisposeAsync();
+        }
+        await State.Current.DisposeAsync();
+    }
+}

@@ -1,0 +1,60 @@
+using System.Net;
+using System.Net.Sockets;
+using Ferry.Forwarding;
+
+namespace Ferry.Upstream;
+
+internal static class Connector
+{
+    public static async ValueTask<Socket> ConnectAsync(EndPoint endPoint, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted)
+    {
+        var socket = endPoint is IPEndPoint ip
+            ? new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
+            : new Socket(SocketType.Stream, ProtocolType.Tcp);
+        // Request heads and small bodies are written in one flush; Nagle would only add latency to them.
+        socket.NoDelay = true;
+        using var timeoutCts = new CancellationTokenSource(timeout, time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeoutCts.Token, requestAborted);
+        try
+        {
+            await socket.ConnectAsync(endPoint, linked.Token);
+            return socket;
+        }
+        catch (Exception ex)
+        {
+            socket.Dispose();
+            if (requestAborted.IsCancellationRequested)
+            {
+                throw new ProxyException(ProxyError.ClientAborted, "client went away while connecting", ex);
+            }
+            if (timeoutCts.IsCancellationRequested)
+            {
+                throw new ProxyException(ProxyError.ConnectionTimeout, $"connect timed out after {timeout.TotalMilliseconds:0} ms", ex);
+            }
+            throw Classify(ex);
+        }
+    }
+
+    private static ProxyException Classify(Exception ex)
+    {
+        if (ex is not SocketException se)
+        {
+            return new ProxyException(ProxyError.ConnectionRefused, ex.Message, ex);
+        }
+        var error = se.SocketErrorCode switch
+        {
+            SocketError.ConnectionRefused or SocketError.ConnectionReset => ProxyError.ConnectionRefused,
+            SocketError.TimedOut => ProxyError.ConnectionTimeout,
+            // EADDRNOTAVAIL: no free local port for this 4-tuple space; EMFILE/ENFILE: out of descriptors.
+            SocketError.AddressNotAvailable or SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable
+                => ProxyError.LocalResourcesExhausted,
+            SocketError.HostNotFound or SocketError.TryAgain or SocketError.NoData => ProxyError.DnsError,
+            SocketError.NetworkUnreachable or SocketError.HostUnreachable => ProxyError.DestinationUnroutable,
+            _ => ProxyError.ConnectionRefused,
+        };
+        var details = error == ProxyError.LocalResourcesExhausted
+            ? $"local resources exhausted ({se.SocketErrorCode}): Ferry could not open a connection"
+            : $"connect failed: {se.SocketErrorCode}";
+        return new ProxyException(error, details, se);
+    }
+}

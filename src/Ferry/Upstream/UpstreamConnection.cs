@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using Ferry.Http1;
+using Ferry.Model;
+
+namespace Ferry.Upstream;
+
+// Why a connection left the pool or was never put back; one counter each in the pool.
+internal enum RetireReason
+{
+    IdleTimeout,       // idle longer than the configured or announced limit
+    AnnouncedLimit,    // the destination said "Connection: close" or its Keep-Alive max was reached
+    MaxRequests,       // Ferry's own per-connection request limit
+    Lifetime,          // older than MaxLifetime
+    ClosedWhileIdle,   // FIN, RST or a stray byte arrived while idle
+    NotReusable,       // framing forbids reuse: close-delimited body, upgrade, leftover bytes, body not fully sent
+    Error,             // the exchange failed or was aborted
+    PoolFull,          // MaxIdle reached
+    Shutdown,          // the pool was disposed
+}
+
+// One HTTP/1.1 connection to a destination. Owned by exactly one exchange at a time, or idle in its pool.
+internal sealed class UpstreamConnection : IDisposable
+{
+    private readonly Socket _socket;
+    private int _disposed;
+
+    public UpstreamConnection(DestinationState destination, Socket socket, Http1Limits limits, long createdAt)
+    {
+        Destination = destination;
+        _socket = socket;
+        var stream = new NetworkStream(socket, ownsSocket: false);
+        // 16 KiB reads keep a typical response head and small body in one segment; larger bodies stream through.
+        Input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
+        Output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 4 * 1024, leaveOpen: true));
+        Parser = new ResponseHeadParser(limits);
+        Head = new ResponseHead();
+        Chunked = new ChunkedDecoder(limits);
+        CreatedAt = createdAt;
+        IdleSince = createdAt;
+    }
+
+    public DestinationState Destination { get; }
+    public PipeReader Input { get; }
+    public PipeWriter Output { get; }
+    public ResponseHeadParser Parser { get; }
+    public ResponseHead Head { get; }
+    public ChunkedDecoder Chunked { get; }
+
+    // TimeProvider timestamps.
+    public long CreatedAt { get; }
+    public long IdleSince { get; set; }
+
+    // Requests started on this connection; > 0 at lease time means the connection is reused.
+    public int RequestCount { get; set; }
+
+    // Limits the destination announced with "Keep-Alive: timeout=N, max=M" (-1: none).
+    public int AnnouncedIdleTimeoutSeconds { get; set; } = -1;
+    public int AnnouncedMaxRequests { get; set; } = -1;
+
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    // An idle HTTP/1.1 connection has nothing to read: readability means FIN, RST or a stray byte, all fatal.
+    public bool IsReadableWhileIdle()
+    {
+        try
+        {
+            return _socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            return true;
+        }
+    }
+
+    public void ShutdownSend()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // Already closed by the peer: nothing left to shut down.
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _socket.Dispose();
+        // Completing the pipes returns their pooled buffers; the socket is gone, so failures are moot.
+        try { Input.Complete(); } catch (InvalidOperationException) { }
+        try { Output.Complete(); } catch (InvalidOperationException) { }
+        Debug.Assert(IsDisposed);
+    }
+}
