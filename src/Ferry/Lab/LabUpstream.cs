@@ -201,12 +201,12 @@ internal sealed class LabUpstream : IAsyncDisposable
         {
             // A safety bound in real time, whatever the injected TimeProvider: disposal must end.
             await Task.WhenAll(connections.Select(c => c.Completed)).WaitAsync(DisposeWait);
+            _stopping.Dispose();
         }
         catch (TimeoutException)
         {
-            // A script ignoring cancellation keeps its task alive, but its socket is already closed.
+            // A script ignoring cancellation keeps its task alive (and its use of the stopping token valid),
+            // but its socket is already closed.
         }
-        _stopping.Dispose();
-        _handlerSlots?.Dispose();
     }
 }

@@ -356,6 +356,34 @@ public sealed class LabUpstreamTests
     }
 
     [Fact]
+    public async Task Tiny_backlog_with_a_busy_handler_drops_new_connections()
+    {
+        var time = new ManualTimeProvider();
+        await using var lab = LabUpstream.Start(new LabUpstreamOptions
+        {
+            TimeProvider = time, MaxConcurrentRequests = 1, HandlerDelay = TimeSpan.FromSeconds(1), Backlog = 1,
+        });
+        await using var busy = await RawHttpConnection.ConnectAsync(lab.EndPoint);
+        await busy.SendAsync("GET / HTTP/1.1\r\n\r\n");
+        await time.WaitForTimersAsync(1).WaitAsync(Timeout);
+
+        var sockets = Enumerable.Range(0, 3).Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)).ToList();
+        try
+        {
+            // Linux queues backlog + 1 established connections, then drops SYNs; the client's first SYN
+            // retransmission comes after 1 s (RFC 6298 initial RTO), far beyond this wait.
+            await sockets[0].ConnectAsync(lab.EndPoint).WaitAsync(Timeout);
+            await sockets[1].ConnectAsync(lab.EndPoint).WaitAsync(Timeout);
+            await Assert.ThrowsAsync<TimeoutException>(() => sockets[2].ConnectAsync(lab.EndPoint).WaitAsync(TimeSpan.FromMilliseconds(300)));
+            Assert.Equal(1, lab.ConnectionsAccepted);
+        }
+        finally
+        {
+            sockets.ForEach(s => s.Dispose());
+        }
+    }
+
+    [Fact]
     public async Task Dispose_closes_connections_and_stops_listening()
     {
         var lab = LabUpstream.Start(new LabUpstreamOptions { Script = LabScripts.Stall });
