@@ -36,7 +36,7 @@ internal static class FerryConfigLoader
     /// <summary>
     /// Layers, later wins: the JSON file (if given; it must exist), FERRY__ environment variables from
     /// <paramref name="environment"/> (the process environment when null), then command-line arguments
-    /// ("--Clusters:api:KeepAlive:MaxIdle=64"). Malformed JSON throws from here, as Microsoft.Extensions.Configuration does.
+    /// ("--Clusters:api:KeepAlive:MaxIdle=64"). Malformed JSON throws <see cref="InvalidDataException"/> from here.
     /// </summary>
     public static IConfigurationRoot Build(string? jsonFile, IEnumerable<string> commandLineArgs, IDictionary? environment = null)
     {
