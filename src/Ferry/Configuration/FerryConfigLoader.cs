@@ -379,6 +379,11 @@ internal static class FerryConfigLoader
 
     private static RouteMatchConfig ReadMatch(ConfigReader reader, IConfigurationSection section)
     {
+        if (!section.Exists())
+        {
+            return RouteMatchConfig.Default;
+        }
+
         reader.WarnUnknownKeys(section, MatchKeys);
 
         var hosts = new List<string>();
