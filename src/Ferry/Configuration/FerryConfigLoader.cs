@@ -26,8 +26,7 @@ internal static class FerryConfigLoader
     private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
     private static readonly string[] ForwardingKeys = ["PreserveHost", "XForwarded"];
 
-    // nginx's `weight` has no documented maximum; 1000 keeps smooth weighted round robin's sums small and is already
-    // finer than any real capacity ratio.
+    // 1000 keeps smooth weighted round robin's running sums small and is already finer than any real capacity ratio.
     private const int MaxWeight = 1000;
 
     /// <summary>The listener, route and cluster name used by `ferry proxy --listen ... --to ...`.</summary>
