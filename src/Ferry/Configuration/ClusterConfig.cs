@@ -47,9 +47,10 @@ internal sealed record KeepAliveConfig(
     int MaxRequests,
     TimeSpan MaxLifetime)
 {
-    // MaxIdle: nginx's `keepalive 32` closes every connection above 32 idle ones, so past 32 concurrent requests each
-    // burst opens and closes connections and fills the ephemeral port range with TIME_WAIT. Idle connections also expire
-    // by IdleTimeout, so a high bound costs nothing when traffic drops.
+    // MaxIdle: nginx keeps no idle upstream connection unless `keepalive N` is set, and the N of its documentation's
+    // example (32) is what deployments copy; past 32 concurrent requests every burst then closes the surplus connections
+    // and opens new ones, filling the ephemeral port range with TIME_WAIT. Idle connections also expire by IdleTimeout,
+    // so a high bound costs nothing when traffic drops.
     // IdleTimeout null = learn each destination's idle timeout (announced Keep-Alive: timeout=N, or observed idle closes).
     // AutoIdleTimeoutCap: the learned value never exceeds 60 s, nginx's default keepalive_timeout for upstreams.
     // MaxRequests 0 = unlimited: nginx's keepalive_requests 1000 exists to free nginx's own per-connection memory

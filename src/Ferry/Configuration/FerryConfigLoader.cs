@@ -26,8 +26,7 @@ internal static class FerryConfigLoader
     private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
     private static readonly string[] ForwardingKeys = ["PreserveHost", "XForwarded"];
 
-    // nginx's `weight` has no documented maximum; 1000 keeps smooth weighted round robin's sums small and is already
-    // finer than any real capacity ratio.
+    // 1000 keeps smooth weighted round robin's running sums small and is already finer than any real capacity ratio.
     private const int MaxWeight = 1000;
 
     /// <summary>The listener, route and cluster name used by `ferry proxy --listen ... --to ...`.</summary>
@@ -36,7 +35,7 @@ internal static class FerryConfigLoader
     /// <summary>
     /// Layers, later wins: the JSON file (if given; it must exist), FERRY__ environment variables from
     /// <paramref name="environment"/> (the process environment when null), then command-line arguments
-    /// ("--Clusters:api:KeepAlive:MaxIdle=64"). Malformed JSON throws from here, as Microsoft.Extensions.Configuration does.
+    /// ("--Clusters:api:KeepAlive:MaxIdle=64"). Malformed JSON throws <see cref="InvalidDataException"/> from here.
     /// </summary>
     public static IConfigurationRoot Build(string? jsonFile, IEnumerable<string> commandLineArgs, IDictionary? environment = null)
     {
@@ -379,6 +378,11 @@ internal static class FerryConfigLoader
 
     private static RouteMatchConfig ReadMatch(ConfigReader reader, IConfigurationSection section)
     {
+        if (!section.Exists())
+        {
+            return RouteMatchConfig.Default;
+        }
+
         reader.WarnUnknownKeys(section, MatchKeys);
 
         var hosts = new List<string>();

@@ -13,5 +13,6 @@ internal sealed record RouteConfig(string RouteId, string ClusterId, int Order, 
 /// </summary>
 internal sealed record RouteMatchConfig(IReadOnlyList<string> Hosts, string? Path, string? PathPrefix, IReadOnlyList<string> Methods)
 {
-    public static RouteMatchConfig Any { get; } = new([], Path: null, PathPrefix: null, []);
+    /// <summary>Matches every request: what a route without a Match section gets.</summary>
+    public static RouteMatchConfig Default { get; } = new([], Path: null, PathPrefix: null, []);
 }

@@ -80,9 +80,11 @@ internal sealed class LabConnection
         {
             await ServeAsync();
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException
+                                      or LabBadRequestException)
         {
-            // The peer went away, the upstream is stopping, or a script reset the connection.
+            // The peer went away or sent a malformed body after the response had started, the upstream is
+            // stopping, or a script reset the connection.
         }
         catch (Exception e)
         {

@@ -123,7 +123,7 @@ internal sealed class LabExchange
         {
             return 0;
         }
-        if (_expectContinue && !_continueSent)
+        if (_expectContinue && !_continueSent && !ResponseStarted)
         {
             // Sent on first read, as Kestrel does: a handler that answers without reading spares the client the upload.
             await WriteInterimAsync(100, null, ct);

@@ -23,6 +23,7 @@ internal sealed class LabUpstream : IAsyncDisposable
     private int _connectionsAccepted;                                                // sockets accepted since start
     private int _requestsReceived;                                                   // request heads parsed
     private int _openConnections;                                                    // accepted and not yet released
+    private CancellationTokenSource? _acceptWhileIdle;                               // cancels the pending accept when the last slot is taken
     private int _disposed;
 
     private LabUpstream(LabUpstreamOptions options)
@@ -79,6 +80,10 @@ internal sealed class LabUpstream : IAsyncDisposable
         if (_handlerSlots is not null)
         {
             await _handlerSlots.WaitAsync(ct);
+            if (_handlerSlots.CurrentCount == 0)
+            {
+                CancelAcceptWhileIdle();
+            }
         }
         try
         {
@@ -94,6 +99,18 @@ internal sealed class LabUpstream : IAsyncDisposable
         }
     }
 
+    private void CancelAcceptWhileIdle()
+    {
+        try
+        {
+            Volatile.Read(ref _acceptWhileIdle)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // That accept already completed; the next one checks the slots before it starts.
+        }
+    }
+
     private async Task AcceptLoopAsync()
     {
         var ct = _stopping.Token;
@@ -102,13 +119,12 @@ internal sealed class LabUpstream : IAsyncDisposable
             Socket socket;
             try
             {
-                if (_handlerSlots is not null)
-                {
-                    // A busy single-threaded server does not call accept(); waiting here lets the backlog fill.
-                    await _handlerSlots.WaitAsync(ct);
-                    _handlerSlots.Release();
-                }
-                socket = await _listener.AcceptAsync(ct);
+                socket = await AcceptWhenIdleAsync(ct);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                // Every handler slot became busy while accept() was pending; wait for one to be free again.
+                continue;
             }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException
                                       || (e is SocketException && ct.IsCancellationRequested))
@@ -125,6 +141,36 @@ internal sealed class LabUpstream : IAsyncDisposable
             var connection = new LabConnection(this, socket, ct);
             _connections[connection] = 0;
             _ = Task.Run(connection.RunAsync, CancellationToken.None);
+        }
+    }
+
+    /// <summary>
+    /// Accepts the next connection, but only while a handler slot is free: a busy single-threaded server does
+    /// not call accept(), so new connections wait in the listen backlog and overflow it. A pending accept is
+    /// cancelled as soon as the last slot is taken (see <see cref="HandleAsync"/>).
+    /// </summary>
+    private async Task<Socket> AcceptWhenIdleAsync(CancellationToken ct)
+    {
+        if (_handlerSlots is null)
+        {
+            return await _listener.AcceptAsync(ct);
+        }
+        await _handlerSlots.WaitAsync(ct);
+        _handlerSlots.Release();
+        using var whileIdle = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        // Published before checking the slots, so a handler taking the last slot from now on cancels this accept.
+        Volatile.Write(ref _acceptWhileIdle, whileIdle);
+        try
+        {
+            if (_handlerSlots.CurrentCount == 0)
+            {
+                throw new OperationCanceledException(whileIdle.Token);
+            }
+            return await _listener.AcceptAsync(whileIdle.Token);
+        }
+        finally
+        {
+            Interlocked.CompareExchange(ref _acceptWhileIdle, null, whileIdle);
         }
     }
 
@@ -155,12 +201,12 @@ internal sealed class LabUpstream : IAsyncDisposable
         {
             // A safety bound in real time, whatever the injected TimeProvider: disposal must end.
             await Task.WhenAll(connections.Select(c => c.Completed)).WaitAsync(DisposeWait);
+            _stopping.Dispose();
         }
         catch (TimeoutException)
         {
-            // A script ignoring cancellation keeps its task alive, but its socket is already closed.
+            // A script ignoring cancellation keeps its task alive (and its use of the stopping token valid),
+            // but its socket is already closed.
         }
-        _stopping.Dispose();
-        _handlerSlots?.Dispose();
     }
 }

@@ -21,6 +21,7 @@ public sealed class FerryConfigLoaderTests
         Assert.Equal("backend", route.ClusterId);
         Assert.Equal(0, route.Order);
         Assert.Null(route.PathRemovePrefix);
+        Assert.Same(RouteMatchConfig.Default, route.Match);
         Assert.Empty(route.Match.Hosts);
         Assert.Empty(route.Match.Methods);
         Assert.Null(route.Match.Path);
@@ -145,7 +146,7 @@ public sealed class FerryConfigLoaderTests
         Assert.Equal(ProxyStatusConfig.Default, config.ProxyStatus);
         var route = Assert.Single(config.Routes);
         Assert.Equal(("proxy", "proxy", 0, (string?)null), (route.RouteId, route.ClusterId, route.Order, route.PathRemovePrefix));
-        Assert.Equal((0, null, null, 0), (route.Match.Hosts.Count, route.Match.Path, route.Match.PathPrefix, route.Match.Methods.Count));
+        Assert.Same(RouteMatchConfig.Default, route.Match);
         var cluster = config.Clusters["proxy"];
         Assert.Equal(ClusterConfig.WithDefaults("proxy", cluster.Destinations), cluster);
         Assert.Equal(["1", "2"], cluster.Destinations.Select(d => d.DestinationId));
