@@ -8,6 +8,8 @@ internal static class Segments
 {
     public static byte[] Latin1(string text) => Encoding.Latin1.GetBytes(text);
 
+    public static string Latin1String(byte[] bytes) => Encoding.Latin1.GetString(bytes);
+
     /// <summary>The bytes cut at the given ascending offsets; a cut at 0 or at the end makes an empty segment.</summary>
     public static ReadOnlySequence<byte> Split(byte[] bytes, params int[] cuts)
     {
