@@ -53,7 +53,7 @@ internal static class ChunkedEncoder
         writer.Write("0\r\n"u8);
         foreach (KeyValuePair<string, string> field in fields)
         {
-            RequestHeadWriter.WriteFieldLine(writer, field.Key, field.Value);
+            HeadWriting.WriteFieldLine(writer, field.Key, field.Value);
         }
 
         writer.Write("\r\n"u8);

@@ -60,4 +60,16 @@ internal static class HeadWriting
         bytes.CopyTo(destination);
         return destination[bytes.Length..];
     }
+
+    /// <summary>"name: value CRLF" for an already validated name and value.</summary>
+    public static void WriteFieldLine(IBufferWriter<byte> writer, string name, string value)
+    {
+        int length = name.Length + 2 + value.Length + 2;
+        Span<byte> span = writer.GetSpan(length);
+        Span<byte> rest = WriteLatin1(span, name);
+        rest = WriteBytes(rest, ": "u8);
+        rest = WriteLatin1(rest, value);
+        WriteBytes(rest, "\r\n"u8);
+        writer.Advance(length);
+    }
 }

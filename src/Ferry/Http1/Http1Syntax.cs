@@ -21,14 +21,15 @@ internal static class Http1Syntax
     /// characters in the value.</summary>
     public static void SplitFieldLine(ReadOnlySpan<byte> line, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
     {
+        // RFC 9112 §5.2 lets a proxy either reject a folded response or unfold it; rejecting never guesses.
         if (line.Length > 0 && IsOws(line[0]))
         {
             throw new Http1Exception(Http1Error.ObsoleteLineFolding);
         }
 
         int colon = line.IndexOfAnyExcept(TokenBytes);
-        // No colon at all, an empty name, or a non-token byte (whitespace before the colon included: RFC 9112 §5.1
-        // forbids it because of the smuggling it has caused).
+        // No colon at all, an empty name, or a non-token byte. That includes whitespace before the colon: RFC 9112
+        // §5.1 forbids it because parsers disagreed on such names, and rejecting is stricter than stripping it.
         if (colon <= 0 || line[colon] != (byte)':')
         {
             throw new Http1Exception(Http1Error.InvalidHeaderName);

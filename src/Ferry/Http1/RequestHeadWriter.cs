@@ -29,7 +29,7 @@ internal static class RequestHeadWriter
         ArgumentNullException.ThrowIfNull(writer);
         HeadWriting.ValidateToken(name, nameof(name));
         HeadWriting.ValidateValue(value, nameof(value));
-        WriteFieldLine(writer, name, value);
+        HeadWriting.WriteFieldLine(writer, name, value);
     }
 
     /// <summary>One field line per value, in order; a null value is written as an empty one. Nothing is written
@@ -45,7 +45,7 @@ internal static class RequestHeadWriter
 
         foreach (string? value in values)
         {
-            WriteFieldLine(writer, name, value ?? string.Empty);
+            HeadWriting.WriteFieldLine(writer, name, value ?? string.Empty);
         }
     }
 
@@ -54,16 +54,5 @@ internal static class RequestHeadWriter
     {
         ArgumentNullException.ThrowIfNull(writer);
         writer.Write("\r\n"u8);
-    }
-
-    internal static void WriteFieldLine(IBufferWriter<byte> writer, string name, string value)
-    {
-        int length = name.Length + 2 + value.Length + 2;
-        Span<byte> span = writer.GetSpan(length);
-        Span<byte> rest = HeadWriting.WriteLatin1(span, name);
-        rest = HeadWriting.WriteBytes(rest, ": "u8);
-        rest = HeadWriting.WriteLatin1(rest, value);
-        HeadWriting.WriteBytes(rest, "\r\n"u8);
-        writer.Advance(length);
     }
 }

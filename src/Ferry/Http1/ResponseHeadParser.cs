@@ -24,8 +24,9 @@ internal sealed class ResponseHeadParser
     {
         ArgumentNullException.ThrowIfNull(head);
 
-        // The limit bounds the input rather than being counted while parsing (as Kestrel does): nothing beyond it
-        // is ever looked at, so a slow or endless head costs at most one scan of MaxResponseHeaderBytes per read.
+        // Like Kestrel (Http1Connection slices the buffer to the header bytes still allowed), the limit bounds the
+        // input instead of being counted while parsing: nothing beyond it is looked at, so a slow or endless head
+        // costs at most one scan of MaxResponseHeaderBytes per call.
         int max = _limits.MaxResponseHeaderBytes;
         ReadOnlySequence<byte> bounded = reader.UnreadSequence.Slice(0, Math.Min(reader.Remaining, max));
         if (!TryFindEnd(bounded, out long headLength))
