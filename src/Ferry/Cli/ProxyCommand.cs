@@ -21,7 +21,7 @@ internal static class ProxyCommand
         command.TreatUnmatchedTokensAsErrors = false;
         command.SetAction((parse, stop) =>
         {
-            var settings = Settings(parse.GetValue(listen)!, parse.GetRequiredValue(to), parse.GetValue(admin), parse.GetValue(noAdmin));
+            var settings = FerryConfigLoader.ProxyCommandSettings(parse.GetValue(listen)!, parse.GetRequiredValue(to), parse.GetValue(admin), !parse.GetValue(noAdmin));
             var configuration = new ConfigurationBuilder()
                 .AddInMemoryCollection(settings)
                 .AddConfiguration(FerryConfigLoader.Build(null, parse.UnmatchedTokens, Environment.GetEnvironmentVariables()))
@@ -29,28 +29,5 @@ internal static class ProxyCommand
             return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop);
         });
         return command;
-    }
-
-    internal static Dictionary<string, string?> Settings(string listen, IReadOnlyList<string> destinations, string? admin, bool noAdmin)
-    {
-        var settings = new Dictionary<string, string?>
-        {
-            ["Listeners:main:Address"] = listen,
-            ["Routes:default:ClusterId"] = "default",
-            ["Routes:default:Match:PathPrefix"] = "/",
-        };
-        for (var i = 0; i < destinations.Count; i++)
-        {
-            settings[$"Clusters:default:Destinations:d{i + 1}:Address"] = destinations[i];
-        }
-        if (noAdmin)
-        {
-            settings["Admin:Enabled"] = "false";
-        }
-        else if (admin is not null)
-        {
-            settings["Admin:Address"] = admin;
-        }
-        return settings;
     }
 }

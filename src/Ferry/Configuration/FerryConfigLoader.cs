@@ -57,11 +57,11 @@ internal static class FerryConfigLoader
     }
 
     /// <summary>
-    /// The configuration `ferry proxy --listen ADDRESS --to URI...` stands for: one listener, one catch-all route and one
-    /// cluster named "proxy", destinations "1".."n", every other setting at its default. Loaded through
-    /// <see cref="Load"/> so that the command validates exactly like a file.
+    /// The settings `ferry proxy --listen ADDRESS --to URI... [--admin ADDRESS | --no-admin]` stands for: one
+    /// listener, one catch-all route and one cluster named "proxy", destinations "1".."n", every other setting at its
+    /// default. The command loads them through <see cref="Load"/>, so it validates and defaults exactly like a file.
     /// </summary>
-    public static ConfigLoadResult LoadProxyCommand(string listen, IReadOnlyList<string> destinations)
+    public static Dictionary<string, string?> ProxyCommandSettings(string listen, IReadOnlyList<string> destinations, string? admin = null, bool adminEnabled = true)
     {
         var settings = new Dictionary<string, string?>
         {
@@ -79,7 +79,16 @@ internal static class FerryConfigLoader
             settings[$"Clusters:{ProxyCommandName}:Destinations"] = "";
         }
 
-        return Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        if (!adminEnabled)
+        {
+            settings["Admin:Enabled"] = "false";
+        }
+        else if (admin is not null)
+        {
+            settings["Admin:Address"] = admin;
+        }
+
+        return settings;
     }
 
     public static ConfigLoadResult Load(IConfiguration configuration)

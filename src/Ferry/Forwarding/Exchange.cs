@@ -59,7 +59,7 @@ internal sealed class Exchange
             // 4. Write the request head, then the body concurrently with waiting for the response.
             _phase = Phase.SendingRequest;
             var mode = WriteRequestHead(connection.Output, isUpgrade);
-            timeout.CancelAfter(_timeouts.SendRequest);
+            timeout.CancelAfter(Limit(_timeouts.SendRequest));
             await FlushUpstreamAsync(connection.Output, ct);
             if (mode != BodyMode.None)
             {
@@ -68,7 +68,7 @@ internal sealed class Exchange
 
             // 5. Read the response head; 1xx interim responses (other than 101) are consumed here.
             _phase = Phase.WaitingForHead;
-            timeout.CancelAfter(_timeouts.ResponseHead);
+            timeout.CancelAfter(Limit(_timeouts.ResponseHead));
             var head = connection.Head;
             await ReadHeadAsync(connection, ct);
             _headReceived = true;
@@ -131,6 +131,9 @@ internal sealed class Exchange
             _destination.Pool.Release(connection, retire);
         }
     }
+
+    // A zero timeout in the configuration means no limit.
+    private static TimeSpan Limit(TimeSpan timeout) => timeout <= TimeSpan.Zero ? Timeout.InfiniteTimeSpan : timeout;
 
     private ProxyException Classify(Exception ex)
     {
@@ -195,7 +198,7 @@ internal sealed class Exchange
         var request = _context.Request;
         var cluster = _route.Cluster.Config;
         RequestHeadWriter.WriteRequestLine(output, request.Method, RequestTarget());
-        var host = cluster.Forwarding.PreserveHost && request.Host.HasValue ? request.Host.Value! : _destination.HostHeader;
+        var host = cluster.Forwarding.PreserveHost && request.Host.HasValue ? request.Host.Value! : _destination.Config.Authority;
         RequestHeadWriter.WriteHeader(output, "Host", host);
 
         var headers = request.Headers;
@@ -356,7 +359,7 @@ internal sealed class Exchange
                 {
                     ChunkedEncoder.WriteLastChunk(output);
                 }
-                inactivity.CancelAfter(_timeouts.SendRequest);
+                inactivity.CancelAfter(Limit(_timeouts.SendRequest));
                 await output.FlushAsync(ct);
                 inactivity.CancelAfter(Timeout.InfiniteTimeSpan);
             }
@@ -455,7 +458,7 @@ internal sealed class Exchange
                 var clean = true;
                 while (remaining > 0)
                 {
-                    timeout.CancelAfter(_timeouts.BodyInactivity);
+                    timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     var buffer = read.Buffer;
                     var take = buffer.Length <= remaining ? buffer : buffer.Slice(0, remaining);
@@ -478,7 +481,7 @@ internal sealed class Exchange
                 decoder.Reset();
                 while (true)
                 {
-                    timeout.CancelAfter(_timeouts.BodyInactivity);
+                    timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     var (complete, consumed, leftover) = DecodeChunks(decoder, read.Buffer, output);
                     input.AdvanceTo(consumed, complete ? consumed : read.Buffer.End);
@@ -504,7 +507,7 @@ internal sealed class Exchange
             default: // CloseDelimited: the body ends when the destination closes.
                 while (true)
                 {
-                    timeout.CancelAfter(_timeouts.BodyInactivity);
+                    timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     Write(output, read.Buffer);
                     input.AdvanceTo(read.Buffer.End);

@@ -20,8 +20,7 @@ internal sealed class DestinationState
         Cluster = cluster;
         Config = config;
         _time = time;
-        NextHop = $"{config.Host}:{config.Port}";
-        HostHeader = config.Port == 80 ? config.Host : NextHop;
+        NextHop = config.Address.Authority.Contains(':', StringComparison.Ordinal) ? config.Address.Authority : $"{config.Address.Authority}:{config.Port}";
         EndPoint = IPAddress.TryParse(config.Host, out var ip)
             ? new IPEndPoint(ip, config.Port)
             : new DnsEndPoint(config.Host, config.Port);
@@ -36,9 +35,6 @@ internal sealed class DestinationState
 
     // "host:port" as shown in Proxy-Status next-hop and logs.
     public string NextHop { get; }
-
-    // Host header value when the cluster does not preserve the client's Host.
-    public string HostHeader { get; }
 
     public int InFlight => Volatile.Read(ref _inFlight);
 

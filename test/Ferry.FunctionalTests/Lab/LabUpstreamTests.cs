@@ -1,3 +1,4 @@
+using Ferry.FunctionalTests.Support;
 using System.Net.Sockets;
 using System.Text;
 using Ferry.Lab;

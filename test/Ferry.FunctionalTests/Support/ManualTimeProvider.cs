@@ -1,77 +1,131 @@
 namespace Ferry.FunctionalTests.Support;
 
-// Time that moves only when a test says so: Ferry's timeouts and pool expiry run on it, sockets do not.
+/// <summary>A TimeProvider whose clock moves only when a test calls <see cref="Advance"/>.</summary>
 internal sealed class ManualTimeProvider : TimeProvider
 {
     private readonly Lock _lock = new();
     private readonly List<ManualTimer> _timers = [];
-    private readonly DateTimeOffset _start = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
-    private long _ticks;
+    private readonly List<TaskCompletionSource> _timerWaiters = [];
+    private DateTimeOffset _now = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
+    // Timestamps follow the manual clock too, so elapsed-time arithmetic (pool expiry) never sees real time.
     public override long TimestampFrequency => TimeSpan.TicksPerSecond;
 
-    public override long GetTimestamp() => Interlocked.Read(ref _ticks);
+    public override long GetTimestamp() => GetUtcNow().UtcTicks;
 
-    public override DateTimeOffset GetUtcNow() => _start.AddTicks(GetTimestamp());
+    public override DateTimeOffset GetUtcNow()
+    {
+        lock (_lock)
+        {
+            return _now;
+        }
+    }
 
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
         var timer = new ManualTimer(this, callback, state);
-        lock (_lock)
-        {
-            _timers.Add(timer);
-        }
         timer.Change(dueTime, period);
         return timer;
     }
 
-    public void Advance(TimeSpan by)
+    /// <summary>Timers that will fire if time advances far enough.</summary>
+    public int ScheduledTimers
     {
-        var target = GetTimestamp() + by.Ticks;
-        while (true)
+        get
         {
-            ManualTimer? next;
             lock (_lock)
             {
-                next = _timers.Where(t => t.Due is { } d && d <= target).MinBy(t => t.Due);
-                if (next is null)
-                {
-                    Interlocked.Exchange(ref _ticks, target);
-                    return;
-                }
-                Interlocked.Exchange(ref _ticks, Math.Max(_ticks, next.Due!.Value));
-                next.Due = next.Period is { } p ? next.Due + p : null;
+                return _timers.Count;
             }
-            next.Fire();
         }
     }
 
-    private void Remove(ManualTimer timer)
+    /// <summary>Completes once at least <paramref name="count"/> timers are scheduled (bounded by the caller's WaitAsync).</summary>
+    public async Task WaitForTimersAsync(int count)
     {
+        while (true)
+        {
+            Task next;
+            lock (_lock)
+            {
+                if (_timers.Count >= count)
+                {
+                    return;
+                }
+                var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _timerWaiters.Add(waiter);
+                next = waiter.Task;
+            }
+            await next;
+        }
+    }
+
+    /// <summary>Moves the clock and runs, on the calling thread, every timer that falls due.</summary>
+    public void Advance(TimeSpan by)
+    {
+        List<ManualTimer> due;
+        lock (_lock)
+        {
+            _now += by;
+            due = _timers.Where(t => t.DueAt <= _now).ToList();
+            foreach (var timer in due)
+            {
+                _timers.Remove(timer);
+            }
+        }
+        foreach (var timer in due)
+        {
+            timer.Fire();
+        }
+    }
+
+    private void Schedule(ManualTimer timer, bool scheduled)
+    {
+        List<TaskCompletionSource> waiters = [];
         lock (_lock)
         {
             _timers.Remove(timer);
+            if (scheduled)
+            {
+                _timers.Add(timer);
+                waiters.AddRange(_timerWaiters);
+                _timerWaiters.Clear();
+            }
+        }
+        foreach (var waiter in waiters)
+        {
+            waiter.TrySetResult();
         }
     }
 
     private sealed class ManualTimer(ManualTimeProvider owner, TimerCallback callback, object? state) : ITimer
     {
-        public long? Due { get; set; }
-        public long? Period { get; private set; }
+        private TimeSpan _period = Timeout.InfiniteTimeSpan;
+
+        public DateTimeOffset DueAt { get; private set; }
 
         public bool Change(TimeSpan dueTime, TimeSpan period)
         {
-            lock (owner._lock)
+            _period = period;
+            bool scheduled = dueTime != Timeout.InfiniteTimeSpan;
+            if (scheduled)
             {
-                Due = dueTime == Timeout.InfiniteTimeSpan ? null : owner.GetTimestamp() + Math.Max(0, dueTime.Ticks);
-                Period = period == Timeout.InfiniteTimeSpan || period == TimeSpan.Zero ? null : period.Ticks;
+                DueAt = owner.GetUtcNow() + dueTime;
             }
+            owner.Schedule(this, scheduled);
             return true;
         }
 
-        public void Fire() => callback(state);
+        public void Fire()
+        {
+            callback(state);
+            if (_period != Timeout.InfiniteTimeSpan && _period > TimeSpan.Zero)
+            {
+                Change(_period, _period);
+            }
+        }
 
-        public void Dispose() => owner.Remove(this);
+        public void Dispose() => owner.Schedule(this, scheduled: false);
 
         public ValueTask DisposeAsync()
         {

@@ -1,5 +1,6 @@
 using System.Net;
 using Ferry.Configuration;
+using Microsoft.Extensions.Configuration;
 using static Ferry.Tests.Configuration.ConfigTestJson;
 
 namespace Ferry.Tests.Configuration;
@@ -136,7 +137,7 @@ public sealed class FerryConfigLoaderTests
     [Fact]
     public void ProxyCommandIsTheDefaultsWithOneRoute()
     {
-        var result = FerryConfigLoader.LoadProxyCommand("127.0.0.1:8080", ["http://127.0.0.1:9000", "http://127.0.0.1:9001"]);
+        var result = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(FerryConfigLoader.ProxyCommandSettings("127.0.0.1:8080", ["http://127.0.0.1:9000", "http://127.0.0.1:9001"])).Build());
 
         Assert.Equal([], result.Errors);
         Assert.Equal([], result.Warnings);
@@ -156,7 +157,7 @@ public sealed class FerryConfigLoaderTests
     [Fact]
     public void ProxyCommandReportsBadArguments()
     {
-        var result = FerryConfigLoader.LoadProxyCommand("8080", []);
+        var result = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(FerryConfigLoader.ProxyCommandSettings("8080", [])).Build());
 
         Assert.False(result.IsValid);
         Assert.Equal(
