@@ -1,0 +1,41 @@
+using Ferry.Model;
+
+namespace Ferry.Forwarding;
+
+// What happened to one client request, filled along the request path and handed to the access log, the metrics and
+// the status page when the request ends. One attempt per upstream connection used.
+internal sealed class RequestRecord
+{
+    public DateTimeOffset StartTime { get; init; }
+    public long StartTimestamp { get; init; }           // TimeProvider timestamp
+    public required string Method { get; init; }
+    public required string Target { get; init; }        // as the client sent it
+    public required string Protocol { get; init; }      // HTTP/1.0, HTTP/1.1, HTTP/2
+    public string? ClientAddress { get; init; }
+    public string? Host { get; init; }
+    public string? RouteId { get; set; }
+    public string? ClusterId { get; set; }
+    public int Status { get; set; }                     // sent to the client; 499 when the client went away first
+    public long BytesIn { get; set; }                   // request body bytes read from the client
+    public long BytesOut { get; set; }                  // response body bytes written to the client
+    public TimeSpan Duration { get; set; }
+    public ProxyError Error { get; set; }               // None when the response came from a destination
+    public string? ErrorDetails { get; set; }
+    public List<AttemptRecord> Attempts { get; } = [];
+}
+
+internal sealed class AttemptRecord
+{
+    public required DestinationState Destination { get; init; }
+    public int Status { get; set; }                     // response status from the destination; 0 when none arrived
+    public TimeSpan? ConnectTime { get; set; }          // null when a pooled connection was reused
+    public TimeSpan? HeadTime { get; set; }             // attempt start to complete response head
+    public TimeSpan? ResponseTime { get; set; }         // attempt start to end of the response body
+    public bool Reused { get; set; }
+    public TimeSpan ConnectionAge { get; set; }         // at the start of the attempt
+    public TimeSpan IdleTime { get; set; }              // how long the connection was idle before this attempt
+    public int ConnectionRequests { get; set; }         // requests the connection had served before this one
+    public bool Replay { get; set; }                    // a replay after a reused connection failed (keep-alive race)
+    public ProxyError Error { get; set; }
+    public string? ErrorDetails { get; set; }
+}
