@@ -7,12 +7,13 @@ internal sealed record ClusterConfig(
     KeepAliveConfig KeepAlive,
     TimeoutsConfig Timeouts,
     LimitsConfig Limits,
-    ForwardingConfig Forwarding)
+    ForwardingConfig Forwarding,
+    ReplayConfig Replay)
 {
     /// <summary>A cluster with every setting at its default, as `ferry proxy --to` builds it.</summary>
     public static ClusterConfig WithDefaults(string clusterId, IReadOnlyList<DestinationConfig> destinations) =>
         new(clusterId, destinations, LoadBalancingPolicies.Default, KeepAliveConfig.Default, TimeoutsConfig.Default,
-            LimitsConfig.Default, ForwardingConfig.Default);
+            LimitsConfig.Default, ForwardingConfig.Default, ReplayConfig.Default);
 }
 
 /// <summary>
@@ -89,4 +90,14 @@ internal sealed record ForwardingConfig(bool PreserveHost, bool XForwarded)
     // PreserveHost: YARP's and HAProxy's default; backends building absolute URLs need the client's host.
     // XForwarded: YARP's default; without it backends see only Ferry's address.
     public static ForwardingConfig Default { get; } = new(PreserveHost: true, XForwarded: true);
+}
+
+/// <summary>When a request that failed on a reused connection before any response byte may be sent again (docs/replay.md).</summary>
+internal sealed record ReplayConfig(int MaxBodySize, bool NonIdempotent)
+{
+    // MaxBodySize 64 KiB: request bodies up to this size are buffered so that they can be replayed; most API requests
+    // fit, and 64 KiB per request in flight is a bounded cost. Larger bodies stream and are never replayed.
+    // NonIdempotent false: a POST or PATCH is replayed only when Ferry can show the destination never received it
+    // (Linux TCP_INFO evidence) or when the client sent an Idempotency-Key; never on a guess.
+    public static ReplayConfig Default { get; } = new(MaxBodySize: 64 * 1024, NonIdempotent: false);
 }

@@ -19,12 +19,13 @@ internal static class FerryConfigLoader
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
-        ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding"];
+        ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay"];
     private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
     private static readonly string[] KeepAliveKeys = ["MaxIdle", "IdleTimeout", "AutoIdleTimeoutCap", "MaxRequests", "MaxLifetime"];
     private static readonly string[] TimeoutsKeys = ["Connect", "SendRequest", "ResponseHead", "BodyInactivity"];
     private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
     private static readonly string[] ForwardingKeys = ["PreserveHost", "XForwarded"];
+    private static readonly string[] ReplayKeys = ["MaxBodySize", "NonIdempotent"];
 
     // 1000 keeps smooth weighted round robin's running sums small and is already finer than any real capacity ratio.
     private const int MaxWeight = 1000;
@@ -255,7 +256,7 @@ internal static class FerryConfigLoader
         }
 
         return new ClusterConfig(clusterId, destinations, policy, ReadKeepAlive(reader, section),
-            ReadTimeouts(reader, section), ReadLimits(reader, section), ReadForwarding(reader, section));
+            ReadTimeouts(reader, section), ReadLimits(reader, section), ReadForwarding(reader, section), ReadReplay(reader, section));
     }
 
     private static DestinationConfig? ReadDestination(ConfigReader reader, IConfigurationSection section)
@@ -356,6 +357,16 @@ internal static class FerryConfigLoader
         return new ForwardingConfig(
             PreserveHost: reader.Bool(section, "PreserveHost", defaults.PreserveHost),
             XForwarded: reader.Bool(section, "XForwarded", defaults.XForwarded));
+    }
+
+    private static ReplayConfig ReadReplay(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Replay");
+        reader.WarnUnknownKeys(section, ReplayKeys);
+        var defaults = ReplayConfig.Default;
+        return new ReplayConfig(
+            MaxBodySize: reader.Int(section, "MaxBodySize", defaults.MaxBodySize, min: 0),
+            NonIdempotent: reader.Bool(section, "NonIdempotent", defaults.NonIdempotent));
     }
 
     private static RouteConfig ReadRoute(ConfigReader reader, IConfigurationSection section,

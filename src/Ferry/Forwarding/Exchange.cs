@@ -22,23 +22,32 @@ internal sealed class Exchange
     private readonly DestinationState _destination;
     private readonly UpstreamConnection _connection;
     private readonly bool _reused;
+    private readonly BufferedBody? _body;
+    private readonly RequestRecord _record;
+    private readonly AttemptRecord _attempt;
     private readonly TimeProvider _time;
     private readonly Configuration.TimeoutsConfig _timeouts;
+    private readonly long _start;
     private Phase _phase;
     private volatile bool _headReceived;
     private volatile bool _clientBodyFailed;
     private volatile bool _sendTimedOut;
     private bool _anyResponseByte;
+    private long _bytesAckedBefore = -1;
 
-    public Exchange(HttpContext context, RouteState route, DestinationState destination, UpstreamConnection connection, bool reused, TimeProvider time)
+    public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt, TimeProvider time)
     {
         _context = context;
         _route = route;
-        _destination = destination;
-        _connection = connection;
-        _reused = reused;
+        _connection = lease.Connection;
+        _destination = lease.Connection.Destination;
+        _reused = lease.Reused;
+        _body = body;
+        _record = record;
+        _attempt = attempt;
         _time = time;
         _timeouts = route.Cluster.Config.Timeouts;
+        _start = time.GetTimestamp();
     }
 
     public async Task RunAsync()
@@ -56,9 +65,21 @@ internal sealed class Exchange
             var isUpgrade = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
             connection.RequestCount++;
 
-            // 4. Write the request head, then the body concurrently with waiting for the response.
+            // 4. Write the request head, then the body concurrently with waiting for the response. What the
+            //    destination acknowledged so far is noted first: if it closes before answering, that tells whether it
+            //    can have received this request at all (DESIGN.md §3.7).
             _phase = Phase.SendingRequest;
+            if (_reused)
+            {
+                _bytesAckedBefore = connection.BytesAcked();
+            }
             var mode = WriteRequestHead(connection.Output, isUpgrade);
+            if (_body is not null)
+            {
+                connection.Output.Write(_body.Span);
+                _record.BytesIn = _body.Length;
+                mode = BodyMode.None;
+            }
             timeout.CancelAfter(Limit(_timeouts.SendRequest));
             await FlushUpstreamAsync(connection.Output, ct);
             if (mode != BodyMode.None)
@@ -72,6 +93,8 @@ internal sealed class Exchange
             var head = connection.Head;
             await ReadHeadAsync(connection, ct);
             _headReceived = true;
+            _attempt.Status = head.StatusCode;
+            _attempt.HeadTime = _time.GetElapsedTime(_start);
             var framing = ResponseFraming.Decide(HttpMethods.IsHead(request.Method), isUpgrade, head);
             if (head.KeepAliveTimeoutSeconds >= 0)
             {
@@ -95,6 +118,7 @@ internal sealed class Exchange
             }
             _phase = Phase.ReadingBody;
             var clean = await CopyBodyAsync(connection, framing, timeout, ct);
+            _attempt.ResponseTime = _time.GetElapsedTime(_start);
 
             // 7. Return the connection only when both bodies are complete and nothing forbids reuse.
             var sentAll = true;
@@ -167,22 +191,37 @@ internal sealed class Exchange
                     $"the response body stalled for {_timeouts.BodyInactivity.TotalSeconds:0.###} s", ex),
             };
         }
-        var how = ex is IOException { InnerException: System.Net.Sockets.SocketException se }
-            && se.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionReset ? "reset" : "closed";
         if (_phase == Phase.ReadingBody || _phase == Phase.Tunnel)
         {
-            return new ProxyException(ProxyError.ResponseIncomplete, $"the destination {how} the connection mid-body", ex);
+            return new ProxyException(ProxyError.ResponseIncomplete, $"the destination {HowClosed(ex)} the connection mid-body", ex);
         }
-        return Terminated(how, ex);
+        return Terminated(ex);
     }
 
-    private ProxyException Terminated(string how, Exception? inner)
+    // A reset after the destination's FIN surfaces as EPIPE ("Shutdown"): the FIN came first, as with a plain EOF.
+    private static bool FinSeen(Exception? ex) =>
+        ex is null or IOException { InnerException: System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.Shutdown } };
+
+    private static string HowClosed(Exception? ex) => FinSeen(ex) ? "closed" : "reset";
+
+    // The destination closed or reset before the whole response head arrived. `inner` null: a clean EOF.
+    private ProxyException Terminated(Exception? inner)
     {
-        var where = _anyResponseByte ? "during the response head" : "before any response byte";
+        var beforeResponse = !_anyResponseByte;
+        // Its FIN arrived and its TCP stack acknowledged no byte of this request: it closed before the request reached
+        // it, so it cannot have processed it, whatever the method. A reset alone proves nothing.
+        var proven = beforeResponse && _reused && FinSeen(inner) && _bytesAckedBefore >= 0
+            && _connection.BytesAcked() == _bytesAckedBefore;
+        var where = beforeResponse ? "before any response byte" : "during the response head";
         var connection = _reused
-            ? $"reused connection (request {_connection.RequestCount} on it, idle {_time.GetElapsedTime(_connection.IdleSince).TotalMilliseconds:0} ms before)"
+            ? $"reused connection (request {_connection.RequestCount} on it, idle {_attempt.IdleTime.TotalMilliseconds:0} ms before)"
             : "new connection";
-        return new ProxyException(ProxyError.ConnectionTerminated, $"the destination {how} the {connection} {where}", inner);
+        var evidence = proven ? "; it never received the request" : "";
+        return new ProxyException(ProxyError.ConnectionTerminated, $"the destination {HowClosed(inner)} the {connection} {where}{evidence}", inner)
+        {
+            BeforeResponse = beforeResponse,
+            ProvenUnprocessed = proven,
+        };
     }
 
     private static string Describe(Phase phase) => phase switch
@@ -307,7 +346,7 @@ internal sealed class Exchange
         }
         catch (IOException ex)
         {
-            throw Terminated(ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionReset } ? "reset" : "closed", ex);
+            throw Terminated(ex);
         }
     }
 
@@ -341,6 +380,7 @@ internal sealed class Exchange
             {
                 if (!buffer.IsEmpty)
                 {
+                    _record.BytesIn += buffer.Length;
                     if (chunked)
                     {
                         ChunkedEncoder.WriteChunkHeader(output, buffer.Length);
@@ -384,7 +424,7 @@ internal sealed class Exchange
         var input = connection.Input;
         while (true)
         {
-            var read = await input.ReadAsync(ct);
+            var read = await connection.ReadAsync(ct);
             var buffer = read.Buffer;
             if (!buffer.IsEmpty)
             {
@@ -403,7 +443,7 @@ internal sealed class Exchange
             }
             if (read.IsCompleted)
             {
-                throw Terminated("closed", null);
+                throw Terminated(null);
             }
             input.AdvanceTo(buffer.Start, buffer.End);
         }
@@ -463,6 +503,7 @@ internal sealed class Exchange
                     var buffer = read.Buffer;
                     var take = buffer.Length <= remaining ? buffer : buffer.Slice(0, remaining);
                     Write(output, take);
+                    _record.BytesOut += take.Length;
                     remaining -= take.Length;
                     clean = take.Length == buffer.Length;
                     input.AdvanceTo(take.End);
@@ -483,7 +524,8 @@ internal sealed class Exchange
                 {
                     timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
-                    var (complete, consumed, leftover) = DecodeChunks(decoder, read.Buffer, output);
+                    var (complete, consumed, leftover, written) = DecodeChunks(decoder, read.Buffer, output);
+                    _record.BytesOut += written;
                     input.AdvanceTo(consumed, complete ? consumed : read.Buffer.End);
                     if (complete)
                     {
@@ -510,6 +552,7 @@ internal sealed class Exchange
                     timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     Write(output, read.Buffer);
+                    _record.BytesOut += read.Buffer.Length;
                     input.AdvanceTo(read.Buffer.End);
                     await FlushClientAsync(output);
                     if (read.IsCompleted)
@@ -520,20 +563,22 @@ internal sealed class Exchange
         }
     }
 
-    private static (bool Complete, SequencePosition Consumed, bool Leftover) DecodeChunks(ChunkedDecoder decoder, in ReadOnlySequence<byte> buffer, PipeWriter output)
+    private static (bool Complete, SequencePosition Consumed, bool Leftover, long Written) DecodeChunks(ChunkedDecoder decoder, in ReadOnlySequence<byte> buffer, PipeWriter output)
     {
         var reader = new SequenceReader<byte>(buffer);
+        long written = 0;
         while (true)
         {
             switch (decoder.Read(ref reader, out var data))
             {
                 case ChunkedStatus.Data:
                     Write(output, data);
+                    written += data.Length;
                     break;
                 case ChunkedStatus.Complete:
-                    return (true, reader.Position, !reader.End);
+                    return (true, reader.Position, !reader.End, written);
                 default:
-                    return (false, reader.Position, false);
+                    return (false, reader.Position, false, written);
             }
         }
     }

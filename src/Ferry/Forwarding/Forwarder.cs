@@ -1,5 +1,6 @@
 using Ferry.Model;
 using Ferry.Upstream;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
 
 namespace Ferry.Forwarding;
@@ -8,85 +9,158 @@ namespace Ferry.Forwarding;
 internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider time, ILogger<Forwarder> logger)
 {
     // Connect failures move on to the next destination (nothing was sent, so it is always safe); this bounds how many
-    // destinations one request may try, like nginx's proxy_next_upstream_tries.
+    // destinations one request may try, like nginx's proxy_next_upstream_tries. Replays after a keep-alive race are
+    // not counted here.
     internal const int MaxConnectAttempts = 5;
-
-    internal TimeProvider Time => time;
 
     public async Task InvokeAsync(HttpContext context)
     {
         var proxy = state.Current;
         var request = context.Request;
-
-        // 1. Routing: host + path → route → cluster.
-        var route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
-        if (route is null)
+        var record = new RequestRecord
         {
-            await FailAsync(context, proxy, new ProxyException(ProxyError.NoRoute, "no route matches the request"), null);
-            return;
-        }
-        var cluster = route.Cluster;
-
-        List<DestinationState>? tried = null;
-        ProxyException? lastError = null;
-        DestinationState? lastDestination = null;
-        for (var attempt = 0; attempt < MaxConnectAttempts; attempt++)
+            StartTime = time.GetUtcNow(),
+            StartTimestamp = time.GetTimestamp(),
+            Method = request.Method,
+            Target = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? request.Path.Value ?? "/",
+            Protocol = request.Protocol,
+            ClientAddress = context.Connection.RemoteIpAddress?.ToString(),
+            Host = request.Host.Value,
+        };
+        BufferedBody? body = null;
+        try
         {
-            // 2. Load balancing: pick a destination; availability decides who is eligible, panic if nobody is.
-            var destination = cluster.Balancer.Pick(tried);
-            if (destination is null)
+            // 1. Routing: host + path → route → cluster.
+            var route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
+            if (route is null)
             {
-                break;
+                await FailAsync(context, proxy, record, new ProxyException(ProxyError.NoRoute, "no route matches the request"), null);
+                return;
             }
-            lastDestination = destination;
-            destination.EnterRequest();
-            try
+            var cluster = route.Cluster;
+            record.RouteId = route.Config.RouteId;
+            record.ClusterId = cluster.Id;
+
+            // Small bodies are read whole first, so that a keep-alive race can be replayed (docs/replay.md).
+            var replay = cluster.Config.Replay;
+            body = await BufferedBody.ReadAsync(context, replay.MaxBodySize);
+            var bodyReplayable = body is not null
+                || (request.ContentLength is null or 0 && context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != true);
+            var methodAllows = ReplayPolicy.MethodAllows(request, replay);
+            var replayable = methodAllows && bodyReplayable;
+
+            List<DestinationState>? tried = null;
+            ProxyException? lastError = null;
+            DestinationState? lastDestination = null;
+            DestinationState? replayTo = null;
+            var replayed = false;
+            var connectFailures = 0;
+            while (connectFailures < MaxConnectAttempts)
             {
-                // 3. Pool: lease an idle connection that is provably alive, or connect.
-                UpstreamConnection connection;
-                bool reused;
+                // 2. Load balancing: pick a destination; availability decides who is eligible, panic if nobody is.
+                //    A replay goes back to the same destination: the race was the connection's fault, not its.
+                var destination = replayTo ?? cluster.Balancer.Pick(tried);
+                if (destination is null)
+                {
+                    break;
+                }
+                lastDestination = destination;
+                var attempt = new AttemptRecord { Destination = destination, Replay = replayTo is not null };
+                record.Attempts.Add(attempt);
+                destination.EnterRequest();
                 try
                 {
-                    (connection, reused) = await destination.Pool.AcquireAsync(cluster.Limits, context.RequestAborted);
-                }
-                catch (ProxyException ex) when (ProxyErrors.IsConnectFailure(ex.Error))
-                {
-                    // 5. Forwarding decision for a failed connect: the destination is at fault, try the next one.
-                    destination.ReportConnectFailure();
-                    LogConnectFailed(destination.Cluster.Id, destination.Id, destination.NextHop, ex.Details);
-                    (tried ??= []).Add(destination);
-                    lastError = ex;
-                    continue;
-                }
-                if (!reused)
-                {
-                    destination.ReportSuccess();
-                }
+                    // 3. Pool: lease an idle connection that is provably alive, or connect (always, for a replay).
+                    Lease lease;
+                    try
+                    {
+                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted);
+                    }
+                    catch (ProxyException ex) when (ProxyErrors.IsConnectFailure(ex.Error))
+                    {
+                        // 5. Forwarding decision for a failed connect: the destination is at fault, try the next one.
+                        Record(attempt, ex);
+                        destination.ReportConnectFailure();
+                        LogConnectFailed(destination.Cluster.Id, destination.Id, destination.NextHop, ex.Details);
+                        (tried ??= []).Add(destination);
+                        lastError = ex;
+                        replayTo = null;
+                        connectFailures++;
+                        continue;
+                    }
+                    if (!lease.Reused)
+                    {
+                        destination.ReportSuccess();
+                    }
+                    attempt.Reused = lease.Reused;
+                    attempt.ConnectTime = lease.ConnectTime;
+                    attempt.IdleTime = lease.IdleTime;
+                    attempt.ConnectionAge = lease.Age;
+                    attempt.ConnectionRequests = lease.Connection.RequestCount;
 
-                // 4.–7. Write the request, read the response head, stream the body back, return the connection.
-                await new Exchange(context, route, destination, connection, reused, time).RunAsync();
-                return;
+                    // 4.–7. Write the request, read the response head, stream the body back, return the connection.
+                    try
+                    {
+                        await new Exchange(context, route, lease, body, record, attempt, time).RunAsync();
+                        return;
+                    }
+                    catch (ProxyException ex) when (!replayed && !context.Response.HasStarted
+                        && ReplayPolicy.CanReplay(ex, lease.Reused, methodAllows, bodyReplayable))
+                    {
+                        // 5. Forwarding decision for a keep-alive race: the destination closed a pooled connection as
+                        //    the request went out. Send it again on a fresh connection; health and retries untouched.
+                        Record(attempt, ex);
+                        destination.CountReplay();
+                        LogReplay(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
+                        replayed = true;
+                        replayTo = destination;
+                        lastError = ex;
+                    }
+                }
+                catch (ProxyException ex)
+                {
+                    Record(attempt, ex);
+                    await FailAsync(context, proxy, record, ex, destination);
+                    return;
+                }
+                finally
+                {
+                    destination.LeaveRequest();
+                }
             }
-            catch (ProxyException ex)
+            await FailAsync(context, proxy, record,
+                lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "no destination can take the request"),
+                lastDestination);
+        }
+        catch (ProxyException ex)
+        {
+            await FailAsync(context, proxy, record, ex, null);
+        }
+        finally
+        {
+            body?.Dispose();
+            record.Duration = time.GetElapsedTime(record.StartTimestamp);
+            if (record.Status == 0)
             {
-                await FailAsync(context, proxy, ex, destination);
-                return;
-            }
-            finally
-            {
-                destination.LeaveRequest();
+                record.Status = context.Response.StatusCode;
             }
         }
-        await FailAsync(context, proxy,
-            lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "no destination can take the request"),
-            lastDestination);
+    }
+
+    private static void Record(AttemptRecord attempt, ProxyException ex)
+    {
+        attempt.Error = ex.Error;
+        attempt.ErrorDetails = ex.Details;
     }
 
     // Every response Ferry generates itself comes from here: status, Proxy-Status and a log line agree on the cause.
-    private async Task FailAsync(HttpContext context, ProxyState proxy, ProxyException ex, DestinationState? destination)
+    private async Task FailAsync(HttpContext context, ProxyState proxy, RequestRecord record, ProxyException ex, DestinationState? destination)
     {
         var (status, type) = ProxyErrors.Describe(ex.Error);
         var nextHop = destination?.NextHop;
+        record.Error = ex.Error;
+        record.ErrorDetails = ex.Details;
+        record.Status = status;
         if (ex.Error == ProxyError.ClientAborted)
         {
             LogClientAborted(context.Request.Method, context.Request.Path.Value, ex.Details);
@@ -97,6 +171,7 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
         if (context.Response.HasStarted)
         {
             // The status line is gone: aborting is the only way to tell the client the body is incomplete.
+            record.Status = context.Response.StatusCode;
             context.Abort();
             return;
         }
@@ -121,6 +196,10 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Debug, Message = "{Method} {Path}: client went away: {Details}")]
     private partial void LogClientAborted(string method, string? path, string details);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information,
+        Message = "{Method} {Path}: keep-alive race on {Cluster}/{Destination}, replaying on a new connection: {Details}")]
+    private partial void LogReplay(string method, string? path, string cluster, string destination, string details);
 }
 
 // The live ProxyState; swapped atomically when configuration changes.

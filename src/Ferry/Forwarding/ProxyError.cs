@@ -61,4 +61,11 @@ internal sealed class ProxyException(ProxyError error, string details, Exception
 {
     public ProxyError Error { get; } = error;
     public string Details { get; } = details;
+
+    // No byte of a response arrived before the failure: the request may be sent again.
+    public bool BeforeResponse { get; init; }
+
+    // The destination cannot have processed the request: its FIN arrived and its TCP stack never acknowledged a byte
+    // of the request (DESIGN.md §3.7).
+    public bool ProvenUnprocessed { get; init; }
 }

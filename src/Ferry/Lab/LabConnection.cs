@@ -15,8 +15,8 @@ internal sealed class LabConnection
     private readonly Socket _socket;
     private readonly CancellationToken _stopping;
     private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private int _state; // ConnectionOpen, ConnectionClosing or ConnectionReset
-    private const int ConnectionOpen = 0, ConnectionClosing = 1, ConnectionReset = 2;
+    private int _state; // ConnectionOpen, ConnectionClosing (lingering), ConnectionReset or ConnectionClosedNow
+    private const int ConnectionOpen = 0, ConnectionClosing = 1, ConnectionReset = 2, ConnectionClosedNow = 3;
 
     public LabConnection(LabUpstream upstream, Socket socket, CancellationToken stopping)
     {
@@ -42,6 +42,17 @@ internal sealed class LabConnection
     public void Abort() => _socket.Dispose();
 
     /// <summary>FIN: shuts down the sending side now; the socket itself is released when the request loop ends.</summary>
+    /// <summary>A plain close(), the way servers end idle keep-alive connections and connections past their request
+    /// limit (nginx's ngx_http_close_connection, gunicorn, Node): FIN now, and whatever arrives afterwards is answered
+    /// with RST by the kernel, never read. Only right when nothing of the request is left unread.</summary>
+    public void CloseNow()
+    {
+        if (Interlocked.CompareExchange(ref _state, ConnectionClosedNow, ConnectionOpen) == ConnectionOpen)
+        {
+            _socket.Dispose();
+        }
+    }
+
     public void Close()
     {
         if (Interlocked.CompareExchange(ref _state, ConnectionClosing, ConnectionOpen) == ConnectionOpen)
@@ -146,6 +157,10 @@ internal sealed class LabConnection
                 await WriteRejectionAsync(e);
                 return;
             }
+            if (IsOpen && exchange.ClosesConnection && exchange.ResponseCompleted && exchange.BodyDone && !HasUnreadInput())
+            {
+                CloseNow();
+            }
             if (!IsOpen || exchange.ClosesConnection || (exchange.ResponseStarted && !exchange.ResponseCompleted))
             {
                 return;
@@ -153,6 +168,17 @@ internal sealed class LabConnection
             // The client sent a body that nobody read; it must be consumed to find the next request head.
             await exchange.DrainBodyAsync(_stopping);
         }
+    }
+
+    private bool HasUnreadInput()
+    {
+        if (!Input.TryRead(out var read))
+        {
+            return false;
+        }
+        var unread = !read.Buffer.IsEmpty;
+        Input.AdvanceTo(read.Buffer.Start);
+        return unread;
     }
 
     /// <summary>Reads the next head; null when the client closed cleanly or the connection sat idle too long.</summary>
@@ -179,7 +205,7 @@ internal sealed class LabConnection
                 }
                 else
                 {
-                    Close();
+                    CloseNow();
                 }
                 return null;
             }

@@ -103,6 +103,9 @@ internal sealed class LabExchange
     /// <summary>The connection ends after this exchange (decided when the response head is written, or by Close/Reset).</summary>
     public bool ClosesConnection { get; private set; }
 
+    /// <summary>Every byte of the request body was read: closing now leaves nothing unread in the socket.</summary>
+    public bool BodyDone => _bodyDone;
+
     /// <summary>The connection's input, past this request's head: for upgraded connections (after 101) and
     /// scripts that take the wire into their own hands.</summary>
     public PipeReader RawInput => _connection.Input;

@@ -14,6 +14,7 @@ internal sealed class DestinationState
     private readonly TimeProvider _time;
     private long _unavailableUntil; // TimeProvider timestamp; 0 = available
     private int _inFlight;          // requests currently using this destination (attempts, not connections)
+    private long _replays;          // requests sent again after a keep-alive race on a reused connection
 
     public DestinationState(ClusterState cluster, DestinationConfig config, ConnectionPool.Factory poolFactory, TimeProvider time)
     {
@@ -37,6 +38,10 @@ internal sealed class DestinationState
     public string NextHop { get; }
 
     public int InFlight => Volatile.Read(ref _inFlight);
+
+    public long Replays => Interlocked.Read(ref _replays);
+
+    public void CountReplay() => Interlocked.Increment(ref _replays);
 
     // Smooth weighted round robin's running weight; guarded by the cluster balancer's lock.
     internal long CurrentWeight;

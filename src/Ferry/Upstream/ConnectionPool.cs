@@ -1,22 +1,33 @@
 using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net.Sockets;
 using Ferry.Configuration;
+using Ferry.Http1;
 using Ferry.Model;
 
 namespace Ferry.Upstream;
 
-// Keep-alive connections to one destination: a LIFO stack of idle connections (the warmest first, so the coldest age
-// out), limited by MaxIdle, IdleTimeout, MaxRequests and MaxLifetime, like nginx's keepalive, keepalive_timeout,
-// keepalive_requests and keepalive_time.
+// A leased connection and what the exchange and the logs need to know about its past.
+internal readonly record struct Lease(UpstreamConnection Connection, bool Reused, TimeSpan IdleTime, TimeSpan Age, TimeSpan? ConnectTime);
+
+// Keep-alive connections to one destination (DESIGN.md §3): a LIFO stack of idle connections (the warmest first, so
+// the coldest age out), limited by MaxIdle, the idle timeout, MaxRequests and MaxLifetime like nginx's keepalive,
+// keepalive_timeout, keepalive_requests and keepalive_time; plus what makes reuse race-free:
+// - every idle connection has a pending read (the idle watch), so a FIN, RST or stray byte removes it at once;
+// - limits the destination announced (Keep-Alive: timeout, max) or that were learned from its silent closes retire a
+//   connection with a margin before the destination would close it;
+// - a request that could not be replayed only takes a connection idle for less than what is known to be safe.
 internal sealed class ConnectionPool : IAsyncDisposable
 {
     public delegate ConnectionPool Factory(DestinationState destination);
 
-    // Connections whose announced Keep-Alive timeout is this close are retired rather than reused: the request
-    // would otherwise cross the destination's close on the wire.
-    internal static readonly TimeSpan AnnouncedTimeoutMargin = TimeSpan.FromSeconds(1);
+    // Before anything is known about a destination's idle timeout, a request that cannot be replayed only takes a
+    // connection idle for less than this: below gunicorn's 2 s keepalive, the shortest common server default.
+    internal static readonly TimeSpan UnknownSafeIdle = TimeSpan.FromSeconds(1);
 
-    // How often idle connections are checked for expiry and for a close seen while idle.
-    internal static readonly TimeSpan ScavengePeriod = TimeSpan.FromSeconds(1);
+    // How often idle connections are checked against their limits. A quarter second keeps retirement close to the
+    // margin (at least 200 ms) for the shortest idle timeouts seen in practice.
+    internal static readonly TimeSpan ScavengePeriod = TimeSpan.FromMilliseconds(250);
 
     private readonly DestinationState _destination;
     private readonly KeepAliveConfig _config;
@@ -26,9 +37,14 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private readonly List<UpstreamConnection> _idle = []; // index 0 = oldest idle, last = warmest
     private readonly ITimer _scavenger;
     private readonly long[] _retired = new long[Enum.GetValues<RetireReason>().Length]; // by reason
-    private long _opened;      // connections established
-    private long _reused;      // leases served by an idle connection
-    private int _active;       // connections leased to an exchange right now
+    private UpstreamConnection? _sentinel; // idle past the learned limit, never leased: detects a destination that changed
+    private long _opened;        // connections established
+    private long _reused;        // leases served by an idle connection
+    private long _closedByFin;   // idle closes seen as FIN
+    private long _closedByReset; // idle closes seen as RST
+    private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
+    private long _provenIdleTicks; // longest idle time a connection was seen to survive (nothing learned yet)
+    private int _active;         // connections leased to an exchange right now
     private bool _disposed;
 
     public ConnectionPool(DestinationState destination, KeepAliveConfig config, TimeSpan connectTimeout, TimeProvider time)
@@ -37,23 +53,40 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _config = config;
         _connectTimeout = connectTimeout;
         _time = time;
+        Learner = new KeepAliveLearner(time);
         _scavenger = time.CreateTimer(static s => ((ConnectionPool)s!).Scavenge(), this, ScavengePeriod, ScavengePeriod);
     }
 
+    public KeepAliveLearner Learner { get; }
     public long Opened => Interlocked.Read(ref _opened);
     public long Reused => Interlocked.Read(ref _reused);
+    public long ClosedByFin => Interlocked.Read(ref _closedByFin);
+    public long ClosedByReset => Interlocked.Read(ref _closedByReset);
+    public long SkippedUnsafe => Interlocked.Read(ref _skippedUnsafe);
     public int Active => Volatile.Read(ref _active);
+    public TimeSpan ProvenIdle => TimeSpan.FromTicks(Interlocked.Read(ref _provenIdleTicks));
     public int Idle { get { lock (_lock) { return _idle.Count; } } }
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
 
-    // The idle timeout in force: the configured one, or under "auto" the cap (learning tightens it per destination).
-    public TimeSpan IdleTimeout => _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
+    // The idle timeout in force for every request: the configured one (or the automatic cap), tightened by what was
+    // learned from this destination, minus the margin.
+    public TimeSpan IdleTimeout
+    {
+        get
+        {
+            var limit = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
+            return Learner.IdleTimeout is { } learned && learned - KeepAliveLearner.Margin(learned) < limit
+                ? learned - KeepAliveLearner.Margin(learned)
+                : limit;
+        }
+    }
 
-    // A live connection: the warmest idle one that is still within every limit, else a new one.
-    public async ValueTask<(UpstreamConnection Connection, bool Reused)> AcquireAsync(Http1.Http1Limits limits, CancellationToken requestAborted)
+    // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
+    // again if this connection turns out to be closed, so it may take an older connection.
+    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
     {
         var now = _time.GetTimestamp();
-        while (true)
+        while (!forceNew)
         {
             UpstreamConnection? candidate;
             lock (_lock)
@@ -63,6 +96,12 @@ internal sealed class ConnectionPool : IAsyncDisposable
                     break;
                 }
                 candidate = _idle[^1];
+                if (!replayable && !IsSafeForNonReplayable(candidate, now))
+                {
+                    // The warmest is too old, so is every other: leave them to requests that can be replayed.
+                    Interlocked.Increment(ref _skippedUnsafe);
+                    break;
+                }
                 _idle.RemoveAt(_idle.Count - 1);
             }
             if (ExpiryReason(candidate, now) is { } reason)
@@ -70,15 +109,24 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 Retire(candidate, reason);
                 continue;
             }
+            if (candidate.IsReadableWhileIdle())
+            {
+                // The close is in the socket's queue; the idle watch has not run yet. It will find the connection
+                // leased and leave it to us.
+                ObserveClose(candidate, now, candidate.PendingRead is { IsCompleted: true } done ? done.Result : default, sentinel: false);
+                Retire(candidate, RetireReason.ClosedWhileIdle);
+                continue;
+            }
             Interlocked.Increment(ref _active);
             Interlocked.Increment(ref _reused);
-            return (candidate, true);
+            return new Lease(candidate, true, _time.GetElapsedTime(candidate.IdleSince, now), _time.GetElapsedTime(candidate.CreatedAt, now), null);
         }
 
         var socket = await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted);
         Interlocked.Increment(ref _opened);
         Interlocked.Increment(ref _active);
-        return (new UpstreamConnection(_destination, socket, limits, _time.GetTimestamp()), false);
+        var connected = _time.GetTimestamp();
+        return new Lease(new UpstreamConnection(_destination, socket, limits, connected), false, TimeSpan.Zero, TimeSpan.Zero, _time.GetElapsedTime(now, connected));
     }
 
     // Called exactly once per lease. `retire` null: the exchange completed cleanly and the connection may be reused.
@@ -86,7 +134,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     {
         Interlocked.Decrement(ref _active);
         var now = _time.GetTimestamp();
-        var reason = retire ?? ExpiryReason(connection, now);
+        var reason = retire ?? RequestLimitReason(connection);
         if (reason is null)
         {
             connection.IdleSince = now;
@@ -95,6 +143,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 if (!_disposed && _idle.Count < _config.MaxIdle)
                 {
                     _idle.Add(connection);
+                    // Started under the lock: if the close is already queued, the watch completes synchronously and
+                    // removes the connection before anyone can lease it.
+                    connection.PendingRead = WatchAsync(connection);
                     return;
                 }
                 reason = _disposed ? RetireReason.Shutdown : RetireReason.PoolFull;
@@ -103,7 +154,51 @@ internal sealed class ConnectionPool : IAsyncDisposable
         Retire(connection, reason.Value);
     }
 
-    private RetireReason? ExpiryReason(UpstreamConnection c, long now)
+    private async Task<IdleRead> WatchAsync(UpstreamConnection connection)
+    {
+        IdleRead read;
+        try
+        {
+            read = new IdleRead(await connection.Input.ReadAsync(), null);
+        }
+        catch (Exception ex)
+        {
+            read = new IdleRead(default, ex);
+        }
+        bool wasIdle, sentinel = false;
+        lock (_lock)
+        {
+            wasIdle = _idle.Remove(connection);
+            if (!wasIdle && ReferenceEquals(_sentinel, connection))
+            {
+                _sentinel = null;
+                wasIdle = sentinel = true;
+            }
+        }
+        if (!wasIdle)
+        {
+            // Leased: the exchange continues this read.
+            return read;
+        }
+        ObserveClose(connection, _time.GetTimestamp(), read, sentinel);
+        Retire(connection, RetireReason.ClosedWhileIdle);
+        return default;
+    }
+
+    private void ObserveClose(UpstreamConnection connection, long now, IdleRead read, bool sentinel)
+    {
+        var idle = _time.GetElapsedTime(connection.IdleSince, now);
+        var reset = read.Error is IOException { InnerException: SocketException { SocketErrorCode: SocketError.ConnectionReset } }
+            or SocketException { SocketErrorCode: SocketError.ConnectionReset };
+        if (read.Error is null && !read.Result.Buffer.IsEmpty)
+        {
+            return; // a stray byte: a broken destination, not a keep-alive limit
+        }
+        Interlocked.Increment(ref reset ? ref _closedByReset : ref _closedByFin);
+        Learner.ObserveIdleClose(idle, connection.RequestCount, sentinel);
+    }
+
+    private RetireReason? RequestLimitReason(UpstreamConnection c)
     {
         if (c.AnnouncedMaxRequests >= 0 && c.RequestCount >= c.AnnouncedMaxRequests)
         {
@@ -113,20 +208,58 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             return RetireReason.MaxRequests;
         }
+        return Learner.MaxRequests is > 0 and var learned && c.RequestCount >= learned ? RetireReason.LearnedLimit : null;
+    }
+
+    private RetireReason? ExpiryReason(UpstreamConnection c, long now)
+    {
+        if (RequestLimitReason(c) is { } limit)
+        {
+            return limit;
+        }
         if (_config.MaxLifetime > TimeSpan.Zero && _time.GetElapsedTime(c.CreatedAt, now) >= _config.MaxLifetime)
         {
             return RetireReason.Lifetime;
         }
         var idle = _time.GetElapsedTime(c.IdleSince, now);
-        if (c.AnnouncedIdleTimeoutSeconds >= 0 && idle >= TimeSpan.FromSeconds(c.AnnouncedIdleTimeoutSeconds) - AnnouncedTimeoutMargin)
+        if (c.AnnouncedIdleTimeoutSeconds >= 0)
         {
-            return RetireReason.AnnouncedLimit;
+            var announced = TimeSpan.FromSeconds(c.AnnouncedIdleTimeoutSeconds);
+            if (idle >= announced - KeepAliveLearner.Margin(announced))
+            {
+                return RetireReason.AnnouncedLimit;
+            }
         }
-        if (idle >= IdleTimeout)
+        var configured = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
+        if (idle >= configured)
         {
             return RetireReason.IdleTimeout;
         }
-        return c.IsReadableWhileIdle() ? RetireReason.ClosedWhileIdle : null;
+        return Learner.IdleTimeout is { } learned && idle >= learned - KeepAliveLearner.Margin(learned)
+            ? RetireReason.LearnedLimit
+            : null;
+    }
+
+    // Known limits (announced, learned, configured) already retire connections with a margin. Before anything is known,
+    // the safe idle time is what connections were seen to survive, minus the margin, and at least UnknownSafeIdle.
+    private bool IsSafeForNonReplayable(UpstreamConnection c, long now)
+    {
+        if (c.AnnouncedIdleTimeoutSeconds >= 0 || Learner.IdleTimeout is not null || _config.IdleTimeout is not null)
+        {
+            return true;
+        }
+        var proven = ProvenIdle;
+        var safe = proven - KeepAliveLearner.Margin(proven);
+        return _time.GetElapsedTime(c.IdleSince, now) < (safe > UnknownSafeIdle ? safe : UnknownSafeIdle);
+    }
+
+    private void NoteSurvived(TimeSpan idle)
+    {
+        long seen;
+        while (idle.Ticks > (seen = Interlocked.Read(ref _provenIdleTicks))
+            && Interlocked.CompareExchange(ref _provenIdleTicks, idle.Ticks, seen) != seen)
+        {
+        }
     }
 
     private void Retire(UpstreamConnection connection, RetireReason reason)
@@ -143,10 +276,32 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             for (var i = _idle.Count - 1; i >= 0; i--)
             {
-                if (ExpiryReason(_idle[i], now) is { } reason)
+                var c = _idle[i];
+                if (ExpiryReason(c, now) is not { } reason)
                 {
-                    (expired ??= []).Add((_idle[i], reason));
-                    _idle.RemoveAt(i);
+                    // Still in the list, so its idle watch has seen no close: the destination tolerates this idle time.
+                    NoteSurvived(_time.GetElapsedTime(c.IdleSince, now));
+                    continue;
+                }
+                _idle.RemoveAt(i);
+                if (reason == RetireReason.LearnedLimit && _sentinel is null && Learner.IdleTimeout is not null)
+                {
+                    // Kept idle (and out of reach of requests) to see whether the destination still closes there.
+                    _sentinel = c;
+                    continue;
+                }
+                (expired ??= []).Add((c, reason));
+            }
+            if (_sentinel is { } sentinel)
+            {
+                var idle = _time.GetElapsedTime(sentinel.IdleSince, now);
+                var configured = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
+                if (Learner.IsOutlived(idle) || idle >= configured)
+                {
+                    Learner.Forget();
+                    Interlocked.Exchange(ref _provenIdleTicks, 0);
+                    _sentinel = null;
+                    (expired ??= []).Add((sentinel, RetireReason.LearnedLimit));
                 }
             }
         }
@@ -162,11 +317,16 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public ValueTask DisposeAsync()
     {
         _scavenger.Dispose();
-        UpstreamConnection[] idle;
+        List<UpstreamConnection> idle;
         lock (_lock)
         {
             _disposed = true;
             idle = [.. _idle];
+            if (_sentinel is not null)
+            {
+                idle.Add(_sentinel);
+                _sentinel = null;
+            }
             _idle.Clear();
         }
         foreach (var c in idle)

@@ -9,8 +9,9 @@ namespace Ferry.Upstream;
 // Why a connection left the pool or was never put back; one counter each in the pool.
 internal enum RetireReason
 {
-    IdleTimeout,       // idle longer than the configured or announced limit
-    AnnouncedLimit,    // the destination said "Connection: close" or its Keep-Alive max was reached
+    IdleTimeout,       // idle longer than the configured limit (or the automatic cap)
+    AnnouncedLimit,    // the destination announced it: Keep-Alive timeout/max reached, or Connection: close
+    LearnedLimit,      // a limit learned from the destination's silent closes was about to be reached
     MaxRequests,       // Ferry's own per-connection request limit
     Lifetime,          // older than MaxLifetime
     ClosedWhileIdle,   // FIN, RST or a stray byte arrived while idle
@@ -19,6 +20,9 @@ internal enum RetireReason
     PoolFull,          // MaxIdle reached
     Shutdown,          // the pool was disposed
 }
+
+// How an idle connection's pending read ended, as the pool hands it to the exchange that leased the connection.
+internal readonly record struct IdleRead(ReadResult Result, Exception? Error);
 
 // One HTTP/1.1 connection to a destination. Owned by exactly one exchange at a time, or idle in its pool.
 internal sealed class UpstreamConnection : IDisposable
@@ -59,9 +63,41 @@ internal sealed class UpstreamConnection : IDisposable
     public int AnnouncedIdleTimeoutSeconds { get; set; } = -1;
     public int AnnouncedMaxRequests { get; set; } = -1;
 
+    // The read the idle watch started when the connection went idle. The exchange that leases the connection takes it
+    // over: its result is the first bytes of the response (or the close that raced with the request).
+    public Task<IdleRead>? PendingRead { get; set; }
+
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
-    // An idle HTTP/1.1 connection has nothing to read: readability means FIN, RST or a stray byte, all fatal.
+    public long BytesAcked() => TcpInfo.BytesAcked(_socket);
+
+    // First read of a response: continues the idle watch's read when there is one.
+    public async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken)
+    {
+        if (PendingRead is not { } pending)
+        {
+            return await Input.ReadAsync(cancellationToken);
+        }
+        PendingRead = null;
+        IdleRead idle;
+        using (cancellationToken.UnsafeRegister(static s => ((PipeReader)s!).CancelPendingRead(), Input))
+        {
+            idle = await pending;
+        }
+        if (idle.Error is { } error)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+        }
+        if (idle.Result.IsCanceled)
+        {
+            Input.AdvanceTo(idle.Result.Buffer.Start);
+            throw new OperationCanceledException(cancellationToken);
+        }
+        return idle.Result;
+    }
+
+    // An idle HTTP/1.1 connection has nothing to read: readability means FIN, RST or a stray byte, all fatal. The idle
+    // watch notices them too, but a close can be in the socket's queue before its continuation has run.
     public bool IsReadableWhileIdle()
     {
         try

@@ -108,7 +108,7 @@ public sealed class FailureTests
         await using var proxy = await ProxyHarness.StartAsync(settings, time, upstream);
 
         var pending = proxy.Client.GetAsync("/");
-        await Eventually(() => upstream.RequestsReceived == 1);
+        await Wait.Until(() => upstream.RequestsReceived == 1);
         var response = await AdvanceUntil(time, pending, TimeSpan.FromSeconds(2));
 
         await AssertFailure(response, HttpStatusCode.GatewayTimeout, "http_response_timeout");
@@ -195,7 +195,7 @@ public sealed class FailureTests
     internal static async Task AssertPoolClean(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
-        await Eventually(() => pool.Active == 0);
+        await Wait.Until(() => pool.Active == 0);
         Assert.Equal(0, pool.Idle);
     }
 

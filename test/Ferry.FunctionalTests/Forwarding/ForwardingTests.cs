@@ -270,13 +270,13 @@ public sealed class ForwardingTests
         using (var cts = new CancellationTokenSource())
         {
             var pending = proxy.Client.GetAsync("/delay/60000", cts.Token);
-            await Eventually(() => upstream.RequestsReceived == 1);
+            await Wait.Until(() => upstream.RequestsReceived == 1);
             cts.Cancel();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pending);
         }
 
         var pool = proxy.Destination("a").Pool;
-        await Eventually(() => pool.Retired(RetireReason.Error) == 1);
+        await Wait.Until(() => pool.Retired(RetireReason.Error) == 1);
         Assert.Equal(0, pool.Idle);
         Assert.Equal(0, pool.Active);
     }
@@ -294,16 +294,6 @@ public sealed class ForwardingTests
             received.Write(buffer, 0, n);
         }
         return Encoding.Latin1.GetString(received.ToArray());
-    }
-
-    internal static async Task Eventually(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Bound;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not met in time");
-            await Task.Delay(10);
-        }
     }
 
     // A body whose length HttpClient cannot know, so that it is sent chunked.

@@ -1,3 +1,4 @@
+using Ferry.FunctionalTests.Support;
 using System.Text;
 using Ferry.Lab;
 
@@ -110,7 +111,7 @@ public sealed class LabScriptsTests
         await using var client = await RawHttpConnection.ConnectAsync(lab.EndPoint);
 
         await client.SendAsync(Get);
-        await Poll.UntilAsync(() => lab.RequestsReceived == 1);
+        await Wait.Until(() => lab.RequestsReceived == 1);
         Assert.Equal(0, client.Socket.Available);
         await lab.DisposeAsync();
 

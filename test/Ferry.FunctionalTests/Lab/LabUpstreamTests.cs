@@ -391,7 +391,7 @@ public sealed class LabUpstreamTests
         await using var idle = await RawHttpConnection.ConnectAsync(lab.EndPoint);
         await using var stalled = await RawHttpConnection.ConnectAsync(lab.EndPoint);
         await stalled.SendAsync("GET / HTTP/1.1\r\n\r\n");
-        await Poll.UntilAsync(() => lab.RequestsReceived == 1 && lab.OpenConnections == 2);
+        await Wait.Until(() => lab.RequestsReceived == 1 && lab.OpenConnections == 2);
 
         await lab.DisposeAsync().AsTask().WaitAsync(Timeout);
 

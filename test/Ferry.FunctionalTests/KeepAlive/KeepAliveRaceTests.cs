@@ -1,0 +1,158 @@
+using System.Net;
+using System.Text;
+using Ferry.FunctionalTests.Support;
+using Ferry.Lab;
+using Ferry.Upstream;
+using Xunit.Abstractions;
+
+namespace Ferry.FunctionalTests.KeepAlive;
+
+// DESIGN.md §3 proven over loopback: destinations that close keep-alive connections in every common way, traffic in
+// bursts separated by pauses jittered around their timeout, Ferry with default settings. Time is virtual: the Lab's
+// idle timers and Ferry's clocks share one ManualTimeProvider, so hundreds of 2-second pauses take no real time.
+public sealed class KeepAliveRaceTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private const int Rounds = 200;
+    private const int GetsPerBurst = 8;
+    private const int PostsPerBurst = 8;
+
+    public static TheoryData<string> Scenarios => new()
+    {
+        "a: announces Keep-Alive timeout=2",
+        "b: closes idle connections silently after 2 s",
+        "c: closes after 100 requests announcing Connection: close",
+        "d: closes after 100 requests silently",
+        "e: resets idle connections after 2 s",
+    };
+
+    private static LabUpstreamOptions Upstream(string scenario, TimeProvider time) => scenario[0] switch
+    {
+        'a' => new() { Name = "a", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), AnnounceKeepAlive = true },
+        'b' => new() { Name = "b", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2) },
+        'c' => new() { Name = "c", TimeProvider = time, MaxRequestsPerConnection = 100, AnnounceLastRequest = true },
+        'd' => new() { Name = "d", TimeProvider = time, MaxRequestsPerConnection = 100, AnnounceLastRequest = false },
+        _ => new() { Name = "e", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), ResetOnIdleTimeout = true },
+    };
+
+    [Theory]
+    [MemberData(nameof(Scenarios))]
+    public async Task DefaultSettings_GiveNo5xx_AndLearningConverges(string scenario)
+    {
+        var time = new ManualTimeProvider();
+        await using var upstream = LabUpstream.Start(Upstream(scenario, time));
+        await using var proxy = await ProxyHarness.StartAsync(ProxyHarness.Settings((upstream.Name, upstream.Uri)), time, upstream);
+        var destination = proxy.Destination(upstream.Name);
+        var pool = destination.Pool;
+        var random = new Random(7);
+        var statuses = new Dictionary<HttpStatusCode, int>();
+        long? replaysWhenLearned = null;
+
+        for (var round = 0; round < Rounds; round++)
+        {
+            var burst = Enumerable.Range(0, GetsPerBurst).Select(_ => proxy.Client.GetAsync("/"))
+                .Concat(Enumerable.Range(0, PostsPerBurst).Select(i =>
+                    proxy.Client.PostAsync("/echo", new StringContent($"round {round} post {i}"))));
+            foreach (var response in await Task.WhenAll(burst).WaitAsync(Bound))
+            {
+                statuses[response.StatusCode] = statuses.GetValueOrDefault(response.StatusCode) + 1;
+                response.Dispose();
+            }
+            if (replaysWhenLearned is null && (pool.Learner.IdleTimeout is not null || pool.Learner.MaxRequests > 0))
+            {
+                replaysWhenLearned = destination.Replays;
+            }
+            // A pause jittered around the destination's 2 s timeout.
+            time.Advance(TimeSpan.FromMilliseconds(1900 + random.Next(0, 201)));
+        }
+
+        output.WriteLine($"{scenario}: statuses {string.Join(", ", statuses.Select(s => $"{(int)s.Key}×{s.Value}"))}; "
+            + $"upstream connections {upstream.ConnectionsAccepted}, Ferry opened {pool.Opened}, reused {pool.Reused}, replays {destination.Replays}, "
+            + $"closed while idle {pool.Retired(RetireReason.ClosedWhileIdle)} (FIN {pool.ClosedByFin}, RST {pool.ClosedByReset}), "
+            + $"announced {pool.Retired(RetireReason.AnnouncedLimit)}, learned {pool.Retired(RetireReason.LearnedLimit)}, "
+            + $"learned idle {pool.Learner.IdleTimeout?.TotalSeconds:0.###} s, learned max requests {pool.Learner.MaxRequests}, "
+            + $"non-replayable leases that connected {pool.SkippedUnsafe}");
+        Assert.Equal([HttpStatusCode.OK], statuses.Keys);
+        Assert.Equal(Rounds * (GetsPerBurst + PostsPerBurst), statuses[HttpStatusCode.OK]);
+        Assert.Equal(Rounds * PostsPerBurst, upstream.RequestCount("POST", "/echo"));
+        if (scenario[0] is 'b' or 'd' or 'e')
+        {
+            // Silent limits are learned, and from then on no request meets a closing connection.
+            Assert.NotNull(replaysWhenLearned);
+            Assert.Equal(replaysWhenLearned, destination.Replays);
+        }
+    }
+
+    [Fact]
+    public async Task PostReadThenReset_Is502_AndTheUpstreamSeesItOnce()
+    {
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions
+        {
+            Name = "f",
+            Script = (x, ct) => x.Method == "POST" ? LabScripts.ReadBodyThenReset(x, ct) : LabRoutes.HandleAsync(x, ct),
+        });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+
+        // On a fresh connection, then on a reused one: neither may be sent twice.
+        var fresh = await proxy.Client.PostAsync("/order", new StringContent("one")).WaitAsync(Bound);
+        (await proxy.Client.GetAsync("/").WaitAsync(Bound)).EnsureSuccessStatusCode();
+        var reused = await proxy.Client.PostAsync("/order", new StringContent("two")).WaitAsync(Bound);
+
+        Assert.Equal(HttpStatusCode.BadGateway, fresh.StatusCode);
+        Assert.Equal(HttpStatusCode.BadGateway, reused.StatusCode);
+        Assert.StartsWith("ferry; error=connection_terminated", reused.Headers.GetValues("Proxy-Status").Single());
+        Assert.Equal(2, upstream.RequestCount("POST", "/order"));
+        Assert.Equal(0, proxy.Destination("f").Replays);
+    }
+
+    [Fact]
+    public async Task RaceOnReusedConnection_IsReplayedForIdempotentRequests()
+    {
+        // The upstream closes every reused connection after reading the request: what a close racing with a request
+        // looks like from Ferry, when the destination did get the request.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "g", Script = LabScripts.OnReusedConnection(LabScripts.CloseBeforeHead) });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+
+        // Each request after the first finds a pooled connection, which the upstream closes once the request is in.
+        (await proxy.Client.GetAsync("/").WaitAsync(Bound)).EnsureSuccessStatusCode();
+        var get = await proxy.Client.GetAsync("/").WaitAsync(Bound);
+        var put = await proxy.Client.PutAsync("/echo", new StringContent("x")).WaitAsync(Bound);
+        var keyed = new HttpRequestMessage(HttpMethod.Post, "/echo") { Content = new StringContent("y") };
+        keyed.Headers.Add("Idempotency-Key", "k-1");
+        var keyedResponse = await proxy.Client.SendAsync(keyed).WaitAsync(Bound);
+        var post = await proxy.Client.PostAsync("/sink", new StringContent("z")).WaitAsync(Bound);
+
+        Assert.Equal(HttpStatusCode.OK, get.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, put.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, keyedResponse.StatusCode);
+        // The destination acknowledged the POST before closing: it may have processed it, so it is not sent again.
+        Assert.Equal(HttpStatusCode.BadGateway, post.StatusCode);
+        Assert.Equal(1, upstream.RequestCount("POST", "/sink"));
+        Assert.Equal(3, proxy.Destination("g").Replays);
+        Assert.Contains(proxy.Logs.Lines, l => l.Contains("keep-alive race", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task IdleWatch_RemovesAConnectionTheUpstreamClosed_AtOnce()
+    {
+        var time = new ManualTimeProvider();
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "w", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(5) });
+        await using var proxy = await ProxyHarness.StartAsync(ProxyHarness.Settings(("w", upstream.Uri)), time, upstream);
+        var pool = proxy.Destination("w").Pool;
+
+        (await proxy.Client.GetAsync("/").WaitAsync(Bound)).EnsureSuccessStatusCode();
+        Assert.Equal(1, pool.Idle);
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        await Wait.Until(() => pool.Idle == 0 && pool.Retired(RetireReason.ClosedWhileIdle) == 1);
+        Assert.Equal(1, pool.ClosedByFin);
+        Assert.Equal(TimeSpan.FromSeconds(5), pool.Learner.IdleTimeout);
+        // From now on a connection leaves the pool a margin (1.25 s) before the learned 5 s.
+        (await proxy.Client.GetAsync("/").WaitAsync(Bound)).EnsureSuccessStatusCode();
+        Assert.Equal(1, pool.Idle);
+        time.Advance(TimeSpan.FromSeconds(4));
+        await Wait.Until(() => pool.Idle == 0);
+        (await proxy.Client.GetAsync("/").WaitAsync(Bound)).EnsureSuccessStatusCode();
+        Assert.Equal(3, pool.Opened);
+    }
+}
