@@ -495,6 +495,13 @@ internal sealed class LabExchange
         _connection.Close();
     }
 
+    /// <summary>A plain close() once the response is out: FIN, and RST for anything that arrives afterwards.</summary>
+    public void CloseNow()
+    {
+        ClosesConnection = true;
+        _connection.CloseNow();
+    }
+
     /// <summary>RST: SO_LINGER(0) then close.</summary>
     public void Reset()
     {

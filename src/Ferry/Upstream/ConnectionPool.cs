@@ -29,6 +29,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // margin (at least 200 ms) for the shortest idle timeouts seen in practice.
     internal static readonly TimeSpan ScavengePeriod = TimeSpan.FromMilliseconds(250);
 
+    // One connection in this many that reaches a learned request limit is kept as a probe, for requests that can be
+    // replayed: if it answers one more, the destination has changed and the limit is forgotten.
+    internal const int LearnedLimitProbeEvery = 16;
+
     private readonly DestinationState _destination;
     private readonly KeepAliveConfig _config;
     private readonly TimeSpan _connectTimeout;
@@ -44,6 +48,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private long _closedByReset; // idle closes seen as RST
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
     private long _provenIdleTicks; // longest idle time a connection was seen to survive (nothing learned yet)
+    private long _learnedLimitHits; // connections that reached a learned request limit
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
 
@@ -135,6 +140,16 @@ internal sealed class ConnectionPool : IAsyncDisposable
         Interlocked.Decrement(ref _active);
         var now = _time.GetTimestamp();
         var reason = retire ?? RequestLimitReason(connection);
+        if (retire is null)
+        {
+            Learner.NoteServed(connection.RequestCount);
+            if (reason == RetireReason.LearnedLimit && !connection.BeyondLearnedLimit
+                && Interlocked.Increment(ref _learnedLimitHits) % LearnedLimitProbeEvery == 0)
+            {
+                connection.BeyondLearnedLimit = true;
+                reason = null;
+            }
+        }
         if (reason is null)
         {
             connection.IdleSince = now;
@@ -208,7 +223,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             return RetireReason.MaxRequests;
         }
-        return Learner.MaxRequests is > 0 and var learned && c.RequestCount >= learned ? RetireReason.LearnedLimit : null;
+        return Learner.MaxRequests is > 0 and var learned && c.RequestCount >= learned && !c.BeyondLearnedLimit
+            ? RetireReason.LearnedLimit
+            : null;
     }
 
     private RetireReason? ExpiryReason(UpstreamConnection c, long now)
@@ -244,6 +261,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // the safe idle time is what connections were seen to survive, minus the margin, and at least UnknownSafeIdle.
     private bool IsSafeForNonReplayable(UpstreamConnection c, long now)
     {
+        if (c.BeyondLearnedLimit)
+        {
+            return false;
+        }
         if (c.AnnouncedIdleTimeoutSeconds >= 0 || Learner.IdleTimeout is not null || _config.IdleTimeout is not null)
         {
             return true;

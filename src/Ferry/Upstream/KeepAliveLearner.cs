@@ -23,6 +23,7 @@ internal sealed class KeepAliveLearner(TimeProvider time)
     private int _maxRequests;        // learned requests per connection; 0 = unknown
     private long _maxRequestsSince;  // when _maxRequests was learned
     private int _candidateMaxRequests;
+    private int _maxServed;          // most requests a connection has answered cleanly: no request limit can be below
     private long _idleSamples;       // idle closes taken into account
     private long _forgotten;         // learned idle timeouts dropped because the sentinel outlived them
 
@@ -57,6 +58,10 @@ internal sealed class KeepAliveLearner(TimeProvider time)
         {
             if (idle < ImmediateClose)
             {
+                if (requests < _maxServed)
+                {
+                    return; // other connections answered more requests than that: a restart, not a limit
+                }
                 if (requests == _candidateMaxRequests)
                 {
                     _maxRequests = requests;
@@ -70,6 +75,24 @@ internal sealed class KeepAliveLearner(TimeProvider time)
             if (_idleTimeout is null || idle < _idleTimeout || sentinel)
             {
                 _idleTimeout = idle;
+            }
+        }
+    }
+
+    // A connection answered its `requests`-th request cleanly. Past a learned request limit (a probe), it shows the
+    // destination has changed and the limit is forgotten.
+    public void NoteServed(int requests)
+    {
+        lock (_lock)
+        {
+            if (requests > _maxServed)
+            {
+                _maxServed = requests;
+            }
+            if (_maxRequests > 0 && requests > _maxRequests)
+            {
+                _maxRequests = 0;
+                _candidateMaxRequests = 0;
             }
         }
     }

@@ -63,6 +63,9 @@ internal sealed class UpstreamConnection : IDisposable
     public int AnnouncedIdleTimeoutSeconds { get; set; } = -1;
     public int AnnouncedMaxRequests { get; set; } = -1;
 
+    // Kept past a learned request limit as a probe: only requests that can be replayed may use it.
+    public bool BeyondLearnedLimit { get; set; }
+
     // The read the idle watch started when the connection went idle. The exchange that leases the connection takes it
     // over: its result is the first bytes of the response (or the close that raced with the request).
     public Task<IdleRead>? PendingRead { get; set; }
