@@ -16,6 +16,7 @@ internal sealed class LabConnection
     private readonly CancellationToken _stopping;
     private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state; // ConnectionOpen, ConnectionClosing (lingering), ConnectionReset or ConnectionClosedNow
+    private volatile bool _readPending; // a request head read is outstanding (the idle wait)
     private const int ConnectionOpen = 0, ConnectionClosing = 1, ConnectionReset = 2, ConnectionClosedNow = 3;
 
     public LabConnection(LabUpstream upstream, Socket socket, CancellationToken stopping)
@@ -47,9 +48,23 @@ internal sealed class LabConnection
     /// with RST by the kernel, never read. Only right when nothing of the request is left unread.</summary>
     public void CloseNow()
     {
-        if (Interlocked.CompareExchange(ref _state, ConnectionClosedNow, ConnectionOpen) == ConnectionOpen)
+        if (Interlocked.CompareExchange(ref _state, ConnectionClosedNow, ConnectionOpen) != ConnectionOpen)
         {
-            _socket.Dispose();
+            return;
+        }
+        try
+        {
+            // FIN now. Disposing right away is the plain close(), but with a receive still pending .NET closes
+            // abortively (RST), so the idle path leaves the dispose to the connection's loop, microseconds later.
+            _socket.Shutdown(SocketShutdown.Send);
+            if (!_readPending)
+            {
+                _socket.Dispose();
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already gone.
         }
     }
 
@@ -170,6 +185,18 @@ internal sealed class LabConnection
         }
     }
 
+    private void CloseIdle()
+    {
+        if (Options.ResetOnIdleTimeout)
+        {
+            Reset();
+        }
+        else
+        {
+            CloseNow();
+        }
+    }
+
     private bool HasUnreadInput()
     {
         if (!Input.TryRead(out var read))
@@ -189,24 +216,34 @@ internal sealed class LabConnection
             : null;
         using var idleOrStopping = idle is null ? null : CancellationTokenSource.CreateLinkedTokenSource(idle.Token, _stopping);
         bool sawByte = false;
+        // The close happens in the timer's callback, not in a continuation: the FIN (or RST) is on the wire when the
+        // timer has fired, as with a server's own timer, and tests that move a manual clock see it at once.
+        using var closeWhenIdle = idle?.Token.UnsafeRegister(_ =>
+        {
+            if (!Volatile.Read(ref sawByte))
+            {
+                CloseIdle();
+            }
+        }, null);
         while (true)
         {
             ReadResult result;
             try
             {
                 // The idle clock stops at the first byte of the next request, like nginx's keepalive_timeout.
-                result = await Input.ReadAsync(sawByte || idleOrStopping is null ? _stopping : idleOrStopping.Token);
+                _readPending = true;
+                try
+                {
+                    result = await Input.ReadAsync(sawByte || idleOrStopping is null ? _stopping : idleOrStopping.Token);
+                }
+                finally
+                {
+                    _readPending = false;
+                }
             }
             catch (OperationCanceledException) when (idle is { IsCancellationRequested: true } && !_stopping.IsCancellationRequested)
             {
-                if (Options.ResetOnIdleTimeout)
-                {
-                    Reset();
-                }
-                else
-                {
-                    CloseNow();
-                }
+                CloseIdle();
                 return null;
             }
             var buffer = result.Buffer;
