@@ -15,6 +15,7 @@ internal static class FerryCommandLine
         root.Add(RunCommand.Create());
         root.Add(ProxyCommand.Create());
         root.Add(CheckCommand.Create());
+        root.Add(ProbeCommand.Create());
         return root;
     }
 }
