@@ -16,6 +16,7 @@ internal static class FerryCommandLine
         root.Add(ProxyCommand.Create());
         root.Add(CheckCommand.Create());
         root.Add(ProbeCommand.Create());
+        root.Add(LabCommand.Create());
         return root;
     }
 }

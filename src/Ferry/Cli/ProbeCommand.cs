@@ -70,7 +70,17 @@ internal static class ProbeCommand
     internal static async Task<int> RunAsync(ProbeConfig config, bool json, bool showProgress, TextWriter output, TextWriter error,
         TimeProvider time, CancellationToken stop)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        // Colours only on a terminal: redirected output is for files, pipes and postmortems.
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(output),
+            Ansi = showProgress ? AnsiSupport.Detect : AnsiSupport.No,
+        });
+        if (!showProgress)
+        {
+            // Without a terminal Spectre assumes 80 columns, which truncates the table's headers.
+            console.Profile.Width = 120;
+        }
         ProbeReport report;
         try
         {
