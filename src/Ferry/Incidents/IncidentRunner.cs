@@ -1,0 +1,77 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Ferry.Configuration;
+using Ferry.Hosting;
+using Ferry.Lab;
+using Microsoft.Extensions.Configuration;
+
+namespace Ferry.Incidents;
+
+/// <summary>One incident through one proxy: what the clients saw and what the upstream counted.</summary>
+internal sealed record IncidentResult(
+    string Incident,
+    string Proxy,
+    int Requests,
+    int Ok,
+    int ServerErrors,
+    int OtherStatus,
+    int Errors,
+    int UpstreamRequests,
+    int UpstreamConnections,
+    double Seconds);
+
+/// <summary>Every result of a `ferry lab` run, and what was left out.</summary>
+internal sealed record LabReport(IReadOnlyList<IncidentResult> Results, string? NginxSkipped)
+{
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+}
+
+/// <summary>Runs an incident: a fresh Lab upstream per proxy (so its counters are that proxy's alone), the proxy in
+/// front of it, and the load through the proxy.</summary>
+internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimeProvider time)
+{
+    public async Task<IncidentResult> RunThroughFerryAsync(Incident incident, CancellationToken ct)
+    {
+        await using var upstream = LabUpstream.Start(incident.Upstream with { TimeProvider = time });
+        // Ferry as `ferry proxy --to` builds it: every setting at its default.
+        var settings = FerryConfigLoader.ProxyCommandSettings("127.0.0.1:0", [upstream.Uri.ToString()], adminEnabled: false);
+        var loaded = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        if (!loaded.IsValid)
+        {
+            throw new InvalidOperationException(string.Join("; ", loaded.Errors));
+        }
+        // No log providers: Ferry's warnings would interleave with the table; the table carries the counts.
+        await using var ferry = await FerryServer.StartAsync(loaded.Config!, new FerryServerOptions
+        {
+            TimeProvider = time,
+            ConfigureLogging = _ => { },
+            ShutdownTimeout = TimeSpan.FromSeconds(2),
+        }, ct);
+        var listener = ferry.ListenerUris[0];
+        var result = await RunLoadAsync(incident, "ferry", new IPEndPoint(IPAddress.Parse(listener.Host), listener.Port), upstream, ct);
+        await ferry.StopAsync(ct);
+        return result;
+    }
+
+    public async Task<IncidentResult> RunThroughNginxAsync(Incident incident, string nginxExecutable, CancellationToken ct)
+    {
+        await using var upstream = LabUpstream.Start(incident.Upstream with { TimeProvider = time });
+        await using var nginx = await NginxProxy.StartAsync(nginxExecutable, upstream.Uri, ct);
+        return await RunLoadAsync(incident, "nginx", nginx.EndPoint, upstream, ct);
+    }
+
+    private async Task<IncidentResult> RunLoadAsync(Incident incident, string proxy, IPEndPoint endPoint, LabUpstream upstream, CancellationToken ct)
+    {
+        var load = await new LoadGenerator(endPoint, incident.Load, maxRequests, duration, time).RunAsync(ct);
+        return new IncidentResult(incident.Name, proxy, load.Requests, load.Ok, load.ServerErrors, load.OtherStatus, load.Errors,
+            upstream.RequestsReceived, upstream.ConnectionsAccepted, Math.Round(load.Elapsed.TotalSeconds, 1));
+    }
+}

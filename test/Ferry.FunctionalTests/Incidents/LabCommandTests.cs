@@ -1,0 +1,54 @@
+using System.Text.Json;
+using Ferry.Cli;
+using Ferry.Incidents;
+
+namespace Ferry.FunctionalTests.Incidents;
+
+// `ferry lab` through Ferry only (nginx may be absent): the table's figures must agree with the Lab upstream's own
+// counters, which the result carries.
+public sealed class LabCommandTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task MaxRequests_FiguresAgreeWithTheUpstreamCounters()
+    {
+        var output = new StringWriter();
+
+        int exit = await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 300, duration: TimeSpan.FromSeconds(20),
+            nginx: null, nginxSkipped: "test", json: true, showProgress: false, output, TimeProvider.System, CancellationToken.None).WaitAsync(Bound);
+
+        Assert.Equal(0, exit);
+        using var document = JsonDocument.Parse(output.ToString());
+        var result = document.RootElement.GetProperty("results").EnumerateArray().Single();
+        Assert.Equal("max-requests", result.GetProperty("incident").GetString());
+        Assert.Equal("ferry", result.GetProperty("proxy").GetString());
+        int sent = result.GetProperty("requests").GetInt32();
+        int ok = result.GetProperty("ok").GetInt32();
+        Assert.Equal(300, sent);
+        Assert.Equal(sent, ok + result.GetProperty("serverErrors").GetInt32() + result.GetProperty("otherStatus").GetInt32()
+                           + result.GetProperty("errors").GetInt32());
+        // Every 2xx was answered by the upstream, once; a request lost to the silent close is never parsed there.
+        Assert.Equal(ok, result.GetProperty("upstreamRequests").GetInt32());
+        // 100 requests per upstream connection: at least ok / 100 connections were needed.
+        Assert.True(result.GetProperty("upstreamConnections").GetInt32() >= ok / 100);
+        Assert.Equal("test", document.RootElement.GetProperty("nginxSkipped").GetString());
+    }
+
+    [Fact]
+    public async Task Table_ShowsOneRowPerIncidentAndProxy()
+    {
+        var output = new StringWriter();
+
+        await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 120, duration: TimeSpan.FromSeconds(20),
+            nginx: null, nginxSkipped: "nginx is not on PATH", json: false, showProgress: false, output, TimeProvider.System,
+            CancellationToken.None).WaitAsync(Bound);
+
+        string table = output.ToString();
+        Assert.Contains("max-requests", table, StringComparison.Ordinal);
+        Assert.Contains("│ ferry │", table, StringComparison.Ordinal);
+        Assert.Contains("upstream reqs", table, StringComparison.Ordinal);
+        Assert.Contains("nginx column skipped: nginx is not on PATH", table, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u001b[", table, StringComparison.Ordinal);
+    }
+}
