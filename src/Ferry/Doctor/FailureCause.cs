@@ -45,15 +45,15 @@ internal sealed record FailureCauseInfo(FailureCause Cause, string Name, string 
                 "`max_conns=N` on the `server` lines to cap concurrent connections per backend",
                 "`proxy_connect_timeout` a few seconds (Linux retransmits a lost SYN after 1, 3 and 7 s), not the 60s default",
             ],
-            "Ferry's per-destination connection limit with a bounded wait queue keeps bursts waiting in Ferry instead of overflowing the backlog; " +
-            "Timeouts:Connect defaults to 10s and the failure is a 504 connection_timeout."),
+            "Ferry's Timeouts:Connect defaults to 10s and the failure is a 504 connection_timeout naming the destination; a per-destination " +
+            "connection limit with a bounded wait queue (DESIGN.md §4) is how Ferry keeps a burst from overflowing the backlog."),
         new(FailureCause.BackendDown, "backend_down", "backend down",
             "The backend refused the connection: nothing listens on that address (crashed, restarting, deployed elsewhere).",
             [
                 "check the backend process and its port",
                 "add another `server` (or a `backup`) to the upstream and keep `proxy_next_upstream error` so requests move on",
             ],
-            "Ferry reports 502 connection_refused with the destination's address, tries the next destination, and active health checks take it out of rotation."),
+            "Ferry reports 502 connection_refused with the destination's address and marks the destination unavailable so the next requests go elsewhere."),
         new(FailureCause.AllServersEjected, "all_servers_ejected", "all servers ejected (max_fails)",
             "\"no live upstreams\": every server of the upstream was marked failed (max_fails failures within fail_timeout), " +
             "so nginx answered 502 without trying any of them, often after a burst of harmless keep-alive races.",
