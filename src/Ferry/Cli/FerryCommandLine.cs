@@ -15,6 +15,8 @@ internal static class FerryCommandLine
         root.Add(RunCommand.Create());
         root.Add(ProxyCommand.Create());
         root.Add(CheckCommand.Create());
+        root.Add(DoctorCommand.Create());
+        root.Add(ImportNginxCommand.Create());
         return root;
     }
 }

@@ -80,7 +80,10 @@ internal readonly record struct ErrorLogLine(DateTime Time, string Level, string
     {
         var schemeEnd = url.IndexOf("://", StringComparison.Ordinal);
         var hostStart = schemeEnd < 0 ? 0 : schemeEnd + 3;
-        var pathStart = url.IndexOf('/', hostStart);
+        // "http://unix:/run/app.sock:/api": the socket path ends at the colon before the URI.
+        var pathStart = url.AsSpan(hostStart).StartsWith("unix:")
+            ? url.IndexOf(':', hostStart + "unix:".Length)
+            : url.IndexOf('/', hostStart);
         return pathStart < 0 ? url[hostStart..] : url[hostStart..pathStart];
     }
 

@@ -101,7 +101,7 @@ internal static class NginxConfigAudit
             var why = scope.HttpVersion is null ? "no proxy_http_version in scope" : $"proxy_http_version {scope.HttpVersion.Arg(0)} at {scope.HttpVersion.Location}";
             findings.Add(new NginxFinding("http10-upstream", keepAlive ? FindingSeverity.Error : FindingSeverity.Warning,
                 proxyPass.File, proxyPass.Line,
-                $"\"{proxyPass}\" speaks HTTP/1.0 to the upstream ({why}): nginx's default, which closes the connection after every " +
+                $"\"{proxyPass}\" speaks HTTP/1.0 to the upstream ({why}; 1.0 is nginx's default). An HTTP/1.0 connection is closed after every " +
                 $"request, so every request pays a connect and leaves a TIME_WAIT socket behind.{lost}",
                 "proxy_http_version 1.1;  (in this location, or once in the server or http block)", FerryHttp11));
         }
@@ -169,7 +169,7 @@ internal static class NginxConfigAudit
                     $"keepalive {idle} in upstream \"{name}\": {concurrency}. keepalive is the number of idle connections each worker " +
                     $"caches; when more than {idle} requests are in flight, the extra connections are closed as they finish and reopened at " +
                     "the next burst: churn, TIME_WAIT sockets, and eventually EADDRNOTAVAIL.",
-                    $"keepalive {Math.Max(threshold, 2 * idle)};  (2× the peak concurrent requests per worker to this upstream)",
+                    $"keepalive {(config.Concurrency is { } peak ? 2 * peak : 2 * DocumentationKeepAlive)};  (2× the peak concurrent requests per worker to this upstream)",
                     FerryPool));
             }
         }

@@ -66,7 +66,7 @@ internal static class NginxTime
         return true;
     }
 
-    /// <summary>"2s", "1500ms", "5m": the shortest exact form in a syntax both nginx and Ferry read.</summary>
+    /// <summary>"2s", "1500ms", "90s", "2h": an exact form both nginx and Ferry read, in seconds as operators write them.</summary>
     public static string Format(TimeSpan value)
     {
         if (value.Ticks % TimeSpan.TicksPerSecond != 0)
@@ -75,11 +75,6 @@ internal static class NginxTime
         }
 
         var seconds = (long)value.TotalSeconds;
-        return seconds switch
-        {
-            _ when seconds != 0 && seconds % 3600 == 0 => $"{seconds / 3600}h",
-            _ when seconds != 0 && seconds % 60 == 0 => $"{seconds / 60}m",
-            _ => $"{seconds}s",
-        };
+        return seconds != 0 && seconds % 3600 == 0 ? $"{seconds / 3600}h" : $"{seconds}s";
     }
 }
