@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using Spectre.Console;
 
@@ -31,7 +32,8 @@ internal static class DoctorReport
 
     public static void WriteJson(Stream output, ErrorLogReport? log, IReadOnlyList<ConfigAudit> configs)
     {
-        using var json = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true });
+        // The output goes to scripts and terminals, never into HTML: backquotes and quotes stay readable.
+        using var json = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         json.WriteStartObject();
         if (log is null)
         {

@@ -20,7 +20,7 @@ internal sealed record FailureCauseInfo(FailureCause Cause, string Name, string 
     [
         new(FailureCause.KeepAliveRace, "keepalive_race", "keep-alive race",
             "nginx wrote a request on a kept-alive connection just as the backend closed it (its idle timeout expired first). " +
-            "The backend never saw the request; nginx answers 502 unless it may retry on another connection.",
+            "The backend most likely never processed the request; nginx answers 502 unless it may retry on another connection.",
             [
                 "upstream block: `keepalive_timeout` below the backend's idle timeout (nginx's default is 60s; gunicorn closes after 2s, Node.js after 5s)",
                 "location: `proxy_http_version 1.1;` and `proxy_set_header Connection \"\";` so connections are really reused by design, not by accident",
@@ -74,7 +74,7 @@ internal sealed record FailureCauseInfo(FailureCause Cause, string Name, string 
             [
                 "oversized heads: `proxy_buffer_size 16k;` (the head must fit in one buffer)",
                 "invalid chunked / mid-body closes: the backend crashed or was killed while streaming; check its logs",
-                "HTTP/1.0 responses with chunked bodies: `proxy_http_version 1.1;`",
+                "backends that answer an HTTP/1.0 request with a chunked body: `proxy_http_version 1.1;`",
             ],
             "Ferry reports 502 http_protocol_error or http_response_header_section_size (Limits:MaxResponseHeaderBytes), and aborts the client " +
             "connection when a body is cut, never passing a truncated response off as complete."),
