@@ -17,6 +17,8 @@ internal static class FerryCommandLine
         root.Add(CheckCommand.Create());
         root.Add(ProbeCommand.Create());
         root.Add(LabCommand.Create());
+        root.Add(DoctorCommand.Create());
+        root.Add(ImportNginxCommand.Create());
         return root;
     }
 }

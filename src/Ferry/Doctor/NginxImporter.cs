@@ -1,0 +1,598 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Ferry.Configuration;
+
+namespace Ferry.Doctor;
+
+/// <summary>Something in the nginx configuration that has no Ferry equivalent, where it was written.</summary>
+internal sealed record ImportNote(string File, int Line, string Message);
+
+/// <summary>The Ferry configuration (JSON, docs/configuration.md) equivalent to an nginx configuration, and what was left out.</summary>
+internal sealed record NginxImport(string Json, int Listeners, int Routes, int Clusters, IReadOnlyList<ImportNote> Notes);
+
+/// <summary>
+/// Translates the proxying subset of an nginx configuration: listen, server_name, prefix and exact locations,
+/// proxy_pass (with a URI part when Ferry's PathRemovePrefix means the same), upstream servers and the proxy
+/// timeouts and upstream keep-alive settings. Everything else is listed as a note, never silently dropped.
+/// </summary>
+internal sealed class NginxImporter
+{
+    private static readonly HashSet<string> ForwardedHeaders = new(StringComparer.OrdinalIgnoreCase)
+    {
+        // Ferry adds the X-Forwarded-* headers itself (Forwarding:XForwarded) and handles Connection and Upgrade as
+        // hop-by-hop headers; Host is Forwarding:PreserveHost.
+        "Host", "Connection", "Upgrade", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP",
+    };
+
+    private readonly List<ImportNote> _notes = [];
+    private readonly HashSet<(string, int, string)> _noted = [];
+    private readonly Dictionary<string, string> _listeners = new(StringComparer.Ordinal);      // listen address → listener id
+    private readonly List<Route> _routes = [];
+    private readonly Dictionary<string, Cluster?> _clusters = new(StringComparer.OrdinalIgnoreCase);  // null: could not be translated
+
+    private sealed record Route(string Id, int Order, IReadOnlyList<string> Hosts, string? Path, string? PathPrefix, string? RemovePrefix, string ClusterId);
+
+    private sealed class Cluster(string id)
+    {
+        public string Id { get; } = id;
+        public List<(string Id, string Address, int Weight, bool Backup)> Destinations { get; } = [];
+        public string? Policy { get; set; }
+        public SortedDictionary<string, string> KeepAlive { get; } = new(StringComparer.Ordinal);
+        public SortedDictionary<string, string>? Timeouts { get; set; }
+        public bool? PreserveHost { get; set; }
+        public string? SettingsFrom { get; set; }
+    }
+
+    public static NginxImport Import(IReadOnlyList<NginxDirective> root, string mainFile)
+    {
+        var importer = new NginxImporter();
+        foreach (var http in NginxContexts.Http(root, mainFile))
+        {
+            importer.ImportHttp(http);
+        }
+
+        importer.DropShadowedListeners();
+        var clusters = importer._clusters.Values.OfType<Cluster>().ToList();
+        return new NginxImport(importer.Write(clusters), importer._listeners.Count, importer._routes.Count, clusters.Count, importer._notes);
+    }
+
+    private void Note(NginxDirective at, string message)
+    {
+        if (_noted.Add((at.File, at.Line, message)))
+        {
+            _notes.Add(new ImportNote(at.File, at.Line, message));
+        }
+    }
+
+    private void ImportHttp(NginxDirective http)
+    {
+        var upstreams = http.Children("upstream").Where(u => u.Block is not null)
+            .GroupBy(u => u.Arg(0), StringComparer.OrdinalIgnoreCase)
+            .ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
+        var listenSets = new HashSet<string>(StringComparer.Ordinal);
+        NginxDirective? firstServer = null;
+        foreach (var server in http.Children("server").Where(s => s.Block is not null))
+        {
+            firstServer ??= server;
+            var listeners = ImportListens(server);
+            listenSets.Add(string.Join(' ', listeners.Order(StringComparer.Ordinal)));
+            var (hosts, order) = ImportServerNames(server);
+            foreach (var directive in server.Block!)
+            {
+                NoteUntranslated(directive, "server");
+            }
+
+            var scope = new[] { http, server };
+            foreach (var location in server.Children("location").Where(l => l.Block is not null))
+            {
+                ImportLocation(location, [.. scope, location], hosts, order, upstreams);
+            }
+
+            if (server.Child("proxy_pass") is { } serverProxyPass)
+            {
+                Note(serverProxyPass, "proxy_pass outside a location is not valid nginx; not translated");
+            }
+        }
+
+        if (listenSets.Count > 1 && firstServer is not null)
+        {
+            Note(firstServer, "servers listen on different addresses; Ferry routes match on every listener, so each route now " +
+                              "answers on all of them (routes are chosen by host and path only)");
+        }
+    }
+
+    private List<string> ImportListens(NginxDirective server)
+    {
+        var addresses = new List<string>();
+        var listens = server.Children("listen").ToList();
+        if (listens.Count == 0)
+        {
+            // nginx's default: listen *:80 (when run as root).
+            addresses.Add(AddListener("*:80"));
+            return addresses;
+        }
+
+        foreach (var listen in listens)
+        {
+            var text = listen.Arg(0);
+            if (text.StartsWith("unix:", StringComparison.Ordinal))
+            {
+                Note(listen, $"\"{listen}\": unix socket listeners are not supported; not translated");
+                continue;
+            }
+
+            var parameters = listen.Args.Skip(1).ToList();
+            if (parameters.Contains("ssl") || parameters.Contains("quic"))
+            {
+                Note(listen, $"\"{listen}\": TLS is terminated by nginx here; Ferry's configuration has no TLS yet, so this listener is not translated");
+                continue;
+            }
+
+            var address = text.All(char.IsAsciiDigit) ? $"*:{text}"
+                : text.StartsWith('[') || text.Contains(':') ? text
+                : $"{text}:80";
+            if (!ListenAddress.TryParse(address, out _))
+            {
+                Note(listen, $"\"{listen}\": Ferry listens on IP addresses only ({ListenAddress.Expected}); not translated");
+                continue;
+            }
+
+            foreach (var parameter in parameters.Where(p => p is not ("default_server" or "default" or "http2" or "reuseport") && !p.StartsWith("backlog=", StringComparison.Ordinal)))
+            {
+                Note(listen, $"listen parameter \"{parameter}\" not translated");
+            }
+
+            addresses.Add(AddListener(address));
+        }
+
+        return addresses;
+    }
+
+    private string AddListener(string address)
+    {
+        if (!_listeners.ContainsKey(address))
+        {
+            var id = address.Replace("*", "all", StringComparison.Ordinal).Replace(':', '-').Replace("[", "", StringComparison.Ordinal).Replace("]", "", StringComparison.Ordinal);
+            _listeners[address] = id;
+        }
+
+        return address;
+    }
+
+    /// <summary>
+    /// nginx binds a wildcard address once per port and serves the port's specific addresses through it (unless
+    /// <c>bind</c>); Ferry would refuse the overlapping pair, so the specific IPv4 addresses go.
+    /// </summary>
+    private void DropShadowedListeners()
+    {
+        foreach (var address in _listeners.Keys.ToList())
+        {
+            if (!address.StartsWith('*') && !address.StartsWith('[')
+                && ListenAddress.TryParse(address, out var endPoint) && _listeners.ContainsKey($"*:{endPoint.Port}"))
+            {
+                _listeners.Remove(address);
+            }
+        }
+    }
+
+    /// <summary>Hosts of the routes and their order: exact names before wildcards before the default server, as nginx chooses.</summary>
+    private (List<string> Hosts, int Order) ImportServerNames(NginxDirective server)
+    {
+        var hosts = new List<string>();
+        var wildcard = false;
+        foreach (var serverName in server.Children("server_name"))
+        {
+            foreach (var name in serverName.Args)
+            {
+                if (name is "" or "_" || name.StartsWith('$'))
+                {
+                    continue;
+                }
+
+                if (name.StartsWith('~') || name.EndsWith(".*", StringComparison.Ordinal) || name.Contains(':'))
+                {
+                    Note(serverName, $"server_name \"{name}\" (regular expression, trailing wildcard or port) not translated");
+                    continue;
+                }
+
+                var lower = name.ToLowerInvariant();
+                if (lower.StartsWith('.'))
+                {
+                    // ".example.com" is nginx's shorthand for "example.com *.example.com".
+                    hosts.Add(lower[1..]);
+                    hosts.Add("*" + lower);
+                    wildcard = true;
+                }
+                else
+                {
+                    hosts.Add(lower);
+                    wildcard |= lower.StartsWith("*.", StringComparison.Ordinal);
+                }
+            }
+        }
+
+        return (hosts.Distinct().ToList(), hosts.Count == 0 ? 2 : wildcard ? 1 : 0);
+    }
+
+    private void NoteUntranslated(NginxDirective directive, string level)
+    {
+        switch (directive.Name)
+        {
+            case "rewrite" or "return" or "if" or "try_files" or "root" or "alias" or "fastcgi_pass" or "uwsgi_pass" or "grpc_pass" or "auth_request":
+                Note(directive, $"\"{directive.Name}\" in a {level} not translated: Ferry only proxies");
+                break;
+            case var name when name.StartsWith("ssl_", StringComparison.Ordinal):
+                Note(directive, $"\"{name}\" not translated: Ferry's configuration has no TLS yet");
+                break;
+        }
+    }
+
+    private void ImportLocation(NginxDirective location, IReadOnlyList<NginxDirective> scope, List<string> hosts, int order,
+        Dictionary<string, NginxDirective> upstreams)
+    {
+        var (modifier, path) = LocationMatch(location);
+        foreach (var directive in location.Block!.Where(d => d.Name != "location"))
+        {
+            NoteUntranslated(directive, "location");
+        }
+
+        foreach (var nested in location.Children("location").Where(l => l.Block is not null))
+        {
+            ImportLocation(nested, [.. scope, nested], hosts, order, upstreams);
+        }
+
+        var proxyPass = location.Child("proxy_pass");
+        if (proxyPass is null)
+        {
+            return;
+        }
+
+        if (modifier is "~" or "~*" || path.StartsWith('@'))
+        {
+            Note(location, $"\"{location}\": regular expression and named locations are not translated (Ferry matches exact paths and prefixes)");
+            return;
+        }
+
+        var target = ProxyPassTarget.Parse(proxyPass.Arg(0));
+        if (target is null || target.HasVariables || target.Scheme != "http" || target.Name.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            var why = target is null ? "not an http:// URL" : target.HasVariables ? "variables are resolved per request" : target.Scheme != "http" ? "Ferry speaks plain HTTP to destinations" : "unix sockets are not supported";
+            Note(proxyPass, $"\"{proxyPass}\" not translated: {why}");
+            return;
+        }
+
+        var exact = modifier == "=";
+        string? removePrefix = null;
+        if (target.Uri is { } uri && uri != path)
+        {
+            // nginx replaces the matched prefix with the URI: "location /api/ { proxy_pass http://b/; }" sends /api/x as
+            // /x, which is PathRemovePrefix /api. Any other replacement has no Ferry equivalent.
+            if (!exact && uri == "/" && path.Length > 1 && path.EndsWith('/'))
+            {
+                removePrefix = path.TrimEnd('/');
+            }
+            else
+            {
+                Note(proxyPass, $"\"{proxyPass}\" in \"{location}\" replaces the path prefix \"{path}\" with \"{uri}\"; Ferry can only remove a prefix " +
+                                "that ends on a segment boundary (location /api/ with proxy_pass http://backend/). Route not translated");
+                return;
+            }
+        }
+
+        var clusterId = ClusterFor(target, proxyPass, upstreams);
+        if (clusterId is null)
+        {
+            return;
+        }
+
+        ApplyLocationSettings(_clusters[clusterId]!, scope, location);
+        var id = UniqueRouteId($"{(hosts.Count > 0 ? hosts[0] : "_")}{(exact ? "=" : "")}{path}");
+        _routes.Add(new Route(id, order, hosts, exact ? path : null, exact ? null : path, removePrefix, clusterId));
+    }
+
+    private static (string Modifier, string Path) LocationMatch(NginxDirective location)
+    {
+        if (location.Args.Count >= 2)
+        {
+            return (location.Arg(0), location.Arg(1));
+        }
+
+        var arg = location.Arg(0);
+        // nginx also accepts the modifier glued to the path: "location =/x".
+        foreach (var modifier in new[] { "^~", "~*", "=", "~" })
+        {
+            if (arg.StartsWith(modifier, StringComparison.Ordinal) && arg.Length > modifier.Length)
+            {
+                return (modifier, arg[modifier.Length..]);
+            }
+        }
+
+        return ("", arg);
+    }
+
+    private string UniqueRouteId(string id)
+    {
+        var candidate = id;
+        for (var n = 2; _routes.Any(r => r.Id.Equals(candidate, StringComparison.OrdinalIgnoreCase)); n++)
+        {
+            candidate = $"{id}~{n}";
+        }
+
+        return candidate;
+    }
+
+    private string? ClusterFor(ProxyPassTarget target, NginxDirective proxyPass, Dictionary<string, NginxDirective> upstreams)
+    {
+        if (target.Port is null && upstreams.TryGetValue(target.Name, out var upstream))
+        {
+            var id = upstream.Arg(0);
+            if (!_clusters.ContainsKey(id))
+            {
+                _clusters[id] = ImportUpstream(upstream);
+            }
+
+            if (_clusters[id] is null)
+            {
+                Note(proxyPass, $"\"{proxyPass}\" not translated: upstream \"{id}\" has no server Ferry can use");
+                return null;
+            }
+
+            return id;
+        }
+
+        var port = target.Port ?? 80;
+        var literalId = $"{target.Name.Trim('[', ']').Replace(':', '-')}-{port}";
+        if (!_clusters.ContainsKey(literalId))
+        {
+            var cluster = new Cluster(literalId);
+            cluster.Destinations.Add(("1", $"http://{target.Name}:{port}", 1, false));
+            _clusters[literalId] = cluster;
+        }
+
+        return literalId;
+    }
+
+    private Cluster? ImportUpstream(NginxDirective upstream)
+    {
+        var cluster = new Cluster(upstream.Arg(0));
+        var n = 0;
+        foreach (var directive in upstream.Block!)
+        {
+            switch (directive.Name)
+            {
+                case "server":
+                    var server = NginxUpstreamServer.Parse(directive);
+                    n++;
+                    if (server.Address.StartsWith("unix:", StringComparison.Ordinal))
+                    {
+                        Note(directive, $"\"{directive}\": unix socket destinations are not supported; not translated");
+                    }
+                    else if (server.Down)
+                    {
+                        Note(directive, $"\"{directive}\" is marked down; not translated");
+                    }
+                    else
+                    {
+                        if (server.Weight > 1000)
+                        {
+                            Note(directive, $"weight={server.Weight} lowered to Ferry's maximum, 1000");
+                        }
+
+                        var address = server.Address.Contains("]:", StringComparison.Ordinal) || (!server.Address.StartsWith('[') && server.Address.Contains(':'))
+                            ? server.Address
+                            : $"{server.Address}:80";
+                        cluster.Destinations.Add(($"{n}", $"http://{address}", Math.Clamp(server.Weight, 1, 1000), server.Backup));
+                        var failure = directive.Args.Skip(1).Where(a => a.StartsWith("max_fails=", StringComparison.Ordinal) || a.StartsWith("fail_timeout=", StringComparison.Ordinal)).ToList();
+                        if (failure.Count > 0)
+                        {
+                            Note(directive, $"{string.Join(' ', failure)} not translated: Ferry's passive health never ejects every destination (panic) and ignores keep-alive races");
+                        }
+
+                        if (server.MaxConns is not null || server.OtherParameters.Count > 0)
+                        {
+                            var rest = directive.Args.Skip(1).Where(a => a.StartsWith("max_conns=", StringComparison.Ordinal) || server.OtherParameters.Contains(a));
+                            Note(directive, $"server parameters not translated: {string.Join(' ', rest)}");
+                        }
+                    }
+
+                    break;
+                case "keepalive_timeout" when NginxTime.TryParse(directive.Arg(0), out var idle):
+                    cluster.KeepAlive["IdleTimeout"] = NginxTime.Format(idle);
+                    Note(directive, $"keepalive_timeout {directive.Arg(0)} kept as KeepAlive:IdleTimeout; Ferry's default \"auto\" learns the destination's own timeout and stays below it");
+                    break;
+                case "keepalive_requests" when int.TryParse(directive.Arg(0), NumberStyles.None, CultureInfo.InvariantCulture, out var requests):
+                    cluster.KeepAlive["MaxRequests"] = requests.ToString(CultureInfo.InvariantCulture);
+                    break;
+                case "keepalive_time" when NginxTime.TryParse(directive.Arg(0), out var lifetime):
+                    cluster.KeepAlive["MaxLifetime"] = NginxTime.Format(lifetime);
+                    break;
+                case "keepalive":
+                    Note(directive, $"\"{directive}\" not translated on purpose: nginx's keepalive caches idle connections per worker for the " +
+                                    "whole upstream; Ferry keeps up to KeepAlive:MaxIdle (default 1024) per destination");
+                    break;
+                case "least_conn":
+                    cluster.Policy = "LeastRequests";
+                    break;
+                case "random":
+                    cluster.Policy = directive.Args.Contains("two") ? "PowerOfTwoChoices" : "Random";
+                    break;
+                default:
+                    Note(directive, $"\"{directive}\" in upstream \"{cluster.Id}\" not translated");
+                    break;
+            }
+        }
+
+        if (cluster.Destinations.Count == 0 || cluster.Destinations.All(d => d.Backup))
+        {
+            Note(upstream, $"upstream \"{cluster.Id}\" has no usable primary server; not translated");
+            return null;
+        }
+
+        return cluster;
+    }
+
+    /// <summary>
+    /// Timeouts and the Host header are per location in nginx, per cluster in Ferry: the first location using the
+    /// cluster decides, and a location that disagrees is noted.
+    /// </summary>
+    private void ApplyLocationSettings(Cluster cluster, IReadOnlyList<NginxDirective> scope, NginxDirective location)
+    {
+        var timeouts = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (directive, keys) in new[]
+                 {
+                     ("proxy_connect_timeout", new[] { "Connect" }),
+                     ("proxy_send_timeout", ["SendRequest"]),
+                     ("proxy_read_timeout", ["ResponseHead", "BodyInactivity"]),
+                 })
+        {
+            var effective = scope.Select(level => level.Child(directive)).LastOrDefault(d => d is not null);
+            if (effective is not null && NginxTime.TryParse(effective.Arg(0), out var value))
+            {
+                foreach (var key in keys)
+                {
+                    timeouts[key] = NginxTime.Format(value);
+                }
+            }
+        }
+
+        // proxy_set_header is inherited only by levels that set none (nginx's rule); without a Host line nginx sends
+        // $proxy_host, the upstream's name, which is Ferry's PreserveHost=false.
+        var headers = scope.Select(level => level.Children("proxy_set_header").ToList()).LastOrDefault(h => h.Count > 0) ?? [];
+        var host = headers.LastOrDefault(h => h.Arg(0).Equals("Host", StringComparison.OrdinalIgnoreCase));
+        var preserveHost = host is not null && host.Arg(1) is "$host" or "$http_host";
+        if (host is not null && !preserveHost && host.Arg(1) != "$proxy_host")
+        {
+            Note(host, $"\"{host}\" not translated: Ferry sends either the client's Host or the destination's address");
+        }
+
+        foreach (var header in headers.Where(h => !ForwardedHeaders.Contains(h.Arg(0))))
+        {
+            Note(header, $"\"{header}\" not translated: Ferry does not add custom request headers yet");
+        }
+
+        if (cluster.SettingsFrom is null)
+        {
+            cluster.Timeouts = timeouts;
+            cluster.PreserveHost = preserveHost;
+            cluster.SettingsFrom = location.Location;
+        }
+        else if (!cluster.Timeouts!.SequenceEqual(timeouts) || cluster.PreserveHost != preserveHost)
+        {
+            Note(location, $"\"{location}\" uses cluster \"{cluster.Id}\" with other timeouts or Host handling than the location at " +
+                           $"{cluster.SettingsFrom}, whose settings were kept (Ferry's are per cluster)");
+        }
+    }
+
+    private string Write(IReadOnlyList<Cluster> clusters)
+    {
+        using var stream = new MemoryStream();
+        using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteStartObject("Listeners");
+            foreach (var (address, id) in _listeners)
+            {
+                json.WriteStartObject(id);
+                json.WriteString("Address", address);
+                json.WriteEndObject();
+            }
+
+            json.WriteEndObject();
+            json.WriteStartObject("Routes");
+            foreach (var route in _routes)
+            {
+                json.WriteStartObject(route.Id);
+                json.WriteString("ClusterId", route.ClusterId);
+                if (route.Order != 0)
+                {
+                    json.WriteNumber("Order", route.Order);
+                }
+
+                json.WriteStartObject("Match");
+                if (route.Hosts.Count > 0)
+                {
+                    json.WriteStartArray("Hosts");
+                    route.Hosts.ToList().ForEach(json.WriteStringValue);
+                    json.WriteEndArray();
+                }
+
+                if (route.Path is not null)
+                {
+                    json.WriteString("Path", route.Path);
+                }
+
+                if (route.PathPrefix is not null)
+                {
+                    json.WriteString("PathPrefix", route.PathPrefix);
+                }
+
+                json.WriteEndObject();
+                if (route.RemovePrefix is not null)
+                {
+                    json.WriteString("PathRemovePrefix", route.RemovePrefix);
+                }
+
+                json.WriteEndObject();
+            }
+
+            json.WriteEndObject();
+            json.WriteStartObject("Clusters");
+            foreach (var cluster in clusters)
+            {
+                json.WriteStartObject(cluster.Id);
+                if (cluster.Policy is not null)
+                {
+                    json.WriteString("LoadBalancingPolicy", cluster.Policy);
+                }
+
+                json.WriteStartObject("Destinations");
+                foreach (var (id, address, weight, backup) in cluster.Destinations)
+                {
+                    json.WriteStartObject(id);
+                    json.WriteString("Address", address);
+                    if (weight != 1)
+                    {
+                        json.WriteNumber("Weight", weight);
+                    }
+
+                    if (backup)
+                    {
+                        json.WriteBoolean("Backup", true);
+                    }
+
+                    json.WriteEndObject();
+                }
+
+                json.WriteEndObject();
+                WriteSection(json, "KeepAlive", cluster.KeepAlive);
+                WriteSection(json, "Timeouts", cluster.Timeouts ?? []);
+                json.WriteStartObject("Forwarding");
+                json.WriteBoolean("PreserveHost", cluster.PreserveHost ?? false);
+                json.WriteEndObject();
+                json.WriteEndObject();
+            }
+
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(stream.ToArray()) + "\n";
+    }
+
+    private static void WriteSection(Utf8JsonWriter json, string name, IReadOnlyDictionary<string, string> values)
+    {
+        if (values.Count == 0)
+        {
+            return;
+        }
+
+        json.WriteStartObject(name);
+        foreach (var (key, value) in values)
+        {
+            json.WriteString(key, value);
+        }
+
+        json.WriteEndObject();
+    }
+}
