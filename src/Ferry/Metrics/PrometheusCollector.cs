@@ -166,10 +166,21 @@ internal sealed class PrometheusCollector : IDisposable
         }
         var parts = withoutAnnotations.ToString().Split('/', 2);
         var main = UnitWord(parts[0]);
-        var per = parts.Length == 2 ? UnitWord(parts[1]) : "";
+        var per = parts.Length == 2 ? PerUnitWord(parts[1]) : "";
         var suffix = per.Length == 0 ? main : main.Length == 0 ? "per_" + per : main + "_per_" + per;
         return Sanitize(suffix, allowColon: false).Trim('_');
     }
+
+    // The denominator of a rate is singular: "By/s" is "bytes_per_second".
+    private static string PerUnitWord(string unit) => unit switch
+    {
+        "d" => "day",
+        "h" => "hour",
+        "min" => "minute",
+        "s" => "second",
+        "ms" => "millisecond",
+        _ => UnitWord(unit),
+    };
 
     private static string UnitWord(string unit) => unit switch
     {
