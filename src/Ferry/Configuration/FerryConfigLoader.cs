@@ -135,9 +135,15 @@ internal static class FerryConfigLoader
         }
 
         routes.Sort(RouteOrder.Compare);
+        var (accessLog, metrics, tracing) = ReadObservability(reader, configuration);
 
         var config = reader.Errors.Count == 0
-            ? ReadObservability(reader, configuration, new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters))
+            ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
+            {
+                AccessLog = accessLog,
+                Metrics = metrics,
+                Tracing = tracing,
+            }
             : null;
         return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
     }
@@ -545,8 +551,7 @@ internal static class FerryConfigLoader
         return token;
     }
 
-    // Reads AccessLog, Metrics and Tracing; errors are collected, so the result is discarded when there is any.
-    private static FerryConfig ReadObservability(ConfigReader reader, IConfiguration root, FerryConfig config)
+    private static (AccessLogConfig AccessLog, MetricsConfig Metrics, TracingConfig Tracing) ReadObservability(ConfigReader reader, IConfiguration root)
     {
         var section = reader.Section(root, "AccessLog");
         reader.WarnUnknownKeys(section, AccessLogKeys);
@@ -578,12 +583,9 @@ internal static class FerryConfigLoader
         reader.WarnUnknownKeys(metrics, TelemetryKeys);
         var tracing = reader.Section(root, "Tracing");
         reader.WarnUnknownKeys(tracing, TelemetryKeys);
-        return config with
-        {
-            AccessLog = accessLog,
-            Metrics = new MetricsConfig(reader.Bool(metrics, "Enabled", MetricsConfig.Default.Enabled), ReadOtlp(reader, metrics)),
-            Tracing = new TracingConfig(reader.Bool(tracing, "Enabled", TracingConfig.Default.Enabled), ReadOtlp(reader, tracing)),
-        };
+        return (accessLog,
+            new MetricsConfig(reader.Bool(metrics, "Enabled", MetricsConfig.Default.Enabled), ReadOtlp(reader, metrics)),
+            new TracingConfig(reader.Bool(tracing, "Enabled", TracingConfig.Default.Enabled), ReadOtlp(reader, tracing)));
     }
 
     private static OtlpConfig? ReadOtlp(ConfigReader reader, IConfiguration parent)
