@@ -101,19 +101,19 @@ function renderStats(s) {
   const max = Math.max(1, ...s.requests);
   const scale = niceMax(max), x = i => left + (W - left) * i / (n - 1 || 1), y = v => H - bottom - (H - bottom - top) * v / scale;
   let out = "";
-  for (let k = 0; k <= 4; k++) {
-    const v = scale * k / 4, yy = y(v);
+  for (let k = 0; k <= 5; k++) {
+    const v = scale * k / 5, yy = y(v);
     out += `<line x1="${left}" x2="${W}" y1="${yy}" y2="${yy}" stroke="#e3e6ec"/><text x="${left-6}" y="${yy+4}" font-size="11" fill="#6b7385" text-anchor="end">${fmt(v)}</text>`;
   }
   for (let m = 0; m <= n / 60; m++) {
     const i = n - 1 - m * 60; if (i < 0) break;
-    out += `<text x="${x(i)}" y="${H-6}" font-size="11" fill="#6b7385" text-anchor="middle">${m === 0 ? "now" : "-" + m + "m"}</text>`;
+    out += `<text x="${x(i)}" y="${H-6}" font-size="11" fill="#6b7385" text-anchor="${m === 0 ? "end" : "middle"}">${m === 0 ? "now" : "-" + m + "m"}</text>`;
   }
   let area = `M${x(0)},${y(0)}`, line = "";
   s.requests.forEach((v, i) => { area += `L${x(i)},${y(v)}`; line += (i ? "L" : "M") + `${x(i)},${y(v)}`; });
   area += `L${x(n-1)},${y(0)}Z`;
   out += `<path d="${area}" fill="#3867d6" fill-opacity=".12"/><path d="${line}" fill="none" stroke="#3867d6" stroke-width="1.5" vector-effect="non-scaling-stroke"/>`;
-  const bw = Math.max(1, (W - left) / n);
+  const bw = Math.max(3, (W - left) / n);
   for (let i = 0; i < n; i++) {
     let base = 0;
     for (const c of causes) {
