@@ -81,6 +81,8 @@ internal static class ObservabilityServices
                 : otlp.Endpoint;
         }
 
+        // The last interval's points and the last spans are pushed before the process ends; 5 s is the OpenTelemetry
+        // SDK's own default export timeout (OTEL_EXPORTER_OTLP_TIMEOUT is 10 s per request, the reader's flush 5 s).
         public Task StopAsync(CancellationToken cancellationToken)
         {
             _meterProvider?.ForceFlush((int)TimeSpan.FromSeconds(5).TotalMilliseconds);
