@@ -1,12 +1,23 @@
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
+using Ferry.Configuration;
 using Ferry.Forwarding;
+using Ferry.Metrics;
 using Ferry.Upstream;
 
 namespace Ferry.Admin;
 
-// The admin listener: /healthz for orchestrators, /status for people and scripts.
-internal sealed class AdminEndpoints(ProxyStateHolder state)
+// The admin listener: /healthz for orchestrators, / (the status page), /status and /stats for people and scripts,
+// /metrics for Prometheus. With Admin:Token set, everything but /healthz needs "Authorization: Bearer <token>".
+internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null)
 {
+    private readonly byte[]? _tokenHash = config?.Token is { } token ? SHA256.HashData(Encoding.UTF8.GetBytes(token)) : null;
+
+    // The admin endpoints of the server whose services were built by AddFerryObservability.
+    public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices) =>
+        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats);
+
     public Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path.Value;
@@ -15,19 +26,73 @@ internal sealed class AdminEndpoints(ProxyStateHolder state)
             context.Response.StatusCode = StatusCodes.Status405MethodNotAllowed;
             return Task.CompletedTask;
         }
+        if (path == "/healthz")
+        {
+            context.Response.ContentType = "text/plain";
+            return context.Response.WriteAsync("ok\n");
+        }
+        if (!IsAuthorized(context.Request))
+        {
+            context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+            context.Response.Headers.WWWAuthenticate = "Bearer realm=\"ferry-admin\"";
+            context.Response.ContentType = "text/plain";
+            return context.Response.WriteAsync("unauthorized: send Authorization: Bearer <Admin:Token>\n");
+        }
         switch (path)
         {
-            case "/healthz":
-                context.Response.ContentType = "text/plain";
-                return context.Response.WriteAsync("ok\n");
+            case "/":
+                context.Response.ContentType = "text/html; charset=utf-8";
+                context.Response.Headers.CacheControl = "no-store";
+                return context.Response.WriteAsync(StatusPage.Html);
             case "/status":
                 context.Response.ContentType = "application/json";
+                context.Response.Headers.CacheControl = "no-store";
                 return WriteStatusAsync(context.Response.BodyWriter);
+            case "/stats" when stats is not null:
+                context.Response.ContentType = "application/json";
+                context.Response.Headers.CacheControl = "no-store";
+                return WriteStatsAsync(context, stats);
+            case "/metrics" when metrics is not null:
+                context.Response.ContentType = PrometheusCollector.ContentType;
+                return context.Response.WriteAsync(metrics.Scrape());
             default:
                 context.Response.StatusCode = StatusCodes.Status404NotFound;
                 context.Response.ContentType = "text/plain";
-                return context.Response.WriteAsync("not found: try /healthz or /status\n");
+                return context.Response.WriteAsync("not found: try /, /healthz, /status, /stats or /metrics\n");
         }
+    }
+
+    // The token travels in the Authorization header, or for a browser opening the status page in the access_token
+    // query parameter (RFC 6750 §2.3: for clients that cannot set the header; it may end up in browser history).
+    // Both sides are hashed first so that the comparison is constant-time whatever the lengths.
+    private bool IsAuthorized(HttpRequest request)
+    {
+        if (_tokenHash is null)
+        {
+            return true;
+        }
+        string? presented = null;
+        var header = request.Headers.Authorization.ToString();
+        if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            presented = header["Bearer ".Length..].Trim();
+        }
+        else if (request.Query.TryGetValue("access_token", out var query))
+        {
+            presented = query.ToString();
+        }
+        return presented is not null
+            && CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(presented)), _tokenHash);
+    }
+
+    private static async Task WriteStatsAsync(HttpContext context, RequestStats stats)
+    {
+        var seconds = int.TryParse(context.Request.Query["seconds"], out var s) ? s : RequestStats.WindowSeconds;
+        using (var json = new Utf8JsonWriter(context.Response.BodyWriter))
+        {
+            stats.WriteJson(json, seconds);
+        }
+        await context.Response.BodyWriter.FlushAsync();
     }
 
     private async Task WriteStatusAsync(System.IO.Pipelines.PipeWriter output)
@@ -69,11 +134,15 @@ internal sealed class AdminEndpoints(ProxyStateHolder state)
                     json.WriteString("health", d.IsAvailable ? "available" : "unavailable");
                     json.WriteString("healthReason", d.HealthReason);
                     json.WriteNumber("inFlight", d.InFlight);
+                    // Connection limits with a wait queue do not exist yet: nothing ever waits.
+                    json.WriteNumber("queued", 0);
                     json.WriteStartObject("pool");
                     json.WriteNumber("idle", pool.Idle);
                     json.WriteNumber("active", pool.Active);
                     json.WriteNumber("opened", pool.Opened);
                     json.WriteNumber("reused", pool.Reused);
+                    var leases = pool.Opened + pool.Reused;
+                    json.WriteNumber("reuseRatio", leases == 0 ? 0 : Math.Round((double)pool.Reused / leases, 4));
                     json.WriteNumber("idleTimeoutSeconds", pool.IdleTimeout.TotalSeconds);
                     json.WriteStartObject("retired");
                     foreach (var reason in Enum.GetValues<RetireReason>())

@@ -8,7 +8,12 @@ internal sealed record FerryConfig(
     AdminConfig Admin,
     ProxyStatusConfig ProxyStatus,
     IReadOnlyList<RouteConfig> Routes,
-    IReadOnlyDictionary<string, ClusterConfig> Clusters);
+    IReadOnlyDictionary<string, ClusterConfig> Clusters)
+{
+    public AccessLogConfig AccessLog { get; init; } = AccessLogConfig.Default;
+    public MetricsConfig Metrics { get; init; } = MetricsConfig.Default;
+    public TracingConfig Tracing { get; init; } = TracingConfig.Default;
+}
 
 /// <summary>A client-facing endpoint. "*:port" binds <see cref="IPAddress.Any"/>.</summary>
 internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint);
@@ -18,6 +23,9 @@ internal sealed record AdminConfig(bool Enabled, IPEndPoint EndPoint)
     // Loopback only by default: the admin endpoint exposes internal addresses and must not be reachable from outside
     // unless someone decides so. 9901 is Envoy's admin port, familiar to operators.
     public static AdminConfig Default { get; } = new(Enabled: true, new IPEndPoint(IPAddress.Loopback, 9901));
+
+    // When set, every admin endpoint but /healthz requires "Authorization: Bearer <token>".
+    public string? Token { get; init; }
 }
 
 internal sealed record ProxyStatusConfig(bool IncludeDetails)

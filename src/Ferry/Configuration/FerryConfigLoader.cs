@@ -12,9 +12,9 @@ namespace Ferry.Configuration;
 /// </summary>
 internal static class FerryConfigLoader
 {
-    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters"];
+    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
     private static readonly string[] ListenerKeys = ["Address"];
-    private static readonly string[] AdminKeys = ["Address", "Enabled"];
+    private static readonly string[] AdminKeys = ["Address", "Enabled", "Token"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
@@ -26,6 +26,9 @@ internal static class FerryConfigLoader
     private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
     private static readonly string[] ForwardingKeys = ["PreserveHost", "XForwarded"];
     private static readonly string[] ReplayKeys = ["MaxBodySize", "NonIdempotent"];
+    private static readonly string[] AccessLogKeys = ["Enabled", "Format", "Path", "BufferSize"];
+    private static readonly string[] TelemetryKeys = ["Enabled", "Otlp"];
+    private static readonly string[] OtlpKeys = ["Endpoint", "Protocol", "Interval"];
 
     // 1000 keeps smooth weighted round robin's running sums small and is already finer than any real capacity ratio.
     private const int MaxWeight = 1000;
@@ -99,6 +102,7 @@ internal static class FerryConfigLoader
 
         var listeners = ReadListeners(reader, configuration);
         var admin = ReadAdmin(reader, configuration, listeners);
+        admin = admin with { Token = ReadAdminToken(reader, configuration) };
 
         var proxyStatusSection = reader.Section(configuration, "ProxyStatus");
         reader.WarnUnknownKeys(proxyStatusSection, ProxyStatusKeys);
@@ -132,9 +136,15 @@ internal static class FerryConfigLoader
         }
 
         routes.Sort(RouteOrder.Compare);
+        var (accessLog, metrics, tracing) = ReadObservability(reader, configuration);
 
         var config = reader.Errors.Count == 0
             ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
+            {
+                AccessLog = accessLog,
+                Metrics = metrics,
+                Tracing = tracing,
+            }
             : null;
         return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
     }
@@ -537,4 +547,92 @@ internal static class FerryConfigLoader
     // RFC 9110 §5.6.2 tchar.
     private static bool IsTokenChar(char c) =>
         char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c);
+
+    private static string? ReadAdminToken(ConfigReader reader, IConfiguration root)
+    {
+        var section = root.GetSection("Admin");
+        var token = reader.String(section, "Token");
+        // RFC 6750 §2.1 b64token: what a client can put after "Bearer " without quoting.
+        if (token is not null && !token.All(c => char.IsAsciiLetterOrDigit(c) || "-._~+/=".Contains(c)))
+        {
+            reader.Error(section.GetSection("Token").Path, "must contain only letters, digits and -._~+/= (RFC 6750 b64token)");
+            return null;
+        }
+
+        return token;
+    }
+
+    private static (AccessLogConfig AccessLog, MetricsConfig Metrics, TracingConfig Tracing) ReadObservability(ConfigReader reader, IConfiguration root)
+    {
+        var section = reader.Section(root, "AccessLog");
+        reader.WarnUnknownKeys(section, AccessLogKeys);
+        var defaults = AccessLogConfig.Default;
+        var format = defaults.Format;
+        if (reader.String(section, "Format") is { } formatText)
+        {
+            if (formatText.Equals("json", StringComparison.OrdinalIgnoreCase))
+            {
+                format = AccessLogFormat.Json;
+            }
+            else if (formatText.Equals("combined", StringComparison.OrdinalIgnoreCase))
+            {
+                format = AccessLogFormat.Combined;
+            }
+            else
+            {
+                reader.Error(section.GetSection("Format").Path, $"'{formatText}' is not an access log format (json, combined)");
+            }
+        }
+
+        var accessLog = new AccessLogConfig(
+            reader.Bool(section, "Enabled", defaults.Enabled),
+            format,
+            reader.String(section, "Path") ?? defaults.Path,
+            reader.Int(section, "BufferSize", defaults.BufferSize, min: 1, max: 1 << 20));
+
+        var metrics = reader.Section(root, "Metrics");
+        reader.WarnUnknownKeys(metrics, TelemetryKeys);
+        var tracing = reader.Section(root, "Tracing");
+        reader.WarnUnknownKeys(tracing, TelemetryKeys);
+        return (accessLog,
+            new MetricsConfig(reader.Bool(metrics, "Enabled", MetricsConfig.Default.Enabled), ReadOtlp(reader, metrics)),
+            new TracingConfig(reader.Bool(tracing, "Enabled", TracingConfig.Default.Enabled), ReadOtlp(reader, tracing)));
+    }
+
+    private static OtlpConfig? ReadOtlp(ConfigReader reader, IConfiguration parent)
+    {
+        var section = reader.Section(parent, "Otlp");
+        reader.WarnUnknownKeys(section, OtlpKeys);
+        var protocol = OtlpProtocol.Grpc;
+        if (reader.String(section, "Protocol") is { } protocolText)
+        {
+            if (protocolText.Equals("grpc", StringComparison.OrdinalIgnoreCase))
+            {
+                protocol = OtlpProtocol.Grpc;
+            }
+            else if (protocolText.Equals("http/protobuf", StringComparison.OrdinalIgnoreCase))
+            {
+                protocol = OtlpProtocol.HttpProtobuf;
+            }
+            else
+            {
+                reader.Error(section.GetSection("Protocol").Path, $"'{protocolText}' is not an OTLP protocol (grpc, http/protobuf)");
+            }
+        }
+
+        var interval = reader.Duration(section, "Interval", OtlpConfig.DefaultInterval, positive: true);
+        var text = reader.String(section, "Endpoint");
+        if (text is null)
+        {
+            return null;
+        }
+
+        if (!Uri.TryCreate(text, UriKind.Absolute, out var endpoint) || (endpoint.Scheme != Uri.UriSchemeHttp && endpoint.Scheme != Uri.UriSchemeHttps))
+        {
+            reader.Error(section.GetSection("Endpoint").Path, $"'{text}' is not an http or https URI");
+            return null;
+        }
+
+        return new OtlpConfig(endpoint, protocol, interval);
+    }
 }

@@ -1,0 +1,443 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Text;
+
+namespace Ferry.Metrics;
+
+// Aggregates System.Diagnostics.Metrics measurements in process and renders them in the Prometheus text exposition
+// format 0.0.4 (https://prometheus.io/docs/instrumenting/exposition_formats/). Names follow OpenTelemetry's
+// Prometheus compatibility rules: '.' and other invalid characters become '_', the unit becomes a suffix
+// ("s" → "_seconds"), monotonic counters end in "_total", and annotations such as "{request}" are dropped.
+internal sealed class PrometheusCollector : IDisposable
+{
+    // The runtime's meter is process-wide; Ferry's and ASP.NET Core's are created per host by its IMeterFactory.
+    public const string RuntimeMeter = "System.Runtime";
+    public static readonly string[] ServerMeters = [FerryMetrics.MeterName, "Microsoft.AspNetCore.Server.Kestrel", "Microsoft.AspNetCore.Hosting"];
+
+    // OpenTelemetry SDK's default explicit bucket boundaries, for histograms without advice and a unit other than seconds.
+    private static readonly double[] DefaultBounds = [0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000];
+
+    // ASP.NET Core's advice for its "s" histograms (http.server.request.duration), used for any seconds histogram
+    // without advice of its own.
+    private static readonly double[] SecondsBounds = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+    [ThreadStatic] private static char[]? t_key;
+    [ThreadStatic] private static KeyValuePair<string, object?>[]? t_tags;
+
+    private readonly MeterListener _listener;
+    private readonly ConcurrentDictionary<string, Family> _families = new(StringComparer.Ordinal);
+    private readonly Lock _scrapeLock = new();
+
+    // Listens to every instrument <paramref name="include"/> accepts, from now on.
+    public PrometheusCollector(Func<Instrument, bool> include)
+    {
+        _listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, listener) =>
+            {
+                if (include(instrument) && FamilyFor(instrument) is { } family)
+                {
+                    listener.EnableMeasurementEvents(instrument, family);
+                }
+            },
+        };
+        _listener.SetMeasurementEventCallback<double>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<float>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<long>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<int>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<short>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<byte>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<decimal>(static (i, v, tags, state) => ((Family)state!).Record((double)v, tags));
+        _listener.Start();
+    }
+
+    // The meters of one Ferry server: its own "Ferry" and ASP.NET Core meters (created by its IMeterFactory, so that
+    // other servers in the same process are not mixed in) and the process-wide runtime meter.
+    public static PrometheusCollector ForServer(IMeterFactory meterFactory) => new(instrument =>
+        instrument.Meter.Name == RuntimeMeter
+        || (ReferenceEquals(instrument.Meter.Scope, meterFactory) && ServerMeters.Contains(instrument.Meter.Name)));
+
+    public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+    public string Scrape()
+    {
+        var text = new StringBuilder(16 * 1024);
+        lock (_scrapeLock)
+        {
+            // Observable instruments report their current values now; series that were not reported (a destination
+            // removed by a reload) disappear instead of freezing at their last value.
+            foreach (var family in _families.Values)
+            {
+                if (family.Observable)
+                {
+                    family.Series.Clear();
+                }
+            }
+            _listener.RecordObservableInstruments();
+            foreach (var family in _families.Values.OrderBy(f => f.Name, StringComparer.Ordinal))
+            {
+                family.WriteTo(text);
+            }
+        }
+        return text.ToString();
+    }
+
+    public void Dispose() => _listener.Dispose();
+
+    private Family? FamilyFor(Instrument instrument)
+    {
+        var type = instrument.GetType();
+        var generic = type.IsGenericType ? type.GetGenericTypeDefinition() : type;
+        (Kind Kind, bool Observable)? shape = generic.Name switch
+        {
+            "Counter`1" => (Kind.Counter, false),
+            "ObservableCounter`1" => (Kind.Counter, true),
+            "UpDownCounter`1" => (Kind.UpDownCounter, false),
+            "ObservableUpDownCounter`1" => (Kind.Gauge, true),
+            "Gauge`1" => (Kind.Gauge, false),
+            "ObservableGauge`1" => (Kind.Gauge, true),
+            "Histogram`1" => (Kind.Histogram, false),
+            _ => null,
+        };
+        if (shape is not { } s)
+        {
+            return null;
+        }
+        var name = MetricName(instrument.Name, instrument.Unit, s.Kind == Kind.Counter);
+        var bounds = s.Kind == Kind.Histogram ? Bounds(instrument) : null;
+        var family = _families.GetOrAdd(name, _ => new Family(name, s.Kind, s.Observable, instrument.Description, bounds));
+        // Two instruments may only share a name when they aggregate the same way (the same meter recreated).
+        return family.Kind == s.Kind && family.Observable == s.Observable ? family : null;
+    }
+
+    private static double[] Bounds(Instrument instrument)
+    {
+        var advice = instrument switch
+        {
+            Histogram<double> h => h.Advice?.HistogramBucketBoundaries?.Select(b => b).ToArray(),
+            Histogram<float> h => h.Advice?.HistogramBucketBoundaries?.Select(b => (double)b).ToArray(),
+            Histogram<long> h => h.Advice?.HistogramBucketBoundaries?.Select(b => (double)b).ToArray(),
+            Histogram<int> h => h.Advice?.HistogramBucketBoundaries?.Select(b => (double)b).ToArray(),
+            _ => null,
+        };
+        return advice is { Length: > 0 } ? advice : instrument.Unit == "s" ? SecondsBounds : DefaultBounds;
+    }
+
+    internal static string MetricName(string instrumentName, string? unit, bool counter)
+    {
+        var name = Sanitize(instrumentName, allowColon: true);
+        var suffix = UnitSuffix(unit);
+        if (suffix.Length > 0 && !name.EndsWith("_" + suffix, StringComparison.Ordinal))
+        {
+            name += "_" + suffix;
+        }
+        if (counter && !name.EndsWith("_total", StringComparison.Ordinal))
+        {
+            name += "_total";
+        }
+        return name;
+    }
+
+    // OpenTelemetry's unit mapping for Prometheus (specification, "Metric Metadata" in the Prometheus compatibility
+    // section): UCUM abbreviations become words, "{...}" annotations are dropped, "a/b" becomes "a_per_b".
+    internal static string UnitSuffix(string? unit)
+    {
+        if (string.IsNullOrEmpty(unit))
+        {
+            return "";
+        }
+        var withoutAnnotations = new StringBuilder();
+        var depth = 0;
+        foreach (var c in unit)
+        {
+            if (c == '{')
+            {
+                depth++;
+            }
+            else if (c == '}')
+            {
+                depth = Math.Max(0, depth - 1);
+            }
+            else if (depth == 0)
+            {
+                withoutAnnotations.Append(c);
+            }
+        }
+        var parts = withoutAnnotations.ToString().Split('/', 2);
+        var main = UnitWord(parts[0]);
+        var per = parts.Length == 2 ? PerUnitWord(parts[1]) : "";
+        var suffix = per.Length == 0 ? main : main.Length == 0 ? "per_" + per : main + "_per_" + per;
+        return Sanitize(suffix, allowColon: false).Trim('_');
+    }
+
+    // The denominator of a rate is singular: "By/s" is "bytes_per_second".
+    private static string PerUnitWord(string unit) => unit switch
+    {
+        "d" => "day",
+        "h" => "hour",
+        "min" => "minute",
+        "s" => "second",
+        "ms" => "millisecond",
+        _ => UnitWord(unit),
+    };
+
+    private static string UnitWord(string unit) => unit switch
+    {
+        "" => "",
+        "d" => "days",
+        "h" => "hours",
+        "min" => "minutes",
+        "s" => "seconds",
+        "ms" => "milliseconds",
+        "us" => "microseconds",
+        "ns" => "nanoseconds",
+        "By" => "bytes",
+        "KiBy" => "kibibytes",
+        "MiBy" => "mebibytes",
+        "GiBy" => "gibibytes",
+        "KBy" => "kilobytes",
+        "MBy" => "megabytes",
+        "GBy" => "gigabytes",
+        "bit" => "bits",
+        "Hz" => "hertz",
+        "%" => "percent",
+        "1" => "",
+        _ => unit,
+    };
+
+    // [a-zA-Z_:][a-zA-Z0-9_:]* for metric names, no ':' for labels; runs of invalid characters become one '_'.
+    internal static string Sanitize(string name, bool allowColon)
+    {
+        var result = new StringBuilder(name.Length + 1);
+        foreach (var c in name)
+        {
+            var valid = char.IsAsciiLetterOrDigit(c) || c == '_' || (allowColon && c == ':');
+            if (valid)
+            {
+                result.Append(c);
+            }
+            else if (result.Length == 0 || result[^1] != '_')
+            {
+                result.Append('_');
+            }
+        }
+        if (result.Length == 0 || char.IsAsciiDigit(result[0]))
+        {
+            result.Insert(0, '_');
+        }
+        return result.ToString();
+    }
+
+    internal static string FormatValue(double value) =>
+        double.IsPositiveInfinity(value) ? "+Inf"
+        : double.IsNegativeInfinity(value) ? "-Inf"
+        : double.IsNaN(value) ? "NaN"
+        : value.ToString(CultureInfo.InvariantCulture);
+
+    private enum Kind { Counter, UpDownCounter, Gauge, Histogram }
+
+    private sealed class Family(string name, Kind kind, bool observable, string? description, double[]? bounds)
+    {
+        private readonly ConcurrentDictionary<string, Series>.AlternateLookup<ReadOnlySpan<char>> _lookup =
+            new ConcurrentDictionary<string, Series>(StringComparer.Ordinal).GetAlternateLookup<ReadOnlySpan<char>>();
+
+        public string Name { get; } = name;
+        public Kind Kind { get; } = kind;
+        public bool Observable { get; } = observable;
+        public ConcurrentDictionary<string, Series> Series => _lookup.Dictionary;
+
+        public void Record(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            var key = LabelKey(tags);
+            if (!_lookup.TryGetValue(key, out var series))
+            {
+                var created = new Series(bounds?.Length + 1 ?? 0);
+                series = _lookup.TryAdd(key, created) || !_lookup.TryGetValue(key, out var existing) ? created : existing;
+            }
+            lock (series)
+            {
+                switch (Kind)
+                {
+                    case Kind.Counter when Observable:
+                    case Kind.Gauge:
+                        // Observable counters report their running total; gauges their current value.
+                        series.Value = value;
+                        break;
+                    case Kind.Histogram:
+                        var i = 0;
+                        while (i < bounds!.Length && value > bounds[i])
+                        {
+                            i++;
+                        }
+                        series.Buckets[i]++;
+                        series.Value += value;
+                        series.Count++;
+                        break;
+                    default:
+                        series.Value += value;
+                        break;
+                }
+            }
+        }
+
+        public void WriteTo(StringBuilder text)
+        {
+            if (Series.IsEmpty)
+            {
+                return;
+            }
+            if (!string.IsNullOrEmpty(description))
+            {
+                text.Append("# HELP ").Append(Name).Append(' ')
+                    .Append(description.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal)).Append('\n');
+            }
+            text.Append("# TYPE ").Append(Name).Append(' ').Append(Kind switch
+            {
+                Kind.Counter => "counter",
+                Kind.Histogram => "histogram",
+                _ => "gauge",
+            }).Append('\n');
+            foreach (var (labels, series) in Series.OrderBy(s => s.Key, StringComparer.Ordinal))
+            {
+                lock (series)
+                {
+                    if (Kind != Kind.Histogram)
+                    {
+                        Sample(text, Name, labels, null, FormatValue(series.Value));
+                        continue;
+                    }
+                    long cumulative = 0;
+                    for (var i = 0; i < series.Buckets.Length; i++)
+                    {
+                        cumulative += series.Buckets[i];
+                        var le = i < bounds!.Length ? FormatValue(bounds[i]) : "+Inf";
+                        Sample(text, Name + "_bucket", labels, le, cumulative.ToString(CultureInfo.InvariantCulture));
+                    }
+                    Sample(text, Name + "_sum", labels, null, FormatValue(series.Value));
+                    Sample(text, Name + "_count", labels, null, series.Count.ToString(CultureInfo.InvariantCulture));
+                }
+            }
+        }
+
+        private static void Sample(StringBuilder text, string name, string labels, string? le, string value)
+        {
+            text.Append(name);
+            if (labels.Length > 0 || le is not null)
+            {
+                text.Append('{').Append(labels);
+                if (le is not null)
+                {
+                    text.Append(labels.Length > 0 ? "," : "").Append("le=\"").Append(le).Append('"');
+                }
+                text.Append('}');
+            }
+            text.Append(' ').Append(value).Append('\n');
+        }
+    }
+
+    private sealed class Series(int buckets)
+    {
+        public double Value;  // sum, last value, or for a histogram the sum of observations
+        public long Count;    // histogram observations
+        public readonly long[] Buckets = new long[buckets]; // histogram: count per bucket, the last one is +Inf
+    }
+
+    // The series identity: its label pairs sorted by name and already in exposition syntax (name="escaped value"),
+    // built in a per-thread buffer so that recording into an existing series allocates nothing.
+    private static ReadOnlySpan<char> LabelKey(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        if (tags.Length == 0)
+        {
+            return [];
+        }
+        var sorted = t_tags ??= new KeyValuePair<string, object?>[16];
+        if (sorted.Length < tags.Length)
+        {
+            sorted = t_tags = new KeyValuePair<string, object?>[tags.Length];
+        }
+        tags.CopyTo(sorted);
+        var span = sorted.AsSpan(0, tags.Length);
+        span.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+
+        var buffer = t_key ??= new char[256];
+        var length = 0;
+        for (var i = 0; i < span.Length; i++)
+        {
+            if (i > 0)
+            {
+                Append(ref buffer, ref length, ",");
+            }
+            AppendLabelName(ref buffer, ref length, span[i].Key);
+            Append(ref buffer, ref length, "=\"");
+            AppendLabelValue(ref buffer, ref length, span[i].Value);
+            Append(ref buffer, ref length, "\"");
+        }
+        t_key = buffer;
+        Array.Clear(sorted, 0, tags.Length);
+        return buffer.AsSpan(0, length);
+    }
+
+    private static void AppendLabelName(ref char[] buffer, ref int length, string name)
+    {
+        foreach (var c in name)
+        {
+            var ok = char.IsAsciiLetterOrDigit(c) || c == '_';
+            Append(ref buffer, ref length, ok ? c : '_');
+        }
+    }
+
+    private static void AppendLabelValue(ref char[] buffer, ref int length, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                return;
+            case string s:
+                foreach (var c in s)
+                {
+                    switch (c)
+                    {
+                        case '\\': Append(ref buffer, ref length, "\\\\"); break;
+                        case '"': Append(ref buffer, ref length, "\\\""); break;
+                        case '\n': Append(ref buffer, ref length, "\\n"); break;
+                        default: Append(ref buffer, ref length, c); break;
+                    }
+                }
+                return;
+            case bool b:
+                Append(ref buffer, ref length, b ? "true" : "false");
+                return;
+            case ISpanFormattable f:
+                while (true)
+                {
+                    if (f.TryFormat(buffer.AsSpan(length), out var written, default, CultureInfo.InvariantCulture))
+                    {
+                        length += written;
+                        return;
+                    }
+                    Array.Resize(ref buffer, buffer.Length * 2);
+                }
+            default:
+                AppendLabelValue(ref buffer, ref length, value.ToString());
+                return;
+        }
+    }
+
+    private static void Append(ref char[] buffer, ref int length, char c)
+    {
+        if (length == buffer.Length)
+        {
+            Array.Resize(ref buffer, buffer.Length * 2);
+        }
+        buffer[length++] = c;
+    }
+
+    private static void Append(ref char[] buffer, ref int length, string s)
+    {
+        foreach (var c in s)
+        {
+            Append(ref buffer, ref length, c);
+        }
+    }
+}

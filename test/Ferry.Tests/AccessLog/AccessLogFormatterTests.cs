@@ -1,0 +1,91 @@
+using System.Buffers;
+using System.Text;
+using Ferry.AccessLog;
+using Ferry.Configuration;
+using Ferry.Forwarding;
+
+namespace Ferry.Tests.AccessLog;
+
+public sealed class AccessLogFormatterTests : IAsyncLifetime
+{
+    private readonly TestRecords _records = new();
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public Task DisposeAsync() => _records.DisposeAsync().AsTask();
+
+    private static string Format(AccessLogFormat format, RequestRecord record)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        AccessLogFormatter.Write(format, record, buffer);
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    [Fact]
+    public void Json_ReusedConnection()
+    {
+        Assert.Equal(
+            """{"time":"2026-03-04T05:06:07.089Z","client":"192.0.2.10","method":"GET","target":"/items?id=7&q=\"x\"","protocol":"HTTP/1.1","host":"shop.example","status":200,"bytes_in":0,"bytes_out":1234,"duration_ms":3.456,"route":"r","cluster":"c","attempts":[{"destination":"a","address":"10.0.0.1:8080","status":200,"head_ms":2.100,"response_ms":3.250,"reused":true,"idle_ms":1500.000,"connection_requests":3,"replay":false}]}""" + "\n",
+            Format(AccessLogFormat.Json, _records.Reused()));
+    }
+
+    [Fact]
+    public void Json_Replay()
+    {
+        Assert.Equal(
+            """{"time":"2026-03-04T05:06:07.089Z","client":"2001:db8::1","method":"PUT","target":"/orders/1","protocol":"HTTP/2","status":201,"bytes_in":512,"bytes_out":0,"duration_ms":12.000,"route":"r","cluster":"c","attempts":[{"destination":"a","address":"10.0.0.1:8080","status":0,"reused":true,"idle_ms":4000.000,"connection_requests":10,"replay":false,"error":"connection_terminated","error_details":"reused connection closed before any response byte"},{"destination":"a","address":"10.0.0.1:8080","status":201,"connect_ms":0.250,"head_ms":9.000,"response_ms":10.000,"reused":false,"replay":true}]}""" + "\n",
+            Format(AccessLogFormat.Json, _records.Replayed()));
+    }
+
+    [Fact]
+    public void Json_BadGatewayWithItsCause()
+    {
+        Assert.Equal(
+            """{"time":"2026-03-04T05:06:07.089Z","client":"192.0.2.11","method":"GET","target":"/","protocol":"HTTP/1.1","status":502,"bytes_in":0,"bytes_out":39,"duration_ms":1.000,"route":"r","cluster":"c","error":"connection_refused","error_details":"connect to 10.0.0.2:8080 refused","attempts":[{"destination":"b","address":"10.0.0.2:8080","status":0,"reused":false,"replay":false,"error":"connection_refused","error_details":"connect to 10.0.0.2:8080 refused"}]}""" + "\n",
+            Format(AccessLogFormat.Json, _records.BadGateway()));
+    }
+
+    [Fact]
+    public void Combined_ReusedConnection()
+    {
+        Assert.Equal(
+            """192.0.2.10 - - [04/Mar/2026:05:06:07 +0000] "GET /items?id=7&q=\x22x\x22 HTTP/1.1" 200 1234 "-" "-" in=0 rt=3.456 route=r cluster=c error=- ups_addr=10.0.0.1:8080 ups_status=200 ups_connect=- ups_head=2.100 ups_response=3.250 ups_reused=1 ups_idle=1500.000 ups_reqs=3 ups_replay=0 ups_error=- details="-" """.TrimEnd() + "\n",
+            Format(AccessLogFormat.Combined, _records.Reused()));
+    }
+
+    [Fact]
+    public void Combined_Replay()
+    {
+        Assert.Equal(
+            """2001:db8::1 - - [04/Mar/2026:05:06:07 +0000] "PUT /orders/1 HTTP/2" 201 0 "-" "-" in=512 rt=12.000 route=r cluster=c error=- ups_addr=10.0.0.1:8080,10.0.0.1:8080 ups_status=-,201 ups_connect=-,0.250 ups_head=-,9.000 ups_response=-,10.000 ups_reused=1,0 ups_idle=4000.000,- ups_reqs=10,- ups_replay=0,1 ups_error=connection_terminated,- details="reused connection closed before any response byte" """.TrimEnd() + "\n",
+            Format(AccessLogFormat.Combined, _records.Replayed()));
+    }
+
+    [Fact]
+    public void Combined_BadGatewayWithItsCause()
+    {
+        Assert.Equal(
+            """192.0.2.11 - - [04/Mar/2026:05:06:07 +0000] "GET / HTTP/1.1" 502 39 "-" "-" in=0 rt=1.000 route=r cluster=c error=connection_refused ups_addr=10.0.0.2:8080 ups_status=- ups_connect=- ups_head=- ups_response=- ups_reused=0 ups_idle=- ups_reqs=- ups_replay=0 ups_error=connection_refused details="connect to 10.0.0.2:8080 refused" """.TrimEnd() + "\n",
+            Format(AccessLogFormat.Combined, _records.BadGateway()));
+    }
+
+    [Fact]
+    public void Combined_EscapesQuotesControlAndNonAsciiBytes()
+    {
+        var record = _records.Reused();
+        var forged = new RequestRecord
+        {
+            StartTime = record.StartTime,
+            Method = "GET",
+            Target = "/a\"b\n\u00e9",
+            Protocol = "HTTP/1.1",
+            Status = 404,
+            Error = ProxyError.NoRoute,
+        };
+
+        var line = Format(AccessLogFormat.Combined, forged);
+
+        Assert.StartsWith("""- - - [04/Mar/2026:05:06:07 +0000] "GET /a\x22b\x0A\xE9 HTTP/1.1" 404 0""", line);
+        Assert.Single(line.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+}
