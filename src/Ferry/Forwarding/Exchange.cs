@@ -23,6 +23,7 @@ internal sealed class Exchange
     private readonly UpstreamConnection _connection;
     private readonly bool _reused;
     private readonly BufferedBody? _body;
+    private readonly string? _traceParent;
     private readonly RequestRecord _record;
     private readonly AttemptRecord _attempt;
     private readonly TimeProvider _time;
@@ -35,8 +36,10 @@ internal sealed class Exchange
     private bool _anyResponseByte;
     private long _bytesAckedBefore = -1;
 
-    public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt, TimeProvider time)
+    public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
+        string? traceParent, TimeProvider time)
     {
+        _traceParent = traceParent;
         _context = context;
         _route = route;
         _connection = lease.Connection;
@@ -248,11 +251,17 @@ internal sealed class Exchange
             var name = header.Key;
             if (name.Length == 0 || name[0] == ':' || HopByHop.IsHopByHopOrManaged(name)
                 || (connectionTokens is not null && HopByHop.IsNamedBy(connectionTokens, name))
-                || (xForwarded && IsXForwarded(name)))
+                || (xForwarded && IsXForwarded(name))
+                || (_traceParent is not null && name.Equals("traceparent", StringComparison.OrdinalIgnoreCase)))
             {
                 continue;
             }
             RequestHeadWriter.WriteHeader(output, name, header.Value);
+        }
+        if (_traceParent is not null)
+        {
+            // W3C Trace Context: the destination's parent is this attempt's span; tracestate passes through as is.
+            RequestHeadWriter.WriteHeader(output, "traceparent", _traceParent);
         }
         if (xForwarded)
         {

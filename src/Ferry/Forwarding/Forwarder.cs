@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using Ferry.Metrics;
 using Ferry.Model;
 using Ferry.Upstream;
 using Microsoft.AspNetCore.Http.Features;
@@ -6,7 +8,8 @@ using Microsoft.AspNetCore.WebUtilities;
 namespace Ferry.Forwarding;
 
 // The request path of DESIGN.md §1. Each numbered step below is one stage of it.
-internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider time, ILogger<Forwarder> logger)
+internal sealed partial class Forwarder(
+    ProxyStateHolder state, TimeProvider time, RequestTelemetry telemetry, FerryTracing tracing, ILogger<Forwarder> logger)
 {
     // Connect failures move on to the next destination (nothing was sent, so it is always safe); this bounds how many
     // destinations one request may try, like nginx's proxy_next_upstream_tries. Replays after a keep-alive race are
@@ -28,6 +31,7 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
             Host = request.Host.Value,
         };
         BufferedBody? body = null;
+        var span = tracing.StartRequest(request);
         try
         {
             // 1. Routing: host + path → route → cluster.
@@ -67,6 +71,7 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
                 lastDestination = destination;
                 var attempt = new AttemptRecord { Destination = destination, Replay = replayTo is not null };
                 record.Attempts.Add(attempt);
+                Activity? attemptSpan = null;
                 destination.EnterRequest();
                 try
                 {
@@ -99,9 +104,11 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
                     attempt.ConnectionRequests = lease.Connection.RequestCount;
 
                     // 4.–7. Write the request, read the response head, stream the body back, return the connection.
+                    attemptSpan = tracing.StartAttempt(destination, request.Method, lease.Reused);
                     try
                     {
-                        await new Exchange(context, route, lease, body, record, attempt, time).RunAsync();
+                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time).RunAsync();
+                        FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         return;
                     }
                     catch (ProxyException ex) when (!replayed && !context.Response.HasStarted
@@ -110,6 +117,7 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
                         // 5. Forwarding decision for a keep-alive race: the destination closed a pooled connection as
                         //    the request went out. Send it again on a fresh connection; health and retries untouched.
                         Record(attempt, ex);
+                        FerryTracing.Stop(attemptSpan, attempt.Status, ex.Error);
                         destination.CountReplay();
                         LogReplay(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
                         replayed = true;
@@ -120,6 +128,7 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
                 catch (ProxyException ex)
                 {
                     Record(attempt, ex);
+                    FerryTracing.Stop(attemptSpan, attempt.Status, ex.Error);
                     await FailAsync(context, proxy, record, ex, destination);
                     return;
                 }
@@ -144,6 +153,9 @@ internal sealed partial class Forwarder(ProxyStateHolder state, TimeProvider tim
             {
                 record.Status = context.Response.StatusCode;
             }
+            FerryTracing.Stop(span, record.Status, record.Error);
+            // 8. Access log line, metrics and the status page's counts.
+            telemetry.Complete(record);
         }
     }
 

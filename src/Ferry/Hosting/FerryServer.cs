@@ -3,6 +3,7 @@ using System.Text;
 using Ferry.Admin;
 using Ferry.Configuration;
 using Ferry.Forwarding;
+using Ferry.Metrics;
 using Ferry.Model;
 using Ferry.Upstream;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -50,6 +51,7 @@ internal sealed class FerryServer : IAsyncDisposable
             services.AddSingleton(state);
             services.AddSingleton(time);
             services.AddSingleton<Forwarder>();
+            services.AddFerryObservability(config);
         });
         var forwarder = proxy.Services.GetRequiredService<Forwarder>();
         proxy.Run(forwarder.InvokeAsync);
@@ -61,7 +63,7 @@ internal sealed class FerryServer : IAsyncDisposable
             if (config.Admin.Enabled)
             {
                 admin = CreateApp(options, [config.Admin.EndPoint], services => services.AddSingleton(state));
-                admin.Run(new AdminEndpoints(state).InvokeAsync);
+                admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
             }
         }

@@ -15,10 +15,6 @@ namespace Ferry.FunctionalTests.Observability;
 // own loopback listener over a given proxy state, so that they can be exercised with RequestTelemetry.Complete.
 internal sealed class ObservabilityHost : IAsyncDisposable
 {
-    // The request path does not report to RequestTelemetry yet; tests of proxied traffic wait for it with this reason.
-    // Set to null once Hosting/FerryServer.cs registers AddFerryObservability and Forwarder calls Complete.
-    public const string? UntilWired = "waits for the request path to call RequestTelemetry.Complete (Hosting/FerryServer.cs, Forwarder)";
-
     private readonly WebApplication _app;
 
     private ObservabilityHost(WebApplication app, Uri uri)

@@ -12,7 +12,7 @@ public sealed class ProxiedTrafficTests : IDisposable
 
     public void Dispose() => Directory.Delete(_directory, recursive: true);
 
-    [Fact(Skip = ObservabilityHost.UntilWired)]
+    [Fact]
     public async Task Requests_AppearInMetricsStatsAndTheAccessLog()
     {
         var path = Path.Combine(_directory, "access.log");
