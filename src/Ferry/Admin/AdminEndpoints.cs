@@ -144,6 +144,22 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     var leases = pool.Opened + pool.Reused;
                     json.WriteNumber("reuseRatio", leases == 0 ? 0 : Math.Round((double)pool.Reused / leases, 4));
                     json.WriteNumber("idleTimeoutSeconds", pool.IdleTimeout.TotalSeconds);
+                    json.WriteNumber("replays", d.Replays);
+                    json.WriteNumber("closedWhileIdleFin", pool.ClosedByFin);
+                    json.WriteNumber("closedWhileIdleReset", pool.ClosedByReset);
+                    json.WriteStartObject("learned");
+                    if (pool.Learner.IdleTimeout is { } learnedIdle)
+                    {
+                        json.WriteNumber("idleTimeoutSeconds", Math.Round(learnedIdle.TotalSeconds, 3));
+                    }
+                    else
+                    {
+                        json.WriteNull("idleTimeoutSeconds");
+                    }
+                    json.WriteNumber("maxRequests", pool.Learner.MaxRequests);
+                    json.WriteNumber("idleSamples", pool.Learner.IdleSamples);
+                    json.WriteNumber("provenIdleSeconds", Math.Round(pool.ProvenIdle.TotalSeconds, 3));
+                    json.WriteEndObject();
                     json.WriteStartObject("retired");
                     foreach (var reason in Enum.GetValues<RetireReason>())
                     {

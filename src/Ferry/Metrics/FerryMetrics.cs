@@ -74,6 +74,21 @@ internal sealed class FerryMetrics
         meter.CreateObservableGauge("ferry.upstream.keepalive.idle_timeout", () => Observe<double>(state, static (d, list) =>
             list.Add(new Measurement<double>(d.Pool.IdleTimeout.TotalSeconds, Tags(d)))), "s",
             "Idle time after which Ferry retires a pooled connection to the destination.");
+        meter.CreateObservableGauge("ferry.upstream.keepalive.learned_idle_timeout", () => Observe<double>(state, static (d, list) =>
+        {
+            if (d.Pool.Learner.IdleTimeout is { } learned)
+            {
+                list.Add(new Measurement<double>(learned.TotalSeconds, Tags(d)));
+            }
+        }), "s", "Idle timeout learned from the destination's silent closes (absent while unknown).");
+        meter.CreateObservableGauge("ferry.upstream.keepalive.learned_max_requests", () => Observe<long>(state, static (d, list) =>
+            list.Add(new Measurement<long>(d.Pool.Learner.MaxRequests, Tags(d)))), "{request}",
+            "Requests per connection learned from the destination's silent closes; 0 while unknown.");
+        meter.CreateObservableCounter("ferry.upstream.connections.closed_while_idle", () => Observe<long>(state, static (d, list) =>
+        {
+            list.Add(new Measurement<long>(d.Pool.ClosedByFin, Tags(d, "ferry.close", "fin")));
+            list.Add(new Measurement<long>(d.Pool.ClosedByReset, Tags(d, "ferry.close", "rst")));
+        }), "{connection}", "Pooled connections the destination closed while idle, seen by the idle watch.");
         if (accessLogDropped is not null)
         {
             meter.CreateObservableCounter("ferry.access_log.dropped", accessLogDropped, "{line}",
