@@ -159,6 +159,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("maxRequests", pool.Learner.MaxRequests);
                     json.WriteNumber("idleSamples", pool.Learner.IdleSamples);
                     json.WriteNumber("provenIdleSeconds", Math.Round(pool.ProvenIdle.TotalSeconds, 3));
+                    // Requests that could not be replayed and connected because every idle connection was too old.
+                    json.WriteNumber("unsafeIdleSkips", pool.SkippedUnsafe);
                     json.WriteEndObject();
                     json.WriteStartObject("retired");
                     foreach (var reason in Enum.GetValues<RetireReason>())
