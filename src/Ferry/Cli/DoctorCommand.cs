@@ -85,14 +85,21 @@ internal static class DoctorCommand
             }
             else
             {
+                // Plain text when redirected, so that the report can be pasted into a postmortem or a ticket.
+                var console = AnsiConsole.Create(new AnsiConsoleSettings
+                {
+                    Out = new AnsiConsoleOutput(Console.Out),
+                    Ansi = Console.IsOutputRedirected ? AnsiSupport.No : AnsiSupport.Detect,
+                    ColorSystem = Console.IsOutputRedirected ? ColorSystemSupport.NoColors : ColorSystemSupport.Detect,
+                });
                 if (log is not null)
                 {
-                    DoctorReport.Render(AnsiConsole.Console, log);
+                    DoctorReport.Render(console, log);
                 }
 
                 foreach (var audit in audits)
                 {
-                    DoctorReport.Render(AnsiConsole.Console, audit);
+                    DoctorReport.Render(console, audit);
                 }
             }
 
