@@ -16,7 +16,15 @@ internal sealed record FerryConfig(
 }
 
 /// <summary>A client-facing endpoint. "*:port" binds <see cref="IPAddress.Any"/>.</summary>
-internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint);
+internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint, ListenerProtocols Protocols = ListenerProtocols.Http1);
+
+/// <summary>What clients may speak to a listener. Without TLS there is no ALPN, so HTTP/2 means prior knowledge (h2c)
+/// and excludes HTTP/1.x on the same listener.</summary>
+internal enum ListenerProtocols
+{
+    Http1,
+    Http2,
+}
 
 internal sealed record AdminConfig(bool Enabled, IPEndPoint EndPoint)
 {

@@ -13,7 +13,7 @@ namespace Ferry.Configuration;
 internal static class FerryConfigLoader
 {
     private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
-    private static readonly string[] ListenerKeys = ["Address"];
+    private static readonly string[] ListenerKeys = ["Address", "Protocols"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
@@ -155,9 +155,14 @@ internal static class FerryConfigLoader
         foreach (var entry in reader.Entries(root, "Listeners"))
         {
             reader.WarnUnknownKeys(entry, ListenerKeys);
+            var protocols = ListenerProtocols.Http1;
+            if (reader.String(entry, "Protocols") is { } protocolsText && !Enum.TryParse(protocolsText, ignoreCase: true, out protocols))
+            {
+                reader.Error(entry.GetSection("Protocols").Path, $"'{protocolsText}' is not a listener protocol (Http1, Http2)");
+            }
             if (ReadEndPoint(reader, entry, required: true) is { } endPoint)
             {
-                listeners.Add((new ListenerConfig(entry.Key, endPoint.EndPoint), endPoint.Path, endPoint.Text));
+                listeners.Add((new ListenerConfig(entry.Key, endPoint.EndPoint, protocols), endPoint.Path, endPoint.Text));
             }
         }
 

@@ -46,7 +46,7 @@ internal sealed class FerryServer : IAsyncDisposable
         var time = options.TimeProvider;
         var state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
 
-        var proxy = CreateApp(options, config.Listeners.Select(l => l.EndPoint), services =>
+        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols)), services =>
         {
             services.AddSingleton(state);
             services.AddSingleton(time);
@@ -62,7 +62,7 @@ internal sealed class FerryServer : IAsyncDisposable
             await proxy.StartAsync(cancellationToken);
             if (config.Admin.Enabled)
             {
-                admin = CreateApp(options, [config.Admin.EndPoint], services => services.AddSingleton(state));
+                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1)], services => services.AddSingleton(state));
                 admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
             }
@@ -83,7 +83,7 @@ internal sealed class FerryServer : IAsyncDisposable
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
-    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<IPEndPoint> endPoints, Action<IServiceCollection> services)
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols)> endPoints, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         if (options.ConfigureLogging is { } configureLogging)
@@ -104,9 +104,9 @@ internal sealed class FerryServer : IAsyncDisposable
             // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
             kestrel.RequestHeaderEncodingSelector = _ => Encoding.Latin1;
             kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
-            foreach (var endPoint in endPoints)
+            foreach (var (endPoint, protocols) in endPoints)
             {
-                kestrel.Listen(endPoint, l => l.Protocols = HttpProtocols.Http1);
+                kestrel.Listen(endPoint, l => l.Protocols = protocols == ListenerProtocols.Http2 ? HttpProtocols.Http2 : HttpProtocols.Http1);
             }
         });
         services(builder.Services);

@@ -212,6 +212,29 @@ public sealed class ForwardingTests
     }
 
     [Fact]
+    public async Task Http2Client_IsForwardedAsHttp11_WithBodiesReframed()
+    {
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        var settings = ProxyHarness.Settings(("a", upstream.Uri));
+        settings["Listeners:main:Protocols"] = "Http2";
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
+        using var h2 = new HttpClient(new SocketsHttpHandler { UseProxy = false })
+        {
+            BaseAddress = proxy.ProxyUri,
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+
+        var head = await h2.GetAsync("/headers").WaitAsync(Bound);
+        var echo = await h2.PostAsync("/echo", new StreamContent(new UnknownLengthStream(Encoding.ASCII.GetBytes("over h2")))).WaitAsync(Bound);
+
+        Assert.Equal(HttpVersion.Version20, head.Version);
+        Assert.StartsWith("GET /headers HTTP/1.1\r\n", await head.Content.ReadAsStringAsync());
+        Assert.Equal("over h2", await echo.Content.ReadAsStringAsync());
+        Assert.Equal(1, upstream.ConnectionsAccepted);
+    }
+
+    [Fact]
     public async Task TenThousandSequentialRequests_UseOneUpstreamConnection()
     {
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
