@@ -2,7 +2,7 @@ using Ferry.Model;
 
 namespace Ferry.LoadBalancing;
 
-// A destination for one attempt, and whether it was chosen in panic (every destination out of rotation).
+// A destination for one attempt (null: nobody may take it), and whether every destination was out of rotation.
 internal readonly record struct Pick(DestinationState? Destination, bool Panic);
 
 // Decides who may take a request, then lets the policy choose among them:
@@ -42,10 +42,9 @@ internal sealed class ClusterBalancer
             {
                 count = Collect(_backups, tried, requireAvailable: true, buffer);
             }
-            var panic = false;
-            if (count == 0 && panicAllowed)
+            var panic = count == 0;
+            if (panic && panicAllowed)
             {
-                panic = true;
                 count = Collect(_primaries, tried, requireAvailable: false, buffer);
                 if (count == 0)
                 {
