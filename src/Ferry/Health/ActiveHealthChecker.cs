@@ -64,8 +64,9 @@ internal sealed class ActiveHealthChecker : IAsyncDisposable
             return;
         }
         destination.Health.ReportCheck(passed, reason);
-        Interlocked.Increment(ref _checks);
         _timers[index].Change(NextDelay(_config, Random.Shared.NextDouble()), Timeout.InfiniteTimeSpan);
+        // Counted last: once a check is counted, its result is in effect and the next one is scheduled.
+        Interlocked.Increment(ref _checks);
     }
 
     // interval × (1 ± jitter), from a uniform sample in [0, 1).
