@@ -122,6 +122,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                 json.WriteStartObject();
                 json.WriteString("id", cluster.Id);
                 json.WriteString("loadBalancingPolicy", cluster.Config.LoadBalancingPolicy);
+                json.WriteBoolean("panic", cluster.Panicking);
+                json.WriteNumber("maxConnections", cluster.Config.ConnectionLimit.MaxConnections);
                 json.WriteStartArray("destinations");
                 foreach (var d in cluster.Destinations)
                 {
@@ -133,9 +135,10 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteBoolean("backup", d.Config.Backup);
                     json.WriteString("health", d.IsAvailable ? "available" : "unavailable");
                     json.WriteString("healthReason", d.HealthReason);
+                    json.WriteNumber("effectiveWeight", d.EffectiveWeight / 100.0);
+                    json.WriteNumber("slowStart", Math.Round(d.Health.SlowStartFactor(), 3));
                     json.WriteNumber("inFlight", d.InFlight);
-                    // Connection limits with a wait queue do not exist yet: nothing ever waits.
-                    json.WriteNumber("queued", 0);
+                    json.WriteNumber("queued", pool.Queued);
                     json.WriteStartObject("pool");
                     json.WriteNumber("idle", pool.Idle);
                     json.WriteNumber("active", pool.Active);

@@ -10,6 +10,16 @@ internal sealed record ClusterConfig(
     ForwardingConfig Forwarding,
     ReplayConfig Replay)
 {
+    public HealthCheckConfig HealthCheck { get; init; } = HealthCheckConfig.Default;
+
+    // Zero: a destination that comes back takes its full share at once. nginx plus's slow_start defaults to 0 too.
+    public TimeSpan SlowStart { get; init; }
+
+    public PanicConfig Panic { get; init; } = PanicConfig.Default;
+    public ConnectionLimitConfig ConnectionLimit { get; init; } = ConnectionLimitConfig.Default;
+    public RetryConfig Retry { get; init; } = RetryConfig.Default;
+    public HashConfig Hash { get; init; } = HashConfig.Default;
+
     /// <summary>A cluster with every setting at its default, as `ferry proxy --to` builds it.</summary>
     public static ClusterConfig WithDefaults(string clusterId, IReadOnlyList<DestinationConfig> destinations) =>
         new(clusterId, destinations, LoadBalancingPolicies.Default, KeepAliveConfig.Default, TimeoutsConfig.Default,
@@ -34,11 +44,12 @@ internal static class LoadBalancingPolicies
     public const string PowerOfTwoChoices = "PowerOfTwoChoices";
     public const string LeastRequests = "LeastRequests";
     public const string Random = "Random";
+    public const string ConsistentHash = "ConsistentHash";
 
     // nginx's smooth weighted round robin: even spreading without any shared state beyond a counter per destination.
     public const string Default = RoundRobin;
 
-    public static IReadOnlyList<string> All { get; } = [RoundRobin, PowerOfTwoChoices, LeastRequests, Random];
+    public static IReadOnlyList<string> All { get; } = [RoundRobin, PowerOfTwoChoices, LeastRequests, Random, ConsistentHash];
 }
 
 internal sealed record KeepAliveConfig(

@@ -19,7 +19,15 @@ internal static class FerryConfigLoader
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
-        ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay"];
+        ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
+         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash"];
+    private static readonly string[] HealthCheckKeys = ["Passive", "Active"];
+    private static readonly string[] PassiveKeys = ["Enabled", "MaxFailures", "FailureWindow", "ReactivationPeriod", "FailureStatuses"];
+    private static readonly string[] ActiveKeys = ["Enabled", "Interval", "Timeout", "Method", "Path", "ExpectedStatuses", "Rise", "Fall", "Jitter"];
+    private static readonly string[] PanicKeys = ["Enabled"];
+    private static readonly string[] QueueKeys = ["Size", "Timeout"];
+    private static readonly string[] RetryKeys = ["Tries", "Timeout", "OnErrors"];
+    private static readonly string[] HashKeys = ["Key", "Name", "VirtualNodes"];
     private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
     private static readonly string[] KeepAliveKeys = ["MaxIdle", "IdleTimeout", "AutoIdleTimeoutCap", "MaxRequests", "MaxLifetime"];
     private static readonly string[] TimeoutsKeys = ["Connect", "SendRequest", "ResponseHead", "BodyInactivity"];
@@ -271,7 +279,179 @@ internal static class FerryConfigLoader
         }
 
         return new ClusterConfig(clusterId, destinations, policy, ReadKeepAlive(reader, section),
-            ReadTimeouts(reader, section), ReadLimits(reader, section), ReadForwarding(reader, section), ReadReplay(reader, section));
+            ReadTimeouts(reader, section), ReadLimits(reader, section), ReadForwarding(reader, section), ReadReplay(reader, section))
+        {
+            HealthCheck = ReadHealthCheck(reader, section),
+            SlowStart = reader.Duration(section, "SlowStart", TimeSpan.Zero),
+            Panic = ReadPanic(reader, section),
+            ConnectionLimit = ReadConnectionLimit(reader, section),
+            Retry = ReadRetry(reader, section),
+            Hash = ReadHash(reader, section, policy),
+        };
+    }
+
+    private static HealthCheckConfig ReadHealthCheck(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "HealthCheck");
+        reader.WarnUnknownKeys(section, HealthCheckKeys);
+
+        var passive = reader.Section(section, "Passive");
+        reader.WarnUnknownKeys(passive, PassiveKeys);
+        var p = PassiveHealthConfig.Default;
+        var passiveConfig = new PassiveHealthConfig(
+            Enabled: reader.Bool(passive, "Enabled", p.Enabled),
+            MaxFailures: reader.Int(passive, "MaxFailures", p.MaxFailures, min: 1),
+            FailureWindow: reader.Duration(passive, "FailureWindow", p.FailureWindow, positive: true),
+            ReactivationPeriod: reader.Duration(passive, "ReactivationPeriod", p.ReactivationPeriod, positive: true),
+            FailureStatuses: ReadStatuses(reader, passive, "FailureStatuses", 500));
+
+        var active = reader.Section(section, "Active");
+        reader.WarnUnknownKeys(active, ActiveKeys);
+        var a = ActiveHealthConfig.Default;
+        var interval = reader.Duration(active, "Interval", a.Interval, positive: true);
+        var timeout = reader.Duration(active, "Timeout", a.Timeout, positive: true);
+        if (timeout > interval)
+        {
+            // A check still running when the next one is due would overlap it on another connection.
+            reader.Error(active.GetSection("Timeout").Path, "must not exceed Interval");
+        }
+        var method = reader.String(active, "Method") ?? a.Method;
+        if (!method.All(IsTokenChar))
+        {
+            reader.Error(active.GetSection("Method").Path, $"'{method}' is not an HTTP method");
+        }
+        var path = ReadPath(reader, active, "Path") ?? a.Path;
+        var expected = ReadStatusRanges(reader, active, "ExpectedStatuses") ?? a.ExpectedStatuses;
+        var jitter = a.Jitter;
+        if (reader.String(active, "Jitter") is { } jitterText)
+        {
+            if (!double.TryParse(jitterText, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out jitter)
+                || jitter < 0 || jitter > 0.5)
+            {
+                reader.Error(active.GetSection("Jitter").Path, $"'{jitterText}' must be a number between 0 and 0.5 (a fraction of Interval)");
+                jitter = a.Jitter;
+            }
+        }
+        var activeConfig = new ActiveHealthConfig(
+            Enabled: reader.Bool(active, "Enabled", a.Enabled),
+            Interval: interval,
+            Timeout: timeout,
+            Method: HttpMethods.GetCanonicalizedValue(method),
+            Path: path,
+            ExpectedStatuses: expected,
+            Rise: reader.Int(active, "Rise", a.Rise, min: 1, max: 100),
+            Fall: reader.Int(active, "Fall", a.Fall, min: 1, max: 100),
+            Jitter: jitter);
+        return new HealthCheckConfig(passiveConfig, activeConfig);
+    }
+
+    private static PanicConfig ReadPanic(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Panic");
+        reader.WarnUnknownKeys(section, PanicKeys);
+        return new PanicConfig(reader.Bool(section, "Enabled", PanicConfig.Default.Enabled));
+    }
+
+    private static ConnectionLimitConfig ReadConnectionLimit(ConfigReader reader, IConfiguration cluster)
+    {
+        var defaults = ConnectionLimitConfig.Default;
+        var max = reader.Int(cluster, "MaxConnections", defaults.MaxConnections, min: 0);
+        var queue = reader.Section(cluster, "Queue");
+        reader.WarnUnknownKeys(queue, QueueKeys);
+        if (max == 0 && queue.GetChildren().Any())
+        {
+            reader.Warning(queue.Path, "has no effect without MaxConnections");
+        }
+        return new ConnectionLimitConfig(
+            MaxConnections: max,
+            QueueSize: reader.Int(queue, "Size", defaults.QueueSize, min: 0),
+            QueueTimeout: reader.Duration(queue, "Timeout", defaults.QueueTimeout, positive: true));
+    }
+
+    private static RetryConfig ReadRetry(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Retry");
+        reader.WarnUnknownKeys(section, RetryKeys);
+        var defaults = RetryConfig.Default;
+        return new RetryConfig(
+            Tries: reader.Int(section, "Tries", defaults.Tries, min: 1, max: 100),
+            Timeout: reader.Duration(section, "Timeout", defaults.Timeout),
+            OnErrors: reader.Bool(section, "OnErrors", defaults.OnErrors));
+    }
+
+    private static HashConfig ReadHash(ConfigReader reader, IConfiguration cluster, string policy)
+    {
+        var section = reader.Section(cluster, "Hash");
+        reader.WarnUnknownKeys(section, HashKeys);
+        var defaults = HashConfig.Default;
+        if (policy != LoadBalancingPolicies.ConsistentHash && section.GetChildren().Any())
+        {
+            reader.Warning(section.Path, $"has no effect unless LoadBalancingPolicy is {LoadBalancingPolicies.ConsistentHash}");
+        }
+        var key = defaults.Key;
+        if (reader.String(section, "Key") is { } keyText)
+        {
+            if (!Enum.TryParse(keyText, ignoreCase: true, out key) || !Enum.IsDefined(key))
+            {
+                reader.Error(section.GetSection("Key").Path, $"'{keyText}' is not a hash key ({string.Join(", ", Enum.GetNames<HashKeyKind>())})");
+                key = defaults.Key;
+            }
+        }
+        var name = reader.String(section, "Name");
+        if (key != HashKeyKind.ClientIp && name is null)
+        {
+            reader.Error(section.GetSection("Name").Path, $"required when Key is {key}");
+        }
+        else if (name is not null && !name.All(IsTokenChar))
+        {
+            reader.Error(section.GetSection("Name").Path, $"'{name}' is not a header or cookie name");
+        }
+        return new HashConfig(key, name, reader.Int(section, "VirtualNodes", defaults.VirtualNodes, min: 1, max: 10_000));
+    }
+
+    // Status codes from `min` to 599, e.g. [502, 503, 504].
+    private static int[] ReadStatuses(ConfigReader reader, IConfiguration section, string key, int min)
+    {
+        var statuses = new List<int>();
+        foreach (var (path, text) in reader.List(section, key))
+        {
+            if (int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var status)
+                && status >= min && status <= 599)
+            {
+                statuses.Add(status);
+            }
+            else
+            {
+                reader.Error(path, $"'{text}' is not a status code from {min} to 599");
+            }
+        }
+        return [.. statuses.Distinct()];
+    }
+
+    // Status codes or ranges, e.g. ["200-299", "302"]; null when absent.
+    private static StatusRange[]? ReadStatusRanges(ConfigReader reader, IConfiguration section, string key)
+    {
+        var items = reader.List(section, key);
+        if (items.Count == 0)
+        {
+            return null;
+        }
+        var ranges = new List<StatusRange>();
+        foreach (var (path, text) in items)
+        {
+            var parts = text.Split('-', 2, StringSplitOptions.TrimEntries);
+            if (int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var from)
+                && int.TryParse(parts[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var to)
+                && from >= 100 && to <= 599 && from <= to)
+            {
+                ranges.Add(new StatusRange(from, to));
+            }
+            else
+            {
+                reader.Error(path, $"'{text}' is not a status code or range from 100 to 599 (e.g. 200 or 200-399)");
+            }
+        }
+        return [.. ranges];
     }
 
     private static DestinationConfig? ReadDestination(ConfigReader reader, IConfigurationSection section)

@@ -1,4 +1,7 @@
 using System.Diagnostics;
+using Ferry.Configuration;
+using Ferry.Health;
+using Ferry.LoadBalancing;
 using Ferry.Metrics;
 using Ferry.Model;
 using Ferry.Upstream;
@@ -11,11 +14,6 @@ namespace Ferry.Forwarding;
 internal sealed partial class Forwarder(
     ProxyStateHolder state, TimeProvider time, RequestTelemetry telemetry, FerryTracing tracing, ILogger<Forwarder> logger)
 {
-    // Connect failures move on to the next destination (nothing was sent, so it is always safe); this bounds how many
-    // destinations one request may try, like nginx's proxy_next_upstream_tries. Replays after a keep-alive race are
-    // not counted here.
-    internal const int MaxConnectAttempts = 5;
-
     public async Task InvokeAsync(HttpContext context)
     {
         var proxy = state.Current;
@@ -53,20 +51,41 @@ internal sealed partial class Forwarder(
             var methodAllows = ReplayPolicy.MethodAllows(request, replay);
             var replayable = methodAllows && bodyReplayable;
 
+            var retry = cluster.Config.Retry;
+            var hashKey = cluster.Config.LoadBalancingPolicy == LoadBalancingPolicies.ConsistentHash
+                ? HashKey.From(context, cluster.Config.Hash)
+                : null;
             List<DestinationState>? tried = null;
             ProxyException? lastError = null;
             DestinationState? lastDestination = null;
             DestinationState? replayTo = null;
             var replayed = false;
-            var connectFailures = 0;
-            while (connectFailures < MaxConnectAttempts)
+            var tries = 0; // destinations tried; a replay after a keep-alive race is not a new try
+            while (replayTo is not null || (tries < retry.Tries && WithinRetryBudget(record, retry)))
             {
                 // 2. Load balancing: pick a destination; availability decides who is eligible, panic if nobody is.
                 //    A replay goes back to the same destination: the race was the connection's fault, not its.
-                var destination = replayTo ?? cluster.Balancer.Pick(tried);
+                var destination = replayTo;
                 if (destination is null)
                 {
-                    break;
+                    var pick = cluster.Balancer.Pick(tried, hashKey, cluster.Config.Panic.Enabled);
+                    if (tried is null && cluster.NotePanic(pick.Panic))
+                    {
+                        if (pick.Panic)
+                        {
+                            LogPanic(cluster.Id, pick.Destination is null ? "answering 503 destination_unavailable" : "routing to them anyway");
+                        }
+                        else
+                        {
+                            LogPanicOver(cluster.Id);
+                        }
+                    }
+                    destination = pick.Destination;
+                    if (destination is null)
+                    {
+                        break;
+                    }
+                    tries++;
                 }
                 lastDestination = destination;
                 var attempt = new AttemptRecord { Destination = destination, Replay = replayTo is not null };
@@ -76,6 +95,7 @@ internal sealed partial class Forwarder(
                 try
                 {
                     // 3. Pool: lease an idle connection that is provably alive, or connect (always, for a replay).
+                    //    With a connection limit, the request may wait here in the destination's queue.
                     Lease lease;
                     try
                     {
@@ -85,17 +105,12 @@ internal sealed partial class Forwarder(
                     {
                         // 5. Forwarding decision for a failed connect: the destination is at fault, try the next one.
                         Record(attempt, ex);
-                        destination.ReportConnectFailure();
+                        destination.ReportConnectFailure(ex.Details);
                         LogConnectFailed(destination.Cluster.Id, destination.Id, destination.NextHop, ex.Details);
                         (tried ??= []).Add(destination);
                         lastError = ex;
                         replayTo = null;
-                        connectFailures++;
                         continue;
-                    }
-                    if (!lease.Reused)
-                    {
-                        destination.ReportSuccess();
                     }
                     attempt.Reused = lease.Reused;
                     attempt.ConnectTime = lease.ConnectTime;
@@ -109,6 +124,7 @@ internal sealed partial class Forwarder(
                     {
                         await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
+                        ReportOutcome(destination, attempt.Status);
                         return;
                     }
                     catch (ProxyException ex) when (!replayed && !context.Response.HasStarted
@@ -129,6 +145,21 @@ internal sealed partial class Forwarder(
                 {
                     Record(attempt, ex);
                     FerryTracing.Stop(attemptSpan, attempt.Status, ex.Error);
+                    var destinationFault = FailureClassifier.IsDestinationFault(ex.Error, attempt.Reused);
+                    if (destinationFault)
+                    {
+                        destination.Health.ReportFailure(ex.Details);
+                    }
+                    // 5. Forwarding decision for any other failure: the next destination may answer, when the
+                    //    destination was at fault, nothing reached the client and the request can be sent again.
+                    if (destinationFault && retry.OnErrors && replayable && !context.Response.HasStarted)
+                    {
+                        LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
+                        (tried ??= []).Add(destination);
+                        lastError = ex;
+                        replayTo = null;
+                        continue;
+                    }
                     await FailAsync(context, proxy, record, ex, destination);
                     return;
                 }
@@ -138,7 +169,7 @@ internal sealed partial class Forwarder(
                 }
             }
             await FailAsync(context, proxy, record,
-                lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "no destination can take the request"),
+                lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "every destination is out of rotation and panic is disabled"),
                 lastDestination);
         }
         catch (ProxyException ex)
@@ -156,6 +187,25 @@ internal sealed partial class Forwarder(
             FerryTracing.Stop(span, record.Status, record.Error);
             // 8. Access log line, metrics and the status page's counts.
             telemetry.Complete(record);
+        }
+    }
+
+    // nginx's proxy_next_upstream_timeout: no new destination once the request has spent this long.
+    private bool WithinRetryBudget(RequestRecord record, RetryConfig retry) =>
+        retry.Timeout <= TimeSpan.Zero || time.GetElapsedTime(record.StartTimestamp) < retry.Timeout;
+
+    // A status the operator listed as a failure (HealthCheck:Passive:FailureStatuses) counts against the destination;
+    // any other answer is proof it serves requests.
+    private static void ReportOutcome(DestinationState destination, int status)
+    {
+        var passive = destination.Cluster.Config.HealthCheck.Passive;
+        if (passive.FailureStatuses.Contains(status))
+        {
+            destination.Health.ReportFailure($"answered {status}");
+        }
+        else
+        {
+            destination.ReportSuccess();
         }
     }
 
@@ -212,6 +262,17 @@ internal sealed partial class Forwarder(
     [LoggerMessage(EventId = 4, Level = LogLevel.Information,
         Message = "{Method} {Path}: keep-alive race on {Cluster}/{Destination}, replaying on a new connection: {Details}")]
     private partial void LogReplay(string method, string? path, string cluster, string destination, string details);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Warning,
+        Message = "{Method} {Path}: {Cluster}/{Destination} failed, trying the next destination: {Details}")]
+    private partial void LogNextDestination(string method, string? path, string cluster, string destination, string details);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Error,
+        Message = "cluster {Cluster}: every destination is out of rotation (panic), {Action}")]
+    private partial void LogPanic(string cluster, string action);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "cluster {Cluster}: a destination is back in rotation, panic is over")]
+    private partial void LogPanicOver(string cluster);
 }
 
 // The live ProxyState; swapped atomically when configuration changes.

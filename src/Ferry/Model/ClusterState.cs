@@ -1,12 +1,15 @@
 using Ferry.Configuration;
+using Ferry.Health;
 using Ferry.Http1;
 using Ferry.LoadBalancing;
 using Ferry.Upstream;
 
 namespace Ferry.Model;
 
-internal sealed class ClusterState
+internal sealed class ClusterState : IAsyncDisposable
 {
+    private int _panicking; // 1 while the last pick found every destination out of rotation
+
     public ClusterState(ClusterConfig config, ConnectionPool.Factory poolFactory, TimeProvider time)
     {
         Config = config;
@@ -16,12 +19,32 @@ internal sealed class ClusterState
             MaxResponseHeaderCount = config.Limits.MaxResponseHeaderCount,
         };
         Destinations = config.Destinations.Select(d => new DestinationState(this, d, poolFactory, time)).ToArray();
-        Balancer = new RoundRobinPolicy(Destinations);
+        Balancer = new ClusterBalancer(Destinations, LoadBalancingPolicy.Create(config, Destinations));
+        HealthChecker = config.HealthCheck.Active.Enabled ? new ActiveHealthChecker(this, time) : null;
     }
 
     public ClusterConfig Config { get; }
     public string Id => Config.ClusterId;
     public Http1Limits Limits { get; }
     public IReadOnlyList<DestinationState> Destinations { get; }
-    public RoundRobinPolicy Balancer { get; }
+    public ClusterBalancer Balancer { get; }
+    public ActiveHealthChecker? HealthChecker { get; }
+
+    public bool Panicking => Volatile.Read(ref _panicking) != 0;
+
+    // Records whether the latest pick was in panic; true when that changed, so that entering and leaving panic are
+    // logged once each instead of once per request.
+    public bool NotePanic(bool panic) => Interlocked.Exchange(ref _panicking, panic ? 1 : 0) != (panic ? 1 : 0);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (HealthChecker is not null)
+        {
+            await HealthChecker.DisposeAsync();
+        }
+        foreach (var destination in Destinations)
+        {
+            await destination.Pool.DisposeAsync();
+        }
+    }
 }

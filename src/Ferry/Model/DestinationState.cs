@@ -1,5 +1,6 @@
 using System.Net;
 using Ferry.Configuration;
+using Ferry.Health;
 using Ferry.Upstream;
 
 namespace Ferry.Model;
@@ -7,12 +8,6 @@ namespace Ferry.Model;
 // Live state of one destination: its pool, its load and its availability.
 internal sealed class DestinationState
 {
-    // How long a destination stays out of rotation after a connect failure. nginx's fail_timeout default (10 s);
-    // unlike nginx, an all-down cluster still routes (panic), so this can never turn into "no live upstreams".
-    internal static readonly TimeSpan FailTimeout = TimeSpan.FromSeconds(10);
-
-    private readonly TimeProvider _time;
-    private long _unavailableUntil; // TimeProvider timestamp; 0 = available
     private int _inFlight;          // requests currently using this destination (attempts, not connections)
     private long _replays;          // requests sent again after a keep-alive race on a reused connection
 
@@ -20,7 +15,8 @@ internal sealed class DestinationState
     {
         Cluster = cluster;
         Config = config;
-        _time = time;
+        var health = cluster.Config.HealthCheck;
+        Health = new DestinationHealth(health.Passive, health.Active, cluster.Config.SlowStart, time);
         NextHop = config.Address.Authority.Contains(':', StringComparison.Ordinal) ? config.Address.Authority : $"{config.Address.Authority}:{config.Port}";
         EndPoint = IPAddress.TryParse(config.Host, out var ip)
             ? new IPEndPoint(ip, config.Port)
@@ -46,27 +42,19 @@ internal sealed class DestinationState
     // Smooth weighted round robin's running weight; guarded by the cluster balancer's lock.
     internal long CurrentWeight;
 
-    public bool IsAvailable
-    {
-        get
-        {
-            var until = Volatile.Read(ref _unavailableUntil);
-            return until == 0 || _time.GetTimestamp() >= until;
-        }
-    }
+    public DestinationHealth Health { get; }
 
-    public string HealthReason => IsAvailable ? "ok" : "connect failed recently";
+    public bool IsAvailable => Health.IsAvailable;
 
-    public void ReportConnectFailure() =>
-        Volatile.Write(ref _unavailableUntil, _time.GetTimestamp() + (long)(FailTimeout.TotalSeconds * _time.TimestampFrequency));
+    public string HealthReason => Health.Reason;
 
-    public void ReportSuccess()
-    {
-        if (Volatile.Read(ref _unavailableUntil) != 0)
-        {
-            Volatile.Write(ref _unavailableUntil, 0);
-        }
-    }
+    // The weight weighted policies use: the configured one, scaled down while the destination slow-starts. In
+    // hundredths, so that a ramp has steps even for weight 1.
+    public long EffectiveWeight => Math.Max(1, (long)Math.Round(Config.Weight * 100 * Health.SlowStartFactor()));
+
+    public void ReportConnectFailure(string details = "connect failed") => Health.ReportFailure(details);
+
+    public void ReportSuccess() => Health.ReportSuccess();
 
     public void EnterRequest() => Interlocked.Increment(ref _inFlight);
 

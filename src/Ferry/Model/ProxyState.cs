@@ -32,10 +32,7 @@ internal sealed class ProxyState : IAsyncDisposable
     {
         foreach (var cluster in Clusters.Values)
         {
-            foreach (var destination in cluster.Destinations)
-            {
-                await destination.Pool.DisposeAsync();
-            }
+            await cluster.DisposeAsync();
         }
     }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Ferry.Configuration;
+using Ferry.Forwarding;
 using Ferry.Http1;
 using Ferry.Model;
 
@@ -51,6 +52,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private long _learnedLimitHits; // connections that reached a learned request limit
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
+    private readonly ConnectionLimitConfig _limit;
+    private int _slotsInUse;     // leases holding one of the MaxConnections slots (connecting or in use); guarded by _lock
+    private readonly LinkedList<TaskCompletionSource> _waiters = []; // FIFO of requests waiting for a slot; guarded by _lock
 
     public ConnectionPool(DestinationState destination, KeepAliveConfig config, TimeSpan connectTimeout, TimeProvider time)
     {
@@ -58,6 +62,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _config = config;
         _connectTimeout = connectTimeout;
         _time = time;
+        _limit = destination.Cluster.Config.ConnectionLimit;
         Learner = new KeepAliveLearner(time);
         _scavenger = time.CreateTimer(static s => ((ConnectionPool)s!).Scavenge(), this, ScavengePeriod, ScavengePeriod);
     }
@@ -71,6 +76,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public int Active => Volatile.Read(ref _active);
     public TimeSpan ProvenIdle => TimeSpan.FromTicks(Interlocked.Read(ref _provenIdleTicks));
     public int Idle { get { lock (_lock) { return _idle.Count; } } }
+    public int Queued { get { lock (_lock) { return _waiters.Count; } } }
+
+    // Whether a lease now would start at once instead of queueing for a connection slot.
+    public bool HasFreeSlot => _limit.MaxConnections == 0 || Volatile.Read(ref _slotsInUse) < _limit.MaxConnections;
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
 
     // The idle timeout in force for every request: the configured one (or the automatic cap), tightened by what was
@@ -88,7 +97,97 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
     // again if this connection turns out to be closed, so it may take an older connection.
+    // With a connection limit, waits first for a slot (FIFO, bounded queue and wait); the slot is held until Release.
     public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
+    {
+        if (_limit.MaxConnections > 0)
+        {
+            await AcquireSlotAsync(requestAborted);
+        }
+        try
+        {
+            return await LeaseAsync(limits, replayable, forceNew, requestAborted);
+        }
+        catch when (_limit.MaxConnections > 0)
+        {
+            ReleaseSlot();
+            throw;
+        }
+    }
+
+    private ValueTask AcquireSlotAsync(CancellationToken requestAborted)
+    {
+        LinkedListNode<TaskCompletionSource> node;
+        lock (_lock)
+        {
+            // Nobody overtakes the queue: a free slot goes to the oldest waiter, handed over in ReleaseSlot.
+            if (_slotsInUse < _limit.MaxConnections && _waiters.Count == 0)
+            {
+                _slotsInUse++;
+                return ValueTask.CompletedTask;
+            }
+            if (_waiters.Count >= _limit.QueueSize || _disposed)
+            {
+                throw new ProxyException(ProxyError.ConnectionLimitReached,
+                    $"{_limit.MaxConnections} connections in use and {_limit.QueueSize} requests already queued");
+            }
+            node = _waiters.AddLast(new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        }
+        return WaitForSlotAsync(node, requestAborted);
+    }
+
+    private async ValueTask WaitForSlotAsync(LinkedListNode<TaskCompletionSource> node, CancellationToken requestAborted)
+    {
+        try
+        {
+            await node.Value.Task.WaitAsync(_limit.QueueTimeout, _time, requestAborted);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        {
+            bool granted;
+            lock (_lock)
+            {
+                granted = node.List is null && node.Value.Task.IsCompletedSuccessfully;
+                if (node.List is not null)
+                {
+                    _waiters.Remove(node);
+                }
+            }
+            if (granted)
+            {
+                // The slot arrived as the wait ended: pass it on rather than leak it.
+                ReleaseSlot();
+            }
+            if (requestAborted.IsCancellationRequested)
+            {
+                throw new ProxyException(ProxyError.ClientAborted, "client went away while queued for a connection", ex);
+            }
+            throw new ProxyException(ProxyError.ConnectionLimitReached,
+                $"waited {_limit.QueueTimeout.TotalMilliseconds:0} ms for one of {_limit.MaxConnections} connections", ex);
+        }
+    }
+
+    private void ReleaseSlot()
+    {
+        TaskCompletionSource? next = null;
+        lock (_lock)
+        {
+            Debug.Assert(_slotsInUse > 0);
+            if (_waiters.First is { } first)
+            {
+                // The slot changes hands without being freed, so a newcomer cannot take it first.
+                _waiters.RemoveFirst();
+                next = first.Value;
+            }
+            else
+            {
+                _slotsInUse--;
+            }
+        }
+        next?.TrySetResult();
+    }
+
+    private async ValueTask<Lease> LeaseAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
     {
         var now = _time.GetTimestamp();
         while (!forceNew)
@@ -138,6 +237,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
         Interlocked.Decrement(ref _active);
+        if (_limit.MaxConnections > 0)
+        {
+            ReleaseSlot();
+        }
         var now = _time.GetTimestamp();
         var reason = retire ?? RequestLimitReason(connection);
         if (retire is null)
@@ -349,6 +452,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 _sentinel = null;
             }
             _idle.Clear();
+            foreach (var waiter in _waiters)
+            {
+                waiter.TrySetException(new ProxyException(ProxyError.ConnectionLimitReached, "the destination's pool was shut down while the request waited"));
+            }
+            _waiters.Clear();
         }
         foreach (var c in idle)
         {

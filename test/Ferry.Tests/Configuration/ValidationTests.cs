@@ -31,7 +31,7 @@ public sealed class ValidationTests
 
     [Theory]
     [InlineData("\"LoadBalancingPolicy\": \"Fastest\"",
-        "Clusters:backend:LoadBalancingPolicy: 'Fastest' is not a load balancing policy (RoundRobin, PowerOfTwoChoices, LeastRequests, Random)")]
+        "Clusters:backend:LoadBalancingPolicy: 'Fastest' is not a load balancing policy (RoundRobin, PowerOfTwoChoices, LeastRequests, Random, ConsistentHash)")]
     [InlineData("\"KeepAlive\": { \"MaxIdle\": -1 }", "Clusters:backend:KeepAlive:MaxIdle: '-1' must be >= 0")]
     [InlineData("\"KeepAlive\": { \"MaxIdle\": \"many\" }", "Clusters:backend:KeepAlive:MaxIdle: 'many' is not an integer")]
     [InlineData("\"KeepAlive\": { \"MaxRequests\": -1 }", "Clusters:backend:KeepAlive:MaxRequests: '-1' must be >= 0")]
@@ -186,7 +186,7 @@ public sealed class ValidationTests
             [
                 "Listeners:a:Address: 'nowhere' is not a listen address (host:port, [ipv6]:port or *:port, with an IP address host)",
                 "ProxyStatus:IncludeDetails: 'maybe' is not a boolean (true or false)",
-                "Clusters:c:LoadBalancingPolicy: 'Fastest' is not a load balancing policy (RoundRobin, PowerOfTwoChoices, LeastRequests, Random)",
+                "Clusters:c:LoadBalancingPolicy: 'Fastest' is not a load balancing policy (RoundRobin, PowerOfTwoChoices, LeastRequests, Random, ConsistentHash)",
                 "Clusters:c:Destinations:d1:Weight: '0' must be between 1 and 1000",
                 "Clusters:c:Destinations:d1:Address: 'htp://x' is not an http URI",
                 "Clusters:c:Destinations:d2:Address: 'https://y' uses https, which is not supported yet (destinations are plain HTTP/1.1)",

@@ -23,7 +23,7 @@ public sealed class WarningsTests
                   "Timeouts": { "Conect": "1s" },
                   "Limits": { "MaxResponseHeadersBytes": 1 },
                   "Forwarding": { "XForwardedFor": true },
-                  "HealthCheck": { "Active": { "Enabled": true } }
+                  "HealthCheck": { "Activ": { "Enabled": true } }
                 }
               },
               "Logging": { "LogLevel": { "Default": "Debug" } }
@@ -40,12 +40,12 @@ public sealed class WarningsTests
                 "Admin:Enable: unknown setting (did you mean 'Enabled'?)",
                 "ProxyStatus:IncludeDetail: unknown setting (did you mean 'IncludeDetails'?)",
                 "Clusters:api:Destinatons: unknown setting (did you mean 'Destinations'?)",
-                "Clusters:api:HealthCheck: unknown setting",
                 "Clusters:api:Destinations:a:Wieght: unknown setting (did you mean 'Weight'?)",
                 "Clusters:api:KeepAlive:IdleTimout: unknown setting (did you mean 'IdleTimeout'?)",
                 "Clusters:api:Timeouts:Conect: unknown setting (did you mean 'Connect'?)",
                 "Clusters:api:Limits:MaxResponseHeadersBytes: unknown setting (did you mean 'MaxResponseHeaderBytes'?)",
                 "Clusters:api:Forwarding:XForwardedFor: unknown setting (did you mean 'XForwarded'?)",
+                "Clusters:api:HealthCheck:Activ: unknown setting (did you mean 'Active'?)",
                 "Routes:r:Oder: unknown setting (did you mean 'Order'?)",
                 "Routes:r:Transforms: unknown setting",
                 "Routes:r:Match:Host: unknown setting (did you mean 'Hosts'?)",

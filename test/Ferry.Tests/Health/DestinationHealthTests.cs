@@ -1,0 +1,157 @@
+using Ferry.Configuration;
+using Ferry.Health;
+
+namespace Ferry.Tests.Health;
+
+public sealed class DestinationHealthTests
+{
+    private static readonly PassiveHealthConfig Passive = PassiveHealthConfig.Default with
+    {
+        MaxFailures = 3,
+        FailureWindow = TimeSpan.FromSeconds(10),
+        ReactivationPeriod = TimeSpan.FromSeconds(30),
+    };
+
+    private static DestinationHealth Health(TestClock clock, PassiveHealthConfig? passive = null, ActiveHealthConfig? active = null,
+        TimeSpan slowStart = default) =>
+        new(passive ?? Passive, active ?? ActiveHealthConfig.Default, slowStart, clock);
+
+    [Fact]
+    public void MaxFailuresInTheWindow_EjectForTheReactivationPeriod()
+    {
+        var clock = new TestClock();
+        var health = Health(clock);
+
+        health.ReportFailure("refused");
+        health.ReportFailure("refused");
+        Assert.True(health.IsAvailable);
+        health.ReportFailure("refused");
+        Assert.False(health.IsAvailable);
+        Assert.Contains("3 failures in a row", health.Reason);
+
+        clock.Advance(TimeSpan.FromSeconds(29));
+        Assert.False(health.IsAvailable);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(health.IsAvailable);
+        Assert.Equal("ok", health.Reason);
+    }
+
+    [Fact]
+    public void FailuresSpreadBeyondTheWindow_DoNotEject()
+    {
+        var clock = new TestClock();
+        var health = Health(clock);
+
+        for (var i = 0; i < 10; i++)
+        {
+            health.ReportFailure("timeout");
+            clock.Advance(TimeSpan.FromSeconds(6));
+        }
+
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void ASuccess_BreaksTheRun()
+    {
+        var clock = new TestClock();
+        var health = Health(clock);
+
+        for (var i = 0; i < 10; i++)
+        {
+            health.ReportFailure("timeout");
+            health.ReportFailure("timeout");
+            health.ReportSuccess();
+        }
+
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void Disabled_NeverEjects()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { Enabled = false, MaxFailures = 1 });
+
+        health.ReportFailure("refused");
+
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void ActiveChecks_FallThenRise()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, active: ActiveHealthConfig.Default with { Enabled = true, Fall = 3, Rise = 2 });
+
+        Assert.False(health.ReportCheck(false, "status 500"));
+        Assert.False(health.ReportCheck(false, "status 500"));
+        Assert.True(health.IsAvailable);
+        Assert.True(health.ReportCheck(false, "status 500"));
+        Assert.False(health.IsAvailable);
+        Assert.Contains("status 500", health.Reason);
+
+        Assert.False(health.ReportCheck(true, "status 200"));
+        Assert.False(health.ReportCheck(false, "status 500"));
+        Assert.False(health.ReportCheck(true, "status 200"));
+        Assert.False(health.IsAvailable);
+        Assert.True(health.ReportCheck(true, "status 200"));
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void ARecoveredCheck_ClearsAPassiveEjection()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 }, ActiveHealthConfig.Default with { Enabled = true, Fall = 1, Rise = 1 });
+        health.ReportCheck(false, "refused");
+        health.ReportFailure("refused");
+
+        health.ReportCheck(true, "status 200");
+
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void SlowStart_RampsFromTheEndOfTheEjection()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 }, slowStart: TimeSpan.FromSeconds(100));
+        clock.Advance(TimeSpan.FromSeconds(200));
+        Assert.Equal(1, health.SlowStartFactor());
+
+        health.ReportFailure("refused");
+        clock.Advance(Passive.ReactivationPeriod);
+        Assert.True(health.IsAvailable);
+        Assert.Equal(DestinationHealth.MinSlowStartFactor, health.SlowStartFactor());
+        Assert.Equal("ok (slow start)", health.Reason);
+
+        clock.Advance(TimeSpan.FromSeconds(50));
+        Assert.Equal(0.5, health.SlowStartFactor(), 3);
+        clock.Advance(TimeSpan.FromSeconds(50));
+        Assert.Equal(1, health.SlowStartFactor());
+    }
+
+    [Fact]
+    public void NoSlowStart_FullWeightAtOnce()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+
+        health.ReportFailure("refused");
+        clock.Advance(Passive.ReactivationPeriod);
+
+        Assert.Equal(1, health.SlowStartFactor());
+    }
+
+    [Theory]
+    [InlineData(0.0, 4000)]
+    [InlineData(0.5, 5000)]
+    [InlineData(0.999999, 6000)]
+    public void CheckIntervals_AreJitteredAroundTheInterval(double sample, int expectedMs)
+    {
+        var config = ActiveHealthConfig.Default with { Interval = TimeSpan.FromSeconds(5), Jitter = 0.2 };
+
+        Assert.Equal(expectedMs, ActiveHealthChecker.NextDelay(config, sample).TotalMilliseconds, 0);
+    }
+}

@@ -1,0 +1,85 @@
+using Ferry.Configuration;
+using static Ferry.Tests.Configuration.ConfigTestJson;
+
+namespace Ferry.Tests.Health;
+
+public sealed class HealthConfigTests
+{
+    [Fact]
+    public void Defaults_NeverFailEveryone()
+    {
+        var cluster = LoadValid(Minimal()).Clusters["backend"];
+
+        Assert.True(cluster.Panic.Enabled);
+        Assert.Equal(PassiveHealthConfig.Default, cluster.HealthCheck.Passive);
+        Assert.False(cluster.HealthCheck.Active.Enabled);
+        Assert.Equal(0, cluster.ConnectionLimit.MaxConnections);
+        Assert.Equal(TimeSpan.Zero, cluster.SlowStart);
+    }
+
+    [Fact]
+    public void EverySettingIsRead()
+    {
+        var cluster = LoadValid(Minimal("""
+            "LoadBalancingPolicy": "consistenthash",
+            "Hash": { "Key": "header", "Name": "X-User", "VirtualNodes": 50 },
+            "HealthCheck": {
+              "Passive": { "MaxFailures": 3, "FailureWindow": "5s", "ReactivationPeriod": "30s", "FailureStatuses": [ 502, 503 ] },
+              "Active": { "Enabled": true, "Interval": "10s", "Timeout": "1s", "Method": "head", "Path": "/healthz",
+                          "ExpectedStatuses": [ "200-299", "302" ], "Rise": 1, "Fall": 5, "Jitter": 0.1 }
+            },
+            "SlowStart": "30s",
+            "Panic": { "Enabled": false },
+            "MaxConnections": 8,
+            "Queue": { "Size": 50, "Timeout": "2s" },
+            "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false }
+            """)).Clusters["backend"];
+
+        Assert.Equal(LoadBalancingPolicies.ConsistentHash, cluster.LoadBalancingPolicy);
+        Assert.Equal(new HashConfig(HashKeyKind.Header, "X-User", 50), cluster.Hash);
+        Assert.Equal(3, cluster.HealthCheck.Passive.MaxFailures);
+        Assert.Equal([502, 503], cluster.HealthCheck.Passive.FailureStatuses);
+        var active = cluster.HealthCheck.Active;
+        Assert.Equal("HEAD", active.Method);
+        Assert.True(active.Expects(204) && active.Expects(302) && !active.Expects(301));
+        Assert.Equal((1, 5, 0.1), (active.Rise, active.Fall, active.Jitter));
+        Assert.Equal(TimeSpan.FromSeconds(30), cluster.SlowStart);
+        Assert.False(cluster.Panic.Enabled);
+        Assert.Equal(new ConnectionLimitConfig(8, 50, TimeSpan.FromSeconds(2)), cluster.ConnectionLimit);
+        Assert.Equal(new RetryConfig(2, TimeSpan.FromSeconds(15), false), cluster.Retry);
+    }
+
+    [Theory]
+    [InlineData("\"HealthCheck\": { \"Passive\": { \"MaxFailures\": 0 } }",
+        "Clusters:backend:HealthCheck:Passive:MaxFailures: '0' must be >= 1")]
+    [InlineData("\"HealthCheck\": { \"Passive\": { \"FailureStatuses\": [ 404 ] } }",
+        "Clusters:backend:HealthCheck:Passive:FailureStatuses:0: '404' is not a status code from 500 to 599")]
+    [InlineData("\"HealthCheck\": { \"Active\": { \"Interval\": \"1s\", \"Timeout\": \"2s\" } }",
+        "Clusters:backend:HealthCheck:Active:Timeout: must not exceed Interval")]
+    [InlineData("\"HealthCheck\": { \"Active\": { \"ExpectedStatuses\": [ \"399-200\" ] } }",
+        "Clusters:backend:HealthCheck:Active:ExpectedStatuses:0: '399-200' is not a status code or range from 100 to 599 (e.g. 200 or 200-399)")]
+    [InlineData("\"HealthCheck\": { \"Active\": { \"Jitter\": 0.9 } }",
+        "Clusters:backend:HealthCheck:Active:Jitter: '0.9' must be a number between 0 and 0.5 (a fraction of Interval)")]
+    [InlineData("\"MaxConnections\": -1", "Clusters:backend:MaxConnections: '-1' must be >= 0")]
+    [InlineData("\"MaxConnections\": 4, \"Queue\": { \"Timeout\": \"0s\" }", "Clusters:backend:Queue:Timeout: '0s' must be greater than zero")]
+    [InlineData("\"Retry\": { \"Tries\": 0 }", "Clusters:backend:Retry:Tries: '0' must be between 1 and 100")]
+    [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Cookie\" }", "Clusters:backend:Hash:Name: required when Key is Cookie")]
+    [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Url\" }",
+        "Clusters:backend:Hash:Key: 'Url' is not a hash key (ClientIp, Header, Cookie)")]
+    public void Errors_NameTheirPath(string cluster, string error) =>
+        Assert.Equal([error], Load(Minimal(cluster)).Errors);
+
+    [Fact]
+    public void SettingsWithoutEffect_AreWarnings()
+    {
+        var result = Load(Minimal("\"Queue\": { \"Size\": 10 }, \"Hash\": { \"Key\": \"ClientIp\" }"));
+
+        Assert.True(result.IsValid);
+        Assert.Equal(
+            [
+                "Clusters:backend:Queue: has no effect without MaxConnections",
+                "Clusters:backend:Hash: has no effect unless LoadBalancingPolicy is ConsistentHash",
+            ],
+            result.Warnings);
+    }
+}
