@@ -55,7 +55,7 @@ internal sealed class FerryMetrics
         }), "{connection}", "Open connections to a destination, idle in its pool or leased to an exchange.");
         // No connection limit exists yet, so nothing waits for a connection; the series is there for dashboards.
         meter.CreateObservableUpDownCounter("ferry.upstream.queued", () => Observe<long>(state, static (d, list) =>
-            list.Add(new Measurement<long>(0, Tags(d)))), "{request}", "Requests waiting for a connection to a destination.");
+            list.Add(new Measurement<long>(d.Pool.Queued, Tags(d)))), "{request}", "Requests waiting for a connection to a destination.");
         meter.CreateObservableUpDownCounter("ferry.destination.in_flight", () => Observe<long>(state, static (d, list) =>
             list.Add(new Measurement<long>(d.InFlight, Tags(d)))), "{request}", "Requests currently using a destination.");
         meter.CreateObservableGauge("ferry.destination.health", () => Observe<long>(state, static (d, list) =>
