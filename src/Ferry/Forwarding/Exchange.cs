@@ -58,10 +58,9 @@ internal sealed class Exchange
         var connection = _connection;
         var request = _context.Request;
         RetireReason? retire = RetireReason.Error;
-        using var timeout = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
-        using var exchange = CancellationTokenSource.CreateLinkedTokenSource(_context.RequestAborted, timeout.Token);
-        var ct = exchange.Token;
-        using var sendBody = new CancellationTokenSource();
+        var ct = connection.BeginExchange(_time);
+        var clientAborted = _context.RequestAborted.UnsafeRegister(static c => ((UpstreamConnection)c!).CancelExchange(), connection);
+        CancellationTokenSource? sendBody = null;
         Task<bool>? bodyTask = null;
         try
         {
@@ -83,16 +82,17 @@ internal sealed class Exchange
                 _record.BytesIn = _body.Length;
                 mode = BodyMode.None;
             }
-            timeout.CancelAfter(Limit(_timeouts.SendRequest));
+            connection.SetDeadline(Limit(_timeouts.SendRequest));
             await FlushUpstreamAsync(connection.Output, ct);
             if (mode != BodyMode.None)
             {
-                bodyTask = SendBodyAsync(request.BodyReader, connection.Output, mode == BodyMode.Chunked, exchange, sendBody.Token);
+                sendBody = new CancellationTokenSource();
+                bodyTask = SendBodyAsync(request.BodyReader, connection.Output, mode == BodyMode.Chunked, sendBody.Token);
             }
 
             // 5. Read the response head; 1xx interim responses (other than 101) are consumed here.
             _phase = Phase.WaitingForHead;
-            timeout.CancelAfter(Limit(_timeouts.ResponseHead));
+            connection.SetDeadline(Limit(_timeouts.ResponseHead));
             var head = connection.Head;
             await ReadHeadAsync(connection, ct);
             _headReceived = true;
@@ -114,13 +114,13 @@ internal sealed class Exchange
             if (framing.Kind == BodyKind.Upgrade)
             {
                 _phase = Phase.Tunnel;
-                timeout.CancelAfter(Timeout.InfiniteTimeSpan);
+                connection.SetDeadline(Timeout.InfiniteTimeSpan);
                 retire = RetireReason.NotReusable;
                 await TunnelAsync(connection);
                 return;
             }
             _phase = Phase.ReadingBody;
-            var clean = await CopyBodyAsync(connection, framing, timeout, ct);
+            var clean = await CopyBodyAsync(connection, framing, ct);
             _attempt.ResponseTime = _time.GetElapsedTime(_start);
 
             // 7. Return the connection only when both bodies are complete and nothing forbids reuse.
@@ -129,7 +129,7 @@ internal sealed class Exchange
             {
                 if (!bodyTask.IsCompleted)
                 {
-                    sendBody.Cancel();
+                    sendBody!.Cancel();
                 }
                 sentAll = await bodyTask;
             }
@@ -145,7 +145,7 @@ internal sealed class Exchange
         {
             if (bodyTask is not null && !bodyTask.IsCompleted)
             {
-                sendBody.Cancel();
+                sendBody!.Cancel();
                 try
                 {
                     await bodyTask;
@@ -155,6 +155,10 @@ internal sealed class Exchange
                     // Failures of an abandoned request body do not change the outcome already decided.
                 }
             }
+            sendBody?.Dispose();
+            // Disposing the registration waits for a running callback: nothing can cancel the connection's next exchange.
+            clientAborted.Dispose();
+            connection.EndExchange();
             _destination.Pool.Release(connection, retire);
         }
     }
@@ -361,7 +365,7 @@ internal sealed class Exchange
 
     // Client body → destination. Returns whether the whole body reached the destination's socket. A failure on the
     // destination side is not fatal here: the destination may still answer (a 413 before reading everything).
-    private async Task<bool> SendBodyAsync(PipeReader source, PipeWriter output, bool chunked, CancellationTokenSource exchange, CancellationToken abandon)
+    private async Task<bool> SendBodyAsync(PipeReader source, PipeWriter output, bool chunked, CancellationToken abandon)
     {
         using var inactivity = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
         using var link = CancellationTokenSource.CreateLinkedTokenSource(inactivity.Token, abandon, _context.RequestAborted);
@@ -377,7 +381,7 @@ internal sealed class Exchange
             {
                 // Malformed chunked framing, a body over a limit, or a client that stopped sending.
                 _clientBodyFailed = true;
-                exchange.Cancel();
+                _connection.CancelExchange();
                 return false;
             }
             catch (OperationCanceledException)
@@ -417,7 +421,7 @@ internal sealed class Exchange
                 if (inactivity.IsCancellationRequested && !_headReceived)
                 {
                     _sendTimedOut = true;
-                    exchange.Cancel();
+                    _connection.CancelExchange();
                 }
                 return false;
             }
@@ -493,7 +497,7 @@ internal sealed class Exchange
     }
 
     // Returns true when the connection's input holds nothing beyond this response (a reuse precondition).
-    private async Task<bool> CopyBodyAsync(UpstreamConnection connection, BodyFraming framing, CancellationTokenSource timeout, CancellationToken ct)
+    private async Task<bool> CopyBodyAsync(UpstreamConnection connection, BodyFraming framing, CancellationToken ct)
     {
         var input = connection.Input;
         var output = _context.Response.BodyWriter;
@@ -507,7 +511,7 @@ internal sealed class Exchange
                 var clean = true;
                 while (remaining > 0)
                 {
-                    timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
+                    connection.SetDeadline(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     var buffer = read.Buffer;
                     var take = buffer.Length <= remaining ? buffer : buffer.Slice(0, remaining);
@@ -531,7 +535,7 @@ internal sealed class Exchange
                 decoder.Reset();
                 while (true)
                 {
-                    timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
+                    connection.SetDeadline(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     var (complete, consumed, leftover, written) = DecodeChunks(decoder, read.Buffer, output);
                     _record.BytesOut += written;
@@ -558,7 +562,7 @@ internal sealed class Exchange
             default: // CloseDelimited: the body ends when the destination closes.
                 while (true)
                 {
-                    timeout.CancelAfter(Limit(_timeouts.BodyInactivity));
+                    connection.SetDeadline(Limit(_timeouts.BodyInactivity));
                     var read = await input.ReadAsync(ct);
                     Write(output, read.Buffer);
                     _record.BytesOut += read.Buffer.Length;

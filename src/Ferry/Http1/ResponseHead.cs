@@ -8,6 +8,12 @@ internal sealed class ResponseHead
 {
     private readonly List<string> _connectionTokens = [];
 
+    // The previous response's fields. An upstream sends the same values again and again on a connection (Server,
+    // Content-Type, Date within its second): a value whose bytes equal the previous response's at the same position,
+    // under the same name, reuses that string instead of allocating one. Kestrel reuses request header strings on a
+    // connection the same way.
+    private List<KeyValuePair<string, string>> _previous = [];
+
     // Transfer codings seen across every Transfer-Encoding line, and whether the first was "chunked": the only
     // accepted list is exactly one "chunked".
     private int _transferCodingCount;
@@ -28,7 +34,7 @@ internal sealed class ResponseHead
     public string ReasonPhrase { get; private set; } = string.Empty;
 
     /// <summary>Every field line in order: name as received, value without surrounding OWS, Latin-1 decoded.</summary>
-    public List<KeyValuePair<string, string>> Headers { get; } = [];
+    public List<KeyValuePair<string, string>> Headers { get; private set; } = [];
 
     /// <summary>-1 when absent or unusable (see <see cref="ContentLengthError"/>).</summary>
     public long ContentLength { get; private set; }
@@ -66,6 +72,7 @@ internal sealed class ResponseHead
         StatusCode = 0;
         MinorVersion = 0;
         ReasonPhrase = string.Empty;
+        (_previous, Headers) = (Headers, _previous);
         Headers.Clear();
         ContentLength = -1;
         HasContentLength = false;
@@ -91,7 +98,7 @@ internal sealed class ResponseHead
     /// <summary>Adds a validated field and interprets it when it affects framing or reuse.</summary>
     internal void AddField(string name, FramingHeader framing, ReadOnlySpan<byte> value)
     {
-        Headers.Add(new(name, Http1Syntax.DecodeLatin1(value)));
+        Headers.Add(new(name, DecodeValue(name, value)));
         switch (framing)
         {
             case FramingHeader.ContentLength:
@@ -107,6 +114,17 @@ internal sealed class ResponseHead
                 AddKeepAliveParameters(value);
                 break;
         }
+    }
+
+    private string DecodeValue(string name, ReadOnlySpan<byte> value)
+    {
+        var index = Headers.Count;
+        if (index < _previous.Count && _previous[index] is var (previousName, previousValue)
+            && string.Equals(previousName, name, StringComparison.Ordinal) && Ascii.Equals(value, previousValue))
+        {
+            return previousValue;
+        }
+        return Http1Syntax.DecodeLatin1(value);
     }
 
     private void AddContentLength(ReadOnlySpan<byte> value)

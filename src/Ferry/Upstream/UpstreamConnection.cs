@@ -28,6 +28,11 @@ internal readonly record struct IdleRead(ReadResult Result, Exception? Error);
 internal sealed class UpstreamConnection : IDisposable
 {
     private readonly Socket _socket;
+    private readonly Lock _deadlineLock = new();
+    private CancellationTokenSource? _cancellation; // cancels the current exchange; reused while nothing cancels it
+    private ITimer? _deadlineTimer;                  // fires the current exchange's timeout
+    private long _deadline = long.MaxValue;          // TimeProvider timestamp the timer must reach; MaxValue: none
+    private TimeProvider? _time;
     private int _disposed;
 
     public UpstreamConnection(DestinationState destination, Socket socket, Http1Limits limits, long createdAt)
@@ -73,6 +78,82 @@ internal sealed class UpstreamConnection : IDisposable
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     public long BytesAcked() => TcpInfo.BytesAcked(_socket);
+
+    // The token of the exchange that holds the connection: cancelled by its timeouts (SetDeadline) or by the exchange
+    // itself (CancelExchange). One source and one timer serve every request on the connection, where a source per
+    // request cost a timer, a linked source and their registrations each time (docs/decisions/2026-11-22-hot-path.md).
+    // A source is detached before it is cancelled, so a late cancellation can never reach the next exchange.
+    public CancellationToken BeginExchange(TimeProvider time)
+    {
+        Debug.Assert(_time is null || ReferenceEquals(_time, time));
+        _time = time;
+        lock (_deadlineLock)
+        {
+            _deadline = long.MaxValue;
+            _cancellation ??= new CancellationTokenSource();
+            return _cancellation.Token;
+        }
+    }
+
+    // Cancels the exchange's token once `timeout` has passed (infinite: never), replacing the previous deadline.
+    public void SetDeadline(TimeSpan timeout)
+    {
+        var time = _time!;
+        lock (_deadlineLock)
+        {
+            if (timeout == Timeout.InfiniteTimeSpan)
+            {
+                _deadline = long.MaxValue;
+                _deadlineTimer?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                return;
+            }
+            _deadline = time.GetTimestamp() + (long)(timeout.TotalSeconds * time.TimestampFrequency);
+            _deadlineTimer ??= time.CreateTimer(static s => ((UpstreamConnection)s!).DeadlineReached(), this,
+                Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            _deadlineTimer.Change(timeout, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    public void CancelExchange() => Detach()?.Cancel();
+
+    public void EndExchange() => SetDeadline(Timeout.InfiniteTimeSpan);
+
+    private CancellationTokenSource? Detach()
+    {
+        lock (_deadlineLock)
+        {
+            var current = _cancellation;
+            _cancellation = null;
+            _deadline = long.MaxValue;
+            return current;
+        }
+    }
+
+    // A timer callback can run after its deadline was moved or cleared: the deadline decides, not the callback.
+    private void DeadlineReached()
+    {
+        CancellationTokenSource? cancel = null;
+        lock (_deadlineLock)
+        {
+            if (_deadline == long.MaxValue)
+            {
+                return;
+            }
+            var now = _time!.GetTimestamp();
+            if (now < _deadline)
+            {
+                // The system timer counts milliseconds and can fire just before a Stopwatch deadline: wait the rest.
+                var rest = TimeSpan.FromSeconds((double)(_deadline - now) / _time.TimestampFrequency);
+                _deadlineTimer?.Change(rest > TimeSpan.FromMilliseconds(1) ? rest : TimeSpan.FromMilliseconds(1), Timeout.InfiniteTimeSpan);
+                return;
+            }
+            cancel = _cancellation;
+            _cancellation = null;
+            _deadline = long.MaxValue;
+        }
+        // Outside the lock: cancellation runs the registered callbacks (pipe reads) synchronously.
+        cancel?.Cancel();
+    }
 
     // First read of a response: continues the idle watch's read when there is one.
     public async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken)
@@ -132,6 +213,11 @@ internal sealed class UpstreamConnection : IDisposable
             return;
         }
         _socket.Dispose();
+        lock (_deadlineLock)
+        {
+            _deadlineTimer?.Dispose();
+            _deadline = long.MaxValue;
+        }
         // Completing the pipes returns their pooled buffers; the socket is gone, so failures are moot.
         try { Input.Complete(); } catch (InvalidOperationException) { }
         try { Output.Complete(); } catch (InvalidOperationException) { }

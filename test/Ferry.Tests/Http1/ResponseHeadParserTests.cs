@@ -325,6 +325,31 @@ public class ResponseHeadParserTests
         Assert.True(reader.End);
     }
 
+    [Fact]
+    public void A_value_repeated_by_the_next_response_on_the_connection_reuses_the_string_and_a_changed_one_does_not()
+    {
+        var parser = new ResponseHeadParser(Http1Limits.Default);
+        var head = new ResponseHead();
+        ResponseHead ParseNext(string text)
+        {
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(Segments.Latin1(text)));
+            Assert.True(parser.TryParse(ref reader, head));
+            return head;
+        }
+
+        var first = ParseNext("HTTP/1.1 200 OK\r\nServer: up\r\nDate: one\r\nX-Id: caf\u00e9\r\nContent-Length: 0\r\n\r\n").Headers.ToArray();
+        var second = ParseNext("HTTP/1.1 200 OK\r\nServer: up\r\nDate: two\r\nX-Id: caf\u00e9\r\nContent-Length: 0\r\n\r\n").Headers.ToArray();
+        Assert.Same(first[0].Value, second[0].Value);
+        Assert.Equal("two", second[1].Value);
+        Assert.Equal("caf\u00e9", second[2].Value);
+        Assert.Same(first[3].Value, second[3].Value);
+
+        // Same value under another name, or at another position: decoded anew, and still right.
+        var third = ParseNext("HTTP/1.1 200 OK\r\nX-Other: up\r\nServer: up\r\n\r\n").Headers.ToArray();
+        Assert.NotSame(second[0].Value, third[0].Value);
+        Assert.Equal([new("X-Other", "up"), new("Server", "up")], third);
+    }
+
     internal static ResponseHead Parse(string text, Http1Limits? limits = null)
     {
         var parser = new ResponseHeadParser(limits ?? Http1Limits.Default);
