@@ -15,7 +15,7 @@ public sealed class LabCommandTests
     {
         var output = new StringWriter();
 
-        int exit = await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 300, duration: TimeSpan.FromSeconds(20),
+        int exit = await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 300, duration: TimeSpan.FromSeconds(20), latency: null,
             nginx: null, nginxSkipped: "test", json: true, showProgress: false, output, TimeProvider.System, CancellationToken.None).WaitAsync(Bound);
 
         Assert.Equal(0, exit);
@@ -40,7 +40,7 @@ public sealed class LabCommandTests
     {
         var output = new StringWriter();
 
-        await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 120, duration: TimeSpan.FromSeconds(20),
+        await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 120, duration: TimeSpan.FromSeconds(20), latency: null,
             nginx: null, nginxSkipped: "nginx is not on PATH", json: false, showProgress: false, output, TimeProvider.System,
             CancellationToken.None).WaitAsync(Bound);
 
