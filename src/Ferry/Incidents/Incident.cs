@@ -17,7 +17,7 @@ internal sealed record Incident(string Name, string Description, LabUpstreamOpti
             // Pauses of 1.9–2.1 s put some reuses right at the moment the upstream closes. Half the requests are POSTs:
             // nginx replays a failed cached connection only for idempotent methods (proxy_next_upstream, since 1.9.13),
             // so the race shows as 502s on POSTs.
-            new LoadShape(Connections: 32, BurstRequests: 4, Pause: ShortIdle, Jitter: 0.05, PostShare: 0.5),
+            new LoadShape(Connections: 32, BurstRequests: 4, Pause: ShortIdle, Jitter: 0.05, PostShare: 0.5, Waves: true),
             // On loopback the FIN arrives within microseconds and a proxy watching its idle connections almost never
             // loses the race; on a LAN it travels 0.1–2 ms.
             DefaultLatency: TimeSpan.FromMilliseconds(1)),

@@ -7,8 +7,10 @@ namespace Ferry.Incidents;
 
 /// <summary>The shape of the load: how many keep-alive connections, how many requests each sends per burst, the
 /// pause between bursts (jittered by ±<see cref="Jitter"/> of it), and the share of requests that are POSTs with a
-/// small form body (the others are GETs).</summary>
-internal sealed record LoadShape(int Connections, int BurstRequests, TimeSpan Pause, double Jitter, double PostShare = 0);
+/// small form body (the others are GETs). With <see cref="Waves"/>, bursts follow a common clock instead: burst k of
+/// every connection starts at k × Pause from the start, offset by the jitter, so the connections' bursts stay together
+/// rather than drifting apart, and so do the proxy's upstream connections that serve them.</summary>
+internal sealed record LoadShape(int Connections, int BurstRequests, TimeSpan Pause, double Jitter, double PostShare = 0, bool Waves = false);
 
 /// <summary>What the clients saw for one method.</summary>
 internal sealed record MethodResult(int Requests, int Ok, int ServerErrors, int OtherStatus, int Errors);
@@ -50,17 +52,17 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
         long started = time.GetTimestamp();
         using var end = new CancellationTokenSource(duration, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, end.Token);
-        await Task.WhenAll(Enumerable.Range(0, shape.Connections).Select(i => WorkerAsync(new Random(seed + i), linked.Token)));
+        await Task.WhenAll(Enumerable.Range(0, shape.Connections).Select(i => WorkerAsync(new Random(seed + i), started, linked.Token)));
         ct.ThrowIfCancellationRequested();
         return new LoadResult(_get.Result(), _post.Result(), time.GetElapsedTime(started));
     }
 
-    private async Task WorkerAsync(Random random, CancellationToken stop)
+    private async Task WorkerAsync(Random random, long started, CancellationToken stop)
     {
         LoadConnection? connection = null;
         try
         {
-            while (!stop.IsCancellationRequested)
+            for (int burst = 1; !stop.IsCancellationRequested; burst++)
             {
                 for (int i = 0; i < shape.BurstRequests; i++)
                 {
@@ -70,10 +72,16 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
                     }
                     connection = await SendOneAsync(connection, post: random.NextDouble() < shape.PostShare);
                 }
-                var pause = shape.Pause * (1 - shape.Jitter + (2 * shape.Jitter * random.NextDouble()));
+                double jitter = shape.Jitter * ((2 * random.NextDouble()) - 1);
+                var pause = shape.Waves
+                    ? (shape.Pause * (burst + jitter)) - time.GetElapsedTime(started)
+                    : shape.Pause * (1 + jitter);
                 try
                 {
-                    await Task.Delay(pause, time, stop);
+                    if (pause > TimeSpan.Zero)
+                    {
+                        await Task.Delay(pause, time, stop);
+                    }
                 }
                 catch (OperationCanceledException)
                 {
