@@ -14,10 +14,12 @@ internal sealed record Incident(string Name, string Description, LabUpstreamOpti
         new("keepalive-race",
             "the upstream closes idle connections after 2 s without announcing it; bursts arrive every ~2 s, so the proxy reuses connections just as they close",
             new LabUpstreamOptions { Name = "keepalive-race", IdleTimeout = ShortIdle },
-            // Pauses of 1.9–2.1 s put some reuses right at the moment the upstream closes. Half the requests are POSTs:
+            // Waves every 2 s, each connection's burst within ±40 ms of it: the bursts overlap, so the proxy keeps many
+            // upstream connections busy together and reuses them ~2 s later, some right at the moment the upstream closes
+            // (with ±100 ms the bursts spread out, the proxy serves them on fewer connections, and races are rarer). Half the requests are POSTs:
             // nginx replays a failed cached connection only for idempotent methods (proxy_next_upstream, since 1.9.13),
             // so the race shows as 502s on POSTs.
-            new LoadShape(Connections: 32, BurstRequests: 4, Pause: ShortIdle, Jitter: 0.05, PostShare: 0.5, Waves: true),
+            new LoadShape(Connections: 32, BurstRequests: 4, Pause: ShortIdle, Jitter: 0.02, PostShare: 0.5, Waves: true),
             // On loopback the FIN arrives within microseconds and a proxy watching its idle connections almost never
             // loses the race; on a LAN it travels 0.1–2 ms.
             DefaultLatency: TimeSpan.FromMilliseconds(1)),
