@@ -42,8 +42,8 @@ internal sealed class DelayRelay : IAsyncDisposable
     private readonly ConcurrentDictionary<Task, byte> _connections = new(); // relay connections still running
     private readonly Task _acceptLoop;
     private long _connectionsAccepted;   // client connections accepted since start
-    private long _bytesToUpstream;       // bytes released to upstream sockets
-    private long _bytesToClient;         // bytes released to client sockets
+    private long _bytesToUpstream;       // bytes released towards upstream sockets
+    private long _bytesToClient;         // bytes released towards client sockets
     private long _finsForwarded;         // FINs forwarded, both directions
     private long _resetsForwarded;       // resets forwarded, both directions
     private int _disposed;
@@ -211,19 +211,20 @@ internal sealed class DelayRelay : IAsyncDisposable
                 try
                 {
                     await WaitUntilAsync(segment.ArrivedAt, ct);
+                    // Counted before they leave: whoever sees them arrive sees them counted.
                     switch (segment.Kind)
                     {
                         case SegmentKind.Data:
-                            await SendAllAsync(destination, segment.Buffer.AsMemory(0, segment.Count), ct);
                             Interlocked.Add(ref toUpstream ? ref _bytesToUpstream : ref _bytesToClient, segment.Count);
+                            await SendAllAsync(destination, segment.Buffer.AsMemory(0, segment.Count), ct);
                             break;
                         case SegmentKind.Fin:
-                            destination.Shutdown(SocketShutdown.Send);
                             Interlocked.Increment(ref _finsForwarded);
+                            destination.Shutdown(SocketShutdown.Send);
                             break;
                         case SegmentKind.Reset:
-                            Reset(destination);
                             Interlocked.Increment(ref _resetsForwarded);
+                            Reset(destination);
                             // The source's connection is gone too: nothing more can come from it or go to it.
                             source.Dispose();
                             return;
@@ -266,8 +267,8 @@ internal sealed class DelayRelay : IAsyncDisposable
         try
         {
             await WaitUntilAsync(_time.GetTimestamp(), ct);
-            Reset(socket);
             Interlocked.Increment(ref _resetsForwarded);
+            Reset(socket);
         }
         catch (OperationCanceledException)
         {
