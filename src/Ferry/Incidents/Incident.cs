@@ -2,8 +2,9 @@ using Ferry.Lab;
 
 namespace Ferry.Incidents;
 
-/// <summary>A classic production incident: a misbehaving upstream and the load that makes proxies fail in front of it.</summary>
-internal sealed record Incident(string Name, string Description, LabUpstreamOptions Upstream, LoadShape Load)
+/// <summary>A classic production incident: a misbehaving upstream, the load that makes proxies fail in front of it,
+/// and the one-way network delay between proxy and upstream it needs to show (zero: straight over loopback).</summary>
+internal sealed record Incident(string Name, string Description, LabUpstreamOptions Upstream, LoadShape Load, TimeSpan DefaultLatency = default)
 {
     /// <summary>gunicorn's default keepalive: the shortest common server idle timeout, and the classic race.</summary>
     private static readonly TimeSpan ShortIdle = TimeSpan.FromSeconds(2);
@@ -13,8 +14,15 @@ internal sealed record Incident(string Name, string Description, LabUpstreamOpti
         new("keepalive-race",
             "the upstream closes idle connections after 2 s without announcing it; bursts arrive every ~2 s, so the proxy reuses connections just as they close",
             new LabUpstreamOptions { Name = "keepalive-race", IdleTimeout = ShortIdle },
-            // Pauses jittered ±10 % around the idle timeout put some reuses right at the moment the upstream closes.
-            new LoadShape(Connections: 8, BurstRequests: 4, Pause: ShortIdle, Jitter: 0.1)),
+            // Waves every 2 s, each connection's burst within ±40 ms of it: the bursts overlap, so the proxy keeps many
+            // upstream connections busy together and reuses them ~2 s later, some right at the moment the upstream closes
+            // (with ±100 ms the bursts spread out, the proxy serves them on fewer connections, and races are rarer). Half the requests are POSTs:
+            // nginx replays a failed cached connection only for idempotent methods (proxy_next_upstream, since 1.9.13),
+            // so the race shows as 502s on POSTs.
+            new LoadShape(Connections: 32, BurstRequests: 4, Pause: ShortIdle, Jitter: 0.02, PostShare: 0.5, Waves: true),
+            // On loopback the FIN arrives within microseconds and a proxy watching its idle connections almost never
+            // loses the race; on a LAN it travels 0.1–2 ms.
+            DefaultLatency: TimeSpan.FromMilliseconds(1)),
         new("max-requests",
             "the upstream closes every connection after 100 requests without Connection: close (silent close)",
             new LabUpstreamOptions { Name = "max-requests", MaxRequestsPerConnection = 100, AnnounceLastRequest = false },

@@ -8,18 +8,27 @@ using Microsoft.Extensions.Configuration;
 
 namespace Ferry.Incidents;
 
-/// <summary>One incident through one proxy: what the clients saw and what the upstream counted.</summary>
+/// <summary>One incident through one proxy: what the clients saw (in all and per method) and what the upstream
+/// counted. <see cref="UpstreamPosts"/> above <see cref="PostsOk"/> would mean a POST processed with no 2xx answer:
+/// twice (a replay) or answered with an error.</summary>
 internal sealed record IncidentResult(
     string Incident,
     string Proxy,
+    double LatencyMs,
     int Requests,
     int Ok,
     int ServerErrors,
     int OtherStatus,
     int Errors,
+    MethodResult Get,
+    MethodResult Post,
     int UpstreamRequests,
+    int UpstreamPosts,
     int UpstreamConnections,
-    double Seconds);
+    double Seconds)
+{
+    public int PostsOk => Post.Ok;
+}
 
 /// <summary>Every result of a `ferry lab` run, and what was left out.</summary>
 internal sealed record LabReport(IReadOnlyList<IncidentResult> Results, string? NginxSkipped)
@@ -34,15 +43,18 @@ internal sealed record LabReport(IReadOnlyList<IncidentResult> Results, string? 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 }
 
-/// <summary>Runs an incident: a fresh Lab upstream per proxy (so its counters are that proxy's alone), the proxy in
-/// front of it, and the load through the proxy.</summary>
+/// <summary>Runs an incident: a fresh Lab upstream per proxy (so its counters are that proxy's alone), behind a
+/// <see cref="DelayRelay"/> when the latency is above zero, the proxy in front of it, and the load through the proxy.</summary>
 internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimeProvider time)
 {
-    public async Task<IncidentResult> RunThroughFerryAsync(Incident incident, CancellationToken ct)
+    public async Task<IncidentResult> RunThroughFerryAsync(Incident incident, TimeSpan latency, CancellationToken ct)
     {
         await using var upstream = LabUpstream.Start(incident.Upstream with { TimeProvider = time });
+        await using var relay = latency > TimeSpan.Zero ? DelayRelay.Start(upstream.EndPoint, latency, time) : null;
         // Ferry as `ferry proxy --to` builds it: every setting at its default.
-        var settings = FerryConfigLoader.ProxyCommandSettings("127.0.0.1:0", [upstream.Uri.ToString()], adminEnabled: false);
+        var settings = FerryConfigLoader.ProxyCommandSettings("127.0.0.1:0", [(relay?.Uri ?? upstream.Uri).ToString()], adminEnabled: false);
+        // The access log would interleave a line per request with the table, which carries the counts.
+        settings["AccessLog:Enabled"] = "false";
         var loaded = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
         if (!loaded.IsValid)
         {
@@ -56,22 +68,25 @@ internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimePro
             ShutdownTimeout = TimeSpan.FromSeconds(2),
         }, ct);
         var listener = ferry.ListenerUris[0];
-        var result = await RunLoadAsync(incident, "ferry", new IPEndPoint(IPAddress.Parse(listener.Host), listener.Port), upstream, ct);
+        var result = await RunLoadAsync(incident, "ferry", latency, new IPEndPoint(IPAddress.Parse(listener.Host), listener.Port), upstream, ct);
         await ferry.StopAsync(ct);
         return result;
     }
 
-    public async Task<IncidentResult> RunThroughNginxAsync(Incident incident, string nginxExecutable, CancellationToken ct)
+    public async Task<IncidentResult> RunThroughNginxAsync(Incident incident, TimeSpan latency, string nginxExecutable, CancellationToken ct)
     {
         await using var upstream = LabUpstream.Start(incident.Upstream with { TimeProvider = time });
-        await using var nginx = await NginxProxy.StartAsync(nginxExecutable, upstream.Uri, ct);
-        return await RunLoadAsync(incident, "nginx", nginx.EndPoint, upstream, ct);
+        await using var relay = latency > TimeSpan.Zero ? DelayRelay.Start(upstream.EndPoint, latency, time) : null;
+        await using var nginx = await NginxProxy.StartAsync(nginxExecutable, relay?.Uri ?? upstream.Uri, ct);
+        return await RunLoadAsync(incident, "nginx", latency, nginx.EndPoint, upstream, ct);
     }
 
-    private async Task<IncidentResult> RunLoadAsync(Incident incident, string proxy, IPEndPoint endPoint, LabUpstream upstream, CancellationToken ct)
+    private async Task<IncidentResult> RunLoadAsync(Incident incident, string proxy, TimeSpan latency, IPEndPoint endPoint,
+        LabUpstream upstream, CancellationToken ct)
     {
         var load = await new LoadGenerator(endPoint, incident.Load, maxRequests, duration, time).RunAsync(ct);
-        return new IncidentResult(incident.Name, proxy, load.Requests, load.Ok, load.ServerErrors, load.OtherStatus, load.Errors,
-            upstream.RequestsReceived, upstream.ConnectionsAccepted, Math.Round(load.Elapsed.TotalSeconds, 1));
+        return new IncidentResult(incident.Name, proxy, latency.TotalMilliseconds, load.Requests, load.Ok, load.ServerErrors,
+            load.OtherStatus, load.Errors, load.Get, load.Post, upstream.RequestsReceived,
+            upstream.RequestCount("POST", LoadGenerator.PostPath), upstream.ConnectionsAccepted, Math.Round(load.Elapsed.TotalSeconds, 1));
     }
 }

@@ -10,10 +10,14 @@ internal static class IncidentTable
     {
         var table = new Table().Border(TableBorder.Rounded).Title("ferry lab")
             .AddColumn("incident").AddColumn("proxy")
+            .AddColumn(new TableColumn("delay").RightAligned())
             .AddColumn(new TableColumn("sent").RightAligned())
             .AddColumn(new TableColumn("2xx").RightAligned())
-            .AddColumn(new TableColumn("5xx").RightAligned())
+            .AddColumn(new TableColumn("5xx GET").RightAligned())
+            .AddColumn(new TableColumn("5xx POST").RightAligned())
             .AddColumn(new TableColumn("errors").RightAligned())
+            .AddColumn(new TableColumn("POSTs 2xx").RightAligned())
+            .AddColumn(new TableColumn("POSTs processed").RightAligned())
             .AddColumn(new TableColumn("upstream reqs").RightAligned())
             .AddColumn(new TableColumn("upstream conns").RightAligned())
             .AddColumn(new TableColumn("s").RightAligned());
@@ -22,22 +26,29 @@ internal static class IncidentTable
             table.AddRow(
                 Markup.Escape(r.Incident),
                 Markup.Escape(r.Proxy),
+                r.LatencyMs > 0 ? r.LatencyMs.ToString("0.###", CultureInfo.InvariantCulture) + " ms" : "-",
                 Number(r.Requests),
                 Number(r.Ok),
-                r.ServerErrors > 0 ? $"[red]{Number(r.ServerErrors)}[/]" : "0",
-                r.Errors > 0 ? $"[red]{Number(r.Errors)}[/]" : "0",
+                Alarm(r.Get.ServerErrors),
+                Alarm(r.Post.ServerErrors),
+                Alarm(r.Errors),
+                Number(r.PostsOk),
+                r.UpstreamPosts > r.PostsOk ? $"[red]{Number(r.UpstreamPosts)}[/]" : Number(r.UpstreamPosts),
                 Number(r.UpstreamRequests),
                 Number(r.UpstreamConnections),
                 r.Seconds.ToString("0.0", CultureInfo.InvariantCulture));
         }
         console.Write(table);
-        console.MarkupLine("[grey]errors: requests with no complete response (reset, closed, timed out); " +
-                           "upstream: what the Lab upstream counted itself[/]");
+        console.MarkupLine("[grey]delay: one-way delay added between proxy and upstream; errors: requests with no complete " +
+                           "response (reset, closed, timed out); POSTs processed, upstream reqs and conns: what the Lab upstream " +
+                           "counted itself (POSTs processed above POSTs 2xx: a POST processed without a 2xx answer, or twice)[/]");
         if (report.NginxSkipped is { } reason)
         {
             console.MarkupLine($"[grey]nginx column skipped: {Markup.Escape(reason)}[/]");
         }
     }
+
+    private static string Alarm(int value) => value > 0 ? $"[red]{Number(value)}[/]" : "0";
 
     private static string Number(int value) => value.ToString("N0", CultureInfo.InvariantCulture);
 }

@@ -15,7 +15,7 @@ public sealed class LabCommandTests
     {
         var output = new StringWriter();
 
-        int exit = await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 300, duration: TimeSpan.FromSeconds(20),
+        int exit = await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 300, duration: TimeSpan.FromSeconds(20), latency: null,
             nginx: null, nginxSkipped: "test", json: true, showProgress: false, output, TimeProvider.System, CancellationToken.None).WaitAsync(Bound);
 
         Assert.Equal(0, exit);
@@ -36,11 +36,42 @@ public sealed class LabCommandTests
     }
 
     [Fact]
+    public async Task KeepAliveRace_ThroughTheRelay_FiguresAgreeWithTheUpstream_AndNoPostIsProcessedTwice()
+    {
+        var output = new StringWriter();
+
+        // Three waves: at 0 s, then near 2 s and 4 s, when the upstream closes the connections idle since the last one.
+        int exit = await LabCommand.RunAsync([Incident.Find("keepalive-race")!], requests: 10_000, duration: TimeSpan.FromSeconds(5),
+            latency: TimeSpan.FromMilliseconds(1), nginx: null, nginxSkipped: "test", json: true, showProgress: false, output,
+            TimeProvider.System, CancellationToken.None).WaitAsync(Bound);
+
+        Assert.Equal(0, exit);
+        using var document = JsonDocument.Parse(output.ToString());
+        var result = document.RootElement.GetProperty("results").EnumerateArray().Single();
+        Assert.Equal("keepalive-race", result.GetProperty("incident").GetString());
+        Assert.Equal(1.0, result.GetProperty("latencyMs").GetDouble());
+        var get = result.GetProperty("get");
+        var post = result.GetProperty("post");
+        int Sum(JsonElement m, string name) => m.GetProperty(name).GetInt32();
+        foreach (var name in new[] { "requests", "ok", "serverErrors", "otherStatus", "errors" })
+        {
+            Assert.Equal(result.GetProperty(name).GetInt32(), Sum(get, name) + Sum(post, name));
+        }
+        // A mix, and more than the first wave: reuses happened near the upstream's idle close.
+        Assert.True(Sum(get, "requests") > 0 && Sum(post, "requests") > 0);
+        Assert.True(result.GetProperty("requests").GetInt32() > 32 * 4, "only the first wave ran");
+        // Every POST answered 2xx was processed once, and no POST was processed without a 2xx answer.
+        Assert.Equal(result.GetProperty("postsOk").GetInt32(), result.GetProperty("upstreamPosts").GetInt32());
+        Assert.Equal(Sum(post, "ok"), result.GetProperty("postsOk").GetInt32());
+        Assert.True(result.GetProperty("upstreamRequests").GetInt32() >= result.GetProperty("ok").GetInt32());
+    }
+
+    [Fact]
     public async Task Table_ShowsOneRowPerIncidentAndProxy()
     {
         var output = new StringWriter();
 
-        await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 120, duration: TimeSpan.FromSeconds(20),
+        await LabCommand.RunAsync([Incident.Find("max-requests")!], requests: 120, duration: TimeSpan.FromSeconds(20), latency: null,
             nginx: null, nginxSkipped: "nginx is not on PATH", json: false, showProgress: false, output, TimeProvider.System,
             CancellationToken.None).WaitAsync(Bound);
 
@@ -48,6 +79,8 @@ public sealed class LabCommandTests
         Assert.Contains("max-requests", table, StringComparison.Ordinal);
         Assert.Contains("│ ferry │", table, StringComparison.Ordinal);
         Assert.Contains("upstream reqs", table, StringComparison.Ordinal);
+        Assert.Contains("5xx POST", table, StringComparison.Ordinal);
+        Assert.Contains("POSTs processed", table, StringComparison.Ordinal);
         Assert.Contains("nginx column skipped: nginx is not on PATH", table, StringComparison.Ordinal);
         Assert.DoesNotContain("\u001b[", table, StringComparison.Ordinal);
     }
