@@ -43,7 +43,8 @@ public sealed class ProbeTests
         Assert.Null(report.Announces.KeepAliveTimeoutSeconds);
         Assert.Equal(LimitEnd.NotReached, report.MaxRequestsEnd);
         Assert.Null(report.MaxRequests);
-        Assert.Equal("300ms", report.Recommendations.FerryIdleTimeout);
+        // Half the measured timeout, rounded down to 100 ms: a close seen a few ms before 600 ms gives 200 ms.
+        Assert.Contains(report.Recommendations.FerryIdleTimeout, new[] { "200ms", "300ms" });
     }
 
     [Fact]
