@@ -129,7 +129,17 @@ internal sealed class Exchange
             {
                 if (!bodyTask.IsCompleted)
                 {
-                    sendBody!.Cancel();
+                    if (framing.KeepAlivePermitted)
+                    {
+                        // The destination answered before reading the whole body and keeps the connection: it will
+                        // read the rest (RFC 9112 §9.3). The client has its complete response; finishing the upload
+                        // keeps both connections reusable instead of closing them.
+                        await _context.Response.CompleteAsync();
+                    }
+                    else
+                    {
+                        sendBody!.Cancel();
+                    }
                 }
                 sentAll = await bodyTask;
             }

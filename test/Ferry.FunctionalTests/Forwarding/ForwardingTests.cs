@@ -101,6 +101,25 @@ public sealed class ForwardingTests
     }
 
     [Fact]
+    public async Task EarlyResponseToAnUpload_FinishesTheUpload_AndKeepsBothConnections()
+    {
+        // The upstream answers before reading the body (as nginx's `return` does) and keeps the connection.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+        using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1, UseProxy = false }) { BaseAddress = proxy.ProxyUri };
+        var body = new byte[1024 * 1024];
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await client.PostAsync("/status/201", new ByteArrayContent(body)).WaitAsync(Bound);
+            Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        }
+
+        Assert.Equal(1, upstream.ConnectionsAccepted);
+        Assert.Equal(3, upstream.RequestCount("POST", "/status/201"));
+    }
+
+    [Fact]
     public async Task ChunkedResponse_IsDecodedAndReframed()
     {
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
