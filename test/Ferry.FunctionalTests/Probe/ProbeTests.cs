@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Ferry.Cli;
+using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
 using Ferry.Probe;
 
@@ -10,6 +11,7 @@ namespace Ferry.FunctionalTests.Probe;
 
 // `ferry probe` against Lab upstreams whose keep-alive manners are known. Idle closes happen in real time, so the
 // upstreams use idle timeouts under a second and the measured value is checked within a tolerance.
+[Collection(TimingSensitive.Name)]
 public sealed class ProbeTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
