@@ -26,7 +26,7 @@ internal static class FerryConfigLoader
     private static readonly string[] ActiveKeys = ["Enabled", "Interval", "Timeout", "Method", "Path", "ExpectedStatuses", "Rise", "Fall", "Jitter"];
     private static readonly string[] PanicKeys = ["Enabled"];
     private static readonly string[] QueueKeys = ["Size", "Timeout"];
-    private static readonly string[] RetryKeys = ["Tries", "Timeout", "OnErrors"];
+    private static readonly string[] RetryKeys = ["Tries", "Timeout", "OnErrors", "Statuses"];
     private static readonly string[] HashKeys = ["Key", "Name", "VirtualNodes"];
     private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
     private static readonly string[] KeepAliveKeys = ["MaxIdle", "IdleTimeout", "AutoIdleTimeoutCap", "MaxRequests", "MaxLifetime"];
@@ -376,7 +376,9 @@ internal static class FerryConfigLoader
         return new RetryConfig(
             Tries: reader.Int(section, "Tries", defaults.Tries, min: 1, max: 100),
             Timeout: reader.Duration(section, "Timeout", defaults.Timeout),
-            OnErrors: reader.Bool(section, "OnErrors", defaults.OnErrors));
+            OnErrors: reader.Bool(section, "OnErrors", defaults.OnErrors),
+            // From 400: retrying a success or a redirect elsewhere would only hide an answer (nginx accepts http_403 up).
+            Statuses: ReadStatuses(reader, section, "Statuses", 400));
     }
 
     private static HashConfig ReadHash(ConfigReader reader, IConfiguration cluster, string policy)

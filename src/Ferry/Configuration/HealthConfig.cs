@@ -69,15 +69,17 @@ internal sealed record ConnectionLimitConfig(int MaxConnections, int QueueSize, 
 
 /// <summary>
 /// Moving on to another destination (nginx proxy_next_upstream). Connect failures always move on; other failures
-/// before any response byte (<see cref="OnErrors"/>) only for requests that can be sent again. <see cref="Tries"/>
-/// counts destinations tried, <see cref="Timeout"/> bounds the time spent (zero = no bound); keep-alive replays count
-/// in neither.
+/// before any response byte (<see cref="OnErrors"/>) and responses with one of <see cref="Statuses"/> only for requests
+/// that can be sent again. <see cref="Tries"/> counts destinations tried, <see cref="Timeout"/> bounds the time spent
+/// (zero = no bound); keep-alive replays count in neither.
 /// </summary>
-internal sealed record RetryConfig(int Tries, TimeSpan Timeout, bool OnErrors)
+internal sealed record RetryConfig(int Tries, TimeSpan Timeout, bool OnErrors, IReadOnlyList<int> Statuses)
 {
     // Tries 5 and no time bound: what Ferry did before the setting existed (each connect is bounded by its timeout).
     // OnErrors true: nginx's default proxy_next_upstream "error timeout", limited to replayable requests.
-    public static RetryConfig Default { get; } = new(Tries: 5, Timeout: TimeSpan.Zero, OnErrors: true);
+    // Statuses empty: nginx's default too (http_502, http_503... must be listed); a status is the destination's
+    // answer, and only the operator knows which ones another destination might answer better.
+    public static RetryConfig Default { get; } = new(Tries: 5, Timeout: TimeSpan.Zero, OnErrors: true, Statuses: []);
 }
 
 internal enum HashKeyKind { ClientIp, Header, Cookie }

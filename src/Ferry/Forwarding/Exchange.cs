@@ -29,6 +29,7 @@ internal sealed class Exchange
     private readonly TimeProvider _time;
     private readonly Configuration.TimeoutsConfig _timeouts;
     private readonly long _start;
+    private readonly Func<int, bool>? _retryOnStatus; // true: the forwarder sends the request elsewhere (Retry:Statuses)
     private Phase _phase;
     private volatile bool _headReceived;
     private volatile bool _clientBodyFailed;
@@ -37,8 +38,9 @@ internal sealed class Exchange
     private long _bytesAckedBefore = -1;
 
     public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
-        string? traceParent, TimeProvider time)
+        string? traceParent, TimeProvider time, Func<int, bool>? retryOnStatus = null)
     {
+        _retryOnStatus = retryOnStatus;
         _traceParent = traceParent;
         _context = context;
         _route = route;
@@ -108,6 +110,12 @@ internal sealed class Exchange
                 // "max" counts the requests still allowed after this one (RFC 2068 §19.7.1.1, Apache's behaviour).
                 connection.AnnouncedMaxRequests = connection.RequestCount + head.KeepAliveMax;
             }
+            if (_retryOnStatus?.Invoke(head.StatusCode) == true)
+            {
+                // Nothing has reached the client: the forwarder tries another destination instead.
+                retire = bodyTask is null ? await DrainForRetryAsync(connection, framing, ct) : RetireReason.NotReusable;
+                throw new ProxyException(ProxyError.RetryableStatus, $"the destination answered {head.StatusCode}");
+            }
 
             // 6. Stream the response to the client.
             CopyResponseHead(head, framing);
@@ -170,6 +178,43 @@ internal sealed class Exchange
             clientAborted.Dispose();
             connection.EndExchange();
             _destination.Pool.Release(connection, retire);
+        }
+    }
+
+    // Largest body of a retried response read to its end to keep the connection: error pages are a few hundred bytes
+    // to a few KiB, and reading them from an open connection is cheaper than a new connection's handshake.
+    private const long MaxRetryDrain = 16 * 1024;
+
+    // Reads a short, framed body of a response the forwarder retries elsewhere; null when the connection may be reused.
+    private async Task<RetireReason?> DrainForRetryAsync(UpstreamConnection connection, BodyFraming framing, CancellationToken ct)
+    {
+        if (!framing.KeepAlivePermitted || framing.Kind is not (BodyKind.None or BodyKind.ContentLength)
+            || framing.ContentLength > MaxRetryDrain)
+        {
+            return RetireReason.NotReusable;
+        }
+        var input = connection.Input;
+        var remaining = framing.Kind == BodyKind.None ? 0 : framing.ContentLength;
+        try
+        {
+            connection.SetDeadline(Limit(_timeouts.BodyInactivity));
+            while (remaining > 0)
+            {
+                var read = await input.ReadAsync(ct);
+                var take = Math.Min(read.Buffer.Length, remaining);
+                input.AdvanceTo(read.Buffer.GetPosition(take));
+                remaining -= take;
+                if (remaining > 0 && read.IsCompleted)
+                {
+                    return RetireReason.Error;
+                }
+            }
+            return HasBufferedInput(input) ? RetireReason.NotReusable : null;
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException)
+        {
+            // The retry does not depend on this connection; a failed drain only costs it.
+            return RetireReason.Error;
         }
     }
 

@@ -59,14 +59,22 @@ internal sealed partial class Forwarder(
             ProxyException? lastError = null;
             DestinationState? lastDestination = null;
             DestinationState? replayTo = null;
+            DestinationState? statusRetryTo = null; // chosen when a status in Retry:Statuses was answered
             var replayed = false;
             var tries = 0; // destinations tried; a replay after a keep-alive race is not a new try
-            while (replayTo is not null || (tries < retry.Tries && WithinRetryBudget(record, retry)))
+            while (replayTo is not null || statusRetryTo is not null || (tries < retry.Tries && WithinRetryBudget(record, retry)))
             {
                 // 2. Load balancing: pick a destination; availability decides who is eligible, panic if nobody is.
                 //    A replay goes back to the same destination: the race was the connection's fault, not its.
+                //    After a retryable status, the destination was picked (within the bounds) before giving up its answer.
                 var destination = replayTo;
-                if (destination is null)
+                if (destination is null && statusRetryTo is not null)
+                {
+                    destination = statusRetryTo;
+                    statusRetryTo = null;
+                    tries++;
+                }
+                else if (destination is null)
                 {
                     var pick = cluster.Balancer.Pick(tried, hashKey, cluster.Config.Panic.Enabled);
                     if (tried is null && cluster.NotePanic(pick.Panic))
@@ -120,9 +128,15 @@ internal sealed partial class Forwarder(
 
                     // 4.–7. Write the request, read the response head, stream the body back, return the connection.
                     attemptSpan = tracing.StartAttempt(destination, request.Method, lease.Reused);
+                    // A listed status moves on only when another destination may still be tried: the last answer is
+                    // relayed as it came, never replaced by one of Ferry's own.
+                    Func<int, bool>? retryOnStatus = replayable && retry.Statuses.Count > 0
+                        ? status => retry.Statuses.Contains(status) && tries < retry.Tries && WithinRetryBudget(record, retry)
+                            && (statusRetryTo = cluster.Balancer.Pick([.. tried ?? [], destination], hashKey, cluster.Config.Panic.Enabled).Destination) is not null
+                        : null;
                     try
                     {
-                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time).RunAsync();
+                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
                         return;
@@ -139,6 +153,17 @@ internal sealed partial class Forwarder(
                         replayed = true;
                         replayTo = destination;
                         lastError = ex;
+                    }
+                    catch (ProxyException ex) when (ex.Error == ProxyError.RetryableStatus)
+                    {
+                        // 5. Forwarding decision for a status listed in Retry:Statuses: the attempt keeps the status
+                        //    it got, passive health judges it as any answer, and the destination picked goes next.
+                        Debug.Assert(statusRetryTo is not null);
+                        FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
+                        ReportOutcome(destination, attempt.Status);
+                        LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
+                        (tried ??= []).Add(destination);
+                        replayTo = null;
                     }
                 }
                 catch (ProxyException ex)

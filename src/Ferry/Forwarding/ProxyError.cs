@@ -22,6 +22,7 @@ internal enum ProxyError
     BodyInactivityTimeout,     // the destination stopped sending the body: the client connection is aborted
     ClientAborted,             // the client went away; nothing is sent, the upstream connection is closed
     ClientRequestBodyError,    // the client's request body was malformed or too slow
+    RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
 }
 
 internal static class ProxyErrors

@@ -40,7 +40,7 @@ internal sealed class FerryMetrics
         _attempts = meter.CreateCounter<long>("ferry.upstream.attempts", "{attempt}",
             "Exchanges with a destination, by connection reuse and error type.");
         _retries = meter.CreateCounter<long>("ferry.upstream.retries", "{attempt}",
-            "Attempts after the first of a request: replays after a keep-alive race on a reused connection, or another destination after a failed connect.");
+            "Attempts after the first of a request: replays after a keep-alive race on a reused connection, or another destination after a failure or a status listed in Retry:Statuses.");
         _connect = meter.CreateHistogram<double>("ferry.upstream.connect.duration", "s",
             "Time to establish a new connection to a destination.", advice: upstreamAdvice);
         _head = meter.CreateHistogram<double>("ferry.upstream.head.duration", "s",

@@ -32,7 +32,7 @@ public sealed class HealthConfigTests
             "Panic": { "Enabled": false },
             "MaxConnections": 8,
             "Queue": { "Size": 50, "Timeout": "2s" },
-            "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false }
+            "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false, "Statuses": [ 502, 503, 503 ] }
             """)).Clusters["backend"];
 
         Assert.Equal(LoadBalancingPolicies.ConsistentHash, cluster.LoadBalancingPolicy);
@@ -46,7 +46,9 @@ public sealed class HealthConfigTests
         Assert.Equal(TimeSpan.FromSeconds(30), cluster.SlowStart);
         Assert.False(cluster.Panic.Enabled);
         Assert.Equal(new ConnectionLimitConfig(8, 50, TimeSpan.FromSeconds(2)), cluster.ConnectionLimit);
-        Assert.Equal(new RetryConfig(2, TimeSpan.FromSeconds(15), false), cluster.Retry);
+        var retry = cluster.Retry;
+        Assert.Equal((2, TimeSpan.FromSeconds(15), false), (retry.Tries, retry.Timeout, retry.OnErrors));
+        Assert.Equal([502, 503], retry.Statuses);
     }
 
     [Theory]
@@ -63,6 +65,7 @@ public sealed class HealthConfigTests
     [InlineData("\"MaxConnections\": -1", "Clusters:backend:MaxConnections: '-1' must be >= 0")]
     [InlineData("\"MaxConnections\": 4, \"Queue\": { \"Timeout\": \"0s\" }", "Clusters:backend:Queue:Timeout: '0s' must be greater than zero")]
     [InlineData("\"Retry\": { \"Tries\": 0 }", "Clusters:backend:Retry:Tries: '0' must be between 1 and 100")]
+    [InlineData("\"Retry\": { \"Statuses\": [ 503, 302 ] }", "Clusters:backend:Retry:Statuses:1: '302' is not a status code from 400 to 599")]
     [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Cookie\" }", "Clusters:backend:Hash:Name: required when Key is Cookie")]
     [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Url\" }",
         "Clusters:backend:Hash:Key: 'Url' is not a hash key (ClientIp, Header, Cookie)")]
