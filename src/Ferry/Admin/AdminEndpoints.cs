@@ -165,6 +165,16 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     // Requests that could not be replayed and connected because every idle connection was too old.
                     json.WriteNumber("unsafeIdleSkips", pool.SkippedUnsafe);
                     json.WriteEndObject();
+                    // Local ports in the busiest 4-tuple space; recentlyClosed estimates TIME_WAIT, which no socket API shows.
+                    var ports = pool.Ports.Busiest();
+                    json.WriteStartObject("portSpace");
+                    json.WriteString("source", ports.Key?.Source?.ToString());
+                    json.WriteString("remote", ports.Key?.Remote.ToString());
+                    json.WriteNumber("open", ports.Open);
+                    json.WriteNumber("recentlyClosed", ports.RecentlyClosed);
+                    json.WriteNumber("range", ports.RangeSize);
+                    json.WriteNumber("utilization", Math.Round(ports.Utilization, 4));
+                    json.WriteEndObject();
                     json.WriteStartObject("retired");
                     foreach (var reason in Enum.GetValues<RetireReason>())
                     {

@@ -20,6 +20,10 @@ internal sealed record ClusterConfig(
     public RetryConfig Retry { get; init; } = RetryConfig.Default;
     public HashConfig Hash { get; init; } = HashConfig.Default;
 
+    // Local addresses new connections bind to in turn; empty: the kernel chooses. Each one is a 4-tuple space of its
+    // own towards every destination address, so N of them multiply the local ports available by N.
+    public IReadOnlyList<System.Net.IPAddress> SourceAddresses { get; init; } = [];
+
     /// <summary>A cluster with every setting at its default, as `ferry proxy --to` builds it.</summary>
     public static ClusterConfig WithDefaults(string clusterId, IReadOnlyList<DestinationConfig> destinations) =>
         new(clusterId, destinations, LoadBalancingPolicies.Default, KeepAliveConfig.Default, TimeoutsConfig.Default,

@@ -20,7 +20,7 @@ internal static class FerryConfigLoader
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
-         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash"];
+         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash", "SourceAddresses"];
     private static readonly string[] HealthCheckKeys = ["Passive", "Active"];
     private static readonly string[] PassiveKeys = ["Enabled", "MaxFailures", "FailureWindow", "ReactivationPeriod", "FailureStatuses"];
     private static readonly string[] ActiveKeys = ["Enabled", "Interval", "Timeout", "Method", "Path", "ExpectedStatuses", "Rise", "Fall", "Jitter"];
@@ -287,7 +287,27 @@ internal static class FerryConfigLoader
             ConnectionLimit = ReadConnectionLimit(reader, section),
             Retry = ReadRetry(reader, section),
             Hash = ReadHash(reader, section, policy),
+            SourceAddresses = ReadSourceAddresses(reader, section),
         };
+    }
+
+    // IP addresses of this host, e.g. ["10.0.0.5", "10.0.0.6"]; whether they are local shows at the first connect.
+    private static System.Net.IPAddress[] ReadSourceAddresses(ConfigReader reader, IConfiguration cluster)
+    {
+        var addresses = new List<System.Net.IPAddress>();
+        foreach (var (path, text) in reader.List(cluster, "SourceAddresses"))
+        {
+            if (System.Net.IPAddress.TryParse(text, out var address) && !address.Equals(System.Net.IPAddress.Any)
+                && !address.Equals(System.Net.IPAddress.IPv6Any))
+            {
+                addresses.Add(address);
+            }
+            else
+            {
+                reader.Error(path, $"'{text}' is not a local IP address");
+            }
+        }
+        return [.. addresses.Distinct()];
     }
 
     private static HealthCheckConfig ReadHealthCheck(ConfigReader reader, IConfiguration cluster)

@@ -120,6 +120,11 @@ internal sealed partial class Forwarder(
                         replayTo = null;
                         continue;
                     }
+                    if (destination.Pool.Ports.TakeWarning() is { Key: { } space } ports)
+                    {
+                        LogPortSpace(destination.Cluster.Id, destination.Id, space.Source?.ToString() ?? "any", space.Remote.ToString(),
+                            ports.Used, ports.RangeSize, ports.Open);
+                    }
                     attempt.Reused = lease.Reused;
                     attempt.ConnectTime = lease.ConnectTime;
                     attempt.IdleTime = lease.IdleTime;
@@ -298,6 +303,12 @@ internal sealed partial class Forwarder(
 
     [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "cluster {Cluster}: a destination is back in rotation, panic is over")]
     private partial void LogPanicOver(string cluster);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Warning,
+        Message = "{Cluster}/{Destination}: about {Used} of {Range} local ports in use from {Source} to {Remote} ({Open} open, the rest closed "
+            + "within 60 s and likely in TIME_WAIT); at the end of the range connects fail with EADDRNOTAVAIL. More keep-alive "
+            + "(KeepAlive:MaxIdle) or more SourceAddresses widen it")]
+    private partial void LogPortSpace(string cluster, string destination, string source, string remote, int used, int range, int open);
 }
 
 // The live ProxyState; swapped atomically when configuration changes.

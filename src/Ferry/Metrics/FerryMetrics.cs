@@ -89,6 +89,10 @@ internal sealed class FerryMetrics
             list.Add(new Measurement<long>(d.Pool.ClosedByFin, Tags(d, "ferry.close", "fin")));
             list.Add(new Measurement<long>(d.Pool.ClosedByReset, Tags(d, "ferry.close", "rst")));
         }), "{connection}", "Pooled connections the destination closed while idle, seen by the idle watch.");
+        meter.CreateObservableGauge("ferry.upstream.port_space.utilization", () => Observe<double>(state, static (d, list) =>
+            list.Add(new Measurement<double>(Math.Round(d.Pool.Ports.Busiest().Utilization, 4), Tags(d)))), "1",
+            "Share of the ephemeral port range taken towards the destination's busiest address, from one source address: "
+            + "open connections plus those closed within 60 s (an estimate of TIME_WAIT). Connects fail with EADDRNOTAVAIL at 1.");
         if (accessLogDropped is not null)
         {
             meter.CreateObservableCounter("ferry.access_log.dropped", accessLogDropped, "{line}",

@@ -55,6 +55,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private readonly ConnectionLimitConfig _limit;
     private int _slotsInUse;     // leases holding one of the MaxConnections slots (connecting or in use); guarded by _lock
     private readonly LinkedList<TaskCompletionSource> _waiters = []; // FIFO of requests waiting for a slot; guarded by _lock
+    private readonly IReadOnlyList<System.Net.IPAddress> _sources; // local addresses new connections bind to, in turn
+    private int _nextSource;     // round-robin position in _sources
+    private readonly Dictionary<UpstreamConnection, PortSpaceKey> _tuples = []; // open connections' 4-tuple spaces; guarded by _lock
 
     public ConnectionPool(DestinationState destination, KeepAliveConfig config, TimeSpan connectTimeout, TimeProvider time)
     {
@@ -64,10 +67,15 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _time = time;
         _limit = destination.Cluster.Config.ConnectionLimit;
         Learner = new KeepAliveLearner(time);
+        _sources = destination.Cluster.Config.SourceAddresses;
+        Ports = new PortSpace(EphemeralRange.Read().Size, time);
         _scavenger = time.CreateTimer(static s => ((ConnectionPool)s!).Scavenge(), this, ScavengePeriod, ScavengePeriod);
     }
 
     public KeepAliveLearner Learner { get; }
+
+    // Local ports this destination's connections take, per 4-tuple space (port exhaustion guard).
+    public PortSpace Ports { get; }
     public long Opened => Interlocked.Read(ref _opened);
     public long Reused => Interlocked.Read(ref _reused);
     public long ClosedByFin => Interlocked.Read(ref _closedByFin);
@@ -226,11 +234,23 @@ internal sealed class ConnectionPool : IAsyncDisposable
             return new Lease(candidate, true, _time.GetElapsedTime(candidate.IdleSince, now), _time.GetElapsedTime(candidate.CreatedAt, now), null);
         }
 
-        var socket = await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted);
+        // Each source address is a 4-tuple space of its own: taking them in turn multiplies the ports available.
+        var source = _sources.Count == 0 ? null : _sources[(int)((uint)Interlocked.Increment(ref _nextSource) % (uint)_sources.Count)];
+        var socket = await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
         Interlocked.Increment(ref _opened);
         Interlocked.Increment(ref _active);
         var connected = _time.GetTimestamp();
-        return new Lease(new UpstreamConnection(_destination, socket, limits, connected), false, TimeSpan.Zero, TimeSpan.Zero, _time.GetElapsedTime(now, connected));
+        var connection = new UpstreamConnection(_destination, socket, limits, connected);
+        if (socket.RemoteEndPoint is System.Net.IPEndPoint remote)
+        {
+            var key = new PortSpaceKey(source, remote);
+            lock (_lock)
+            {
+                _tuples[connection] = key;
+            }
+            Ports.Opened(key);
+        }
+        return new Lease(connection, false, TimeSpan.Zero, TimeSpan.Zero, _time.GetElapsedTime(now, connected));
     }
 
     // Called exactly once per lease. `retire` null: the exchange completed cleanly and the connection may be reused.
@@ -390,6 +410,16 @@ internal sealed class ConnectionPool : IAsyncDisposable
     {
         Interlocked.Increment(ref _retired[(int)reason]);
         connection.Dispose();
+        bool counted;
+        PortSpaceKey key;
+        lock (_lock)
+        {
+            counted = _tuples.Remove(connection, out key);
+        }
+        if (counted)
+        {
+            Ports.Closed(key);
+        }
     }
 
     private void Scavenge()

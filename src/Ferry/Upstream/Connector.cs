@@ -6,17 +6,35 @@ namespace Ferry.Upstream;
 
 internal static class Connector
 {
-    public static async ValueTask<Socket> ConnectAsync(EndPoint endPoint, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted)
+    // Linux's IP_BIND_ADDRESS_NO_PORT (SOL_IP, include/uapi/linux/in.h).
+    private const int IpBindAddressNoPort = 24;
+
+    // `source`: the local address to connect from (Clusters:<id>:SourceAddresses); null lets the kernel choose.
+    public static async ValueTask<Socket> ConnectAsync(EndPoint endPoint, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted,
+        IPAddress? source = null)
     {
         var socket = endPoint is IPEndPoint ip
             ? new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
-            : new Socket(SocketType.Stream, ProtocolType.Tcp);
+            : source is not null
+                ? new Socket(source.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
+                : new Socket(SocketType.Stream, ProtocolType.Tcp);
         // Request heads and small bodies are written in one flush; Nagle would only add latency to them.
         socket.NoDelay = true;
         using var timeoutCts = new CancellationTokenSource(timeout, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeoutCts.Token, requestAborted);
         try
         {
+            if (source is not null)
+            {
+                if (OperatingSystem.IsLinux())
+                {
+                    // Without it, bind() picks the local port before the destination is known, so each port serves one
+                    // connection per source address instead of one per destination (nginx's proxy_bind and HAProxy's
+                    // `source` set it for the same reason).
+                    socket.SetRawSocketOption((int)SocketOptionLevel.IP, IpBindAddressNoPort, BitConverter.GetBytes(1));
+                }
+                socket.Bind(new IPEndPoint(source, 0));
+            }
             await socket.ConnectAsync(endPoint, linked.Token);
             return socket;
         }

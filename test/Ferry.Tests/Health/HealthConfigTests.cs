@@ -1,3 +1,4 @@
+using System.Net;
 using Ferry.Configuration;
 using static Ferry.Tests.Configuration.ConfigTestJson;
 
@@ -32,7 +33,8 @@ public sealed class HealthConfigTests
             "Panic": { "Enabled": false },
             "MaxConnections": 8,
             "Queue": { "Size": 50, "Timeout": "2s" },
-            "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false, "Statuses": [ 502, 503, 503 ] }
+            "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false, "Statuses": [ 502, 503, 503 ] },
+            "SourceAddresses": [ "127.0.0.1", "::1" ]
             """)).Clusters["backend"];
 
         Assert.Equal(LoadBalancingPolicies.ConsistentHash, cluster.LoadBalancingPolicy);
@@ -49,6 +51,7 @@ public sealed class HealthConfigTests
         var retry = cluster.Retry;
         Assert.Equal((2, TimeSpan.FromSeconds(15), false), (retry.Tries, retry.Timeout, retry.OnErrors));
         Assert.Equal([502, 503], retry.Statuses);
+        Assert.Equal([IPAddress.Loopback, IPAddress.IPv6Loopback], cluster.SourceAddresses);
     }
 
     [Theory]
@@ -66,6 +69,8 @@ public sealed class HealthConfigTests
     [InlineData("\"MaxConnections\": 4, \"Queue\": { \"Timeout\": \"0s\" }", "Clusters:backend:Queue:Timeout: '0s' must be greater than zero")]
     [InlineData("\"Retry\": { \"Tries\": 0 }", "Clusters:backend:Retry:Tries: '0' must be between 1 and 100")]
     [InlineData("\"Retry\": { \"Statuses\": [ 503, 302 ] }", "Clusters:backend:Retry:Statuses:1: '302' is not a status code from 400 to 599")]
+    [InlineData("\"SourceAddresses\": [ \"10.0.0.5\", \"eth0\" ]", "Clusters:backend:SourceAddresses:1: 'eth0' is not a local IP address")]
+    [InlineData("\"SourceAddresses\": [ \"0.0.0.0\" ]", "Clusters:backend:SourceAddresses:0: '0.0.0.0' is not a local IP address")]
     [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Cookie\" }", "Clusters:backend:Hash:Name: required when Key is Cookie")]
     [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Url\" }",
         "Clusters:backend:Hash:Key: 'Url' is not a hash key (ClientIp, Header, Cookie)")]
