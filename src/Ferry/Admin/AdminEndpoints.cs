@@ -139,6 +139,20 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("slowStart", Math.Round(d.Health.SlowStartFactor(), 3));
                     json.WriteNumber("inFlight", d.InFlight);
                     json.WriteNumber("queued", pool.Queued);
+                    if (d.Resolver is { } resolver)
+                    {
+                        // The host name's current addresses; error: the latest refresh failed and these are kept.
+                        json.WriteStartObject("dns");
+                        json.WriteString("host", resolver.Host);
+                        json.WriteStartArray("addresses");
+                        foreach (var endPoint in resolver.EndPoints)
+                        {
+                            json.WriteStringValue(endPoint.Address.ToString());
+                        }
+                        json.WriteEndArray();
+                        json.WriteString("error", resolver.Error);
+                        json.WriteEndObject();
+                    }
                     json.WriteStartObject("pool");
                     json.WriteNumber("idle", pool.Idle);
                     json.WriteNumber("active", pool.Active);

@@ -24,6 +24,8 @@ internal sealed record ClusterConfig(
     // own towards every destination address, so N of them multiply the local ports available by N.
     public IReadOnlyList<System.Net.IPAddress> SourceAddresses { get; init; } = [];
 
+    public DnsConfig Dns { get; init; } = DnsConfig.Default;
+
     /// <summary>A cluster with every setting at its default, as `ferry proxy --to` builds it.</summary>
     public static ClusterConfig WithDefaults(string clusterId, IReadOnlyList<DestinationConfig> destinations) =>
         new(clusterId, destinations, LoadBalancingPolicies.Default, KeepAliveConfig.Default, TimeoutsConfig.Default,
@@ -115,4 +117,20 @@ internal sealed record ReplayConfig(int MaxBodySize, bool NonIdempotent)
     // NonIdempotent false: a POST or PATCH is replayed only when Ferry can show the destination never received it
     // (Linux TCP_INFO evidence) or when the client sent an Idempotency-Key; never on a guess.
     public static ReplayConfig Default { get; } = new(MaxBodySize: 64 * 1024, NonIdempotent: false);
+}
+
+/// <summary>
+/// Destinations given by host name are resolved again every <see cref="RefreshInterval"/> (from <see cref="Floor"/> to
+/// <see cref="Ceiling"/>). .NET's Dns API exposes no TTL, so the interval stands in for it.
+/// </summary>
+internal sealed record DnsConfig(TimeSpan RefreshInterval)
+{
+    // 30 s: half the 60 s TTL AWS publishes for its load balancers' names, whose addresses change as they scale, so
+    // a vanished address stops getting connections within one TTL; one query per destination every 30 s is nothing.
+    public static DnsConfig Default { get; } = new(TimeSpan.FromSeconds(30));
+
+    // Below 1 s the resolver would be queried faster than any record changes; above 1 h a moved backend is lost for
+    // longer than KeepAlive:MaxLifetime already allows.
+    public static TimeSpan Floor { get; } = TimeSpan.FromSeconds(1);
+    public static TimeSpan Ceiling { get; } = TimeSpan.FromHours(1);
 }

@@ -20,12 +20,13 @@ internal static class FerryConfigLoader
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
-         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash", "SourceAddresses"];
+         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash", "SourceAddresses", "Dns"];
     private static readonly string[] HealthCheckKeys = ["Passive", "Active"];
     private static readonly string[] PassiveKeys = ["Enabled", "MaxFailures", "FailureWindow", "ReactivationPeriod", "FailureStatuses"];
     private static readonly string[] ActiveKeys = ["Enabled", "Interval", "Timeout", "Method", "Path", "ExpectedStatuses", "Rise", "Fall", "Jitter"];
     private static readonly string[] PanicKeys = ["Enabled"];
     private static readonly string[] QueueKeys = ["Size", "Timeout"];
+    private static readonly string[] DnsKeys = ["RefreshInterval"];
     private static readonly string[] RetryKeys = ["Tries", "Timeout", "OnErrors", "Statuses"];
     private static readonly string[] HashKeys = ["Key", "Name", "VirtualNodes"];
     private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
@@ -288,7 +289,21 @@ internal static class FerryConfigLoader
             Retry = ReadRetry(reader, section),
             Hash = ReadHash(reader, section, policy),
             SourceAddresses = ReadSourceAddresses(reader, section),
+            Dns = ReadDns(reader, section),
         };
+    }
+
+    private static DnsConfig ReadDns(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "Dns");
+        reader.WarnUnknownKeys(section, DnsKeys);
+        var interval = reader.Duration(section, "RefreshInterval", DnsConfig.Default.RefreshInterval);
+        if (interval < DnsConfig.Floor || interval > DnsConfig.Ceiling)
+        {
+            reader.Error(section.GetSection("RefreshInterval").Path, "must be between 1s and 1h");
+            interval = DnsConfig.Default.RefreshInterval;
+        }
+        return new DnsConfig(interval);
     }
 
     // IP addresses of this host, e.g. ["10.0.0.5", "10.0.0.6"]; whether they are local shows at the first connect.

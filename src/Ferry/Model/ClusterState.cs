@@ -10,7 +10,8 @@ internal sealed class ClusterState : IAsyncDisposable
 {
     private int _panicking; // 1 while the last pick found every destination out of rotation
 
-    public ClusterState(ClusterConfig config, ConnectionPool.Factory poolFactory, TimeProvider time)
+    // `resolve`: how destinations given by host name are resolved (tests change the answer); Dns by default.
+    public ClusterState(ClusterConfig config, ConnectionPool.Factory poolFactory, TimeProvider time, DestinationResolver.Resolve? resolve = null)
     {
         Config = config;
         Limits = new Http1Limits
@@ -18,7 +19,7 @@ internal sealed class ClusterState : IAsyncDisposable
             MaxResponseHeaderBytes = config.Limits.MaxResponseHeaderBytes,
             MaxResponseHeaderCount = config.Limits.MaxResponseHeaderCount,
         };
-        Destinations = config.Destinations.Select(d => new DestinationState(this, d, poolFactory, time)).ToArray();
+        Destinations = config.Destinations.Select(d => new DestinationState(this, d, poolFactory, time, resolve)).ToArray();
         Balancer = new ClusterBalancer(Destinations, LoadBalancingPolicy.Create(config, Destinations));
         HealthChecker = config.HealthCheck.Active.Enabled ? new ActiveHealthChecker(this, time) : null;
     }
@@ -44,6 +45,7 @@ internal sealed class ClusterState : IAsyncDisposable
         }
         foreach (var destination in Destinations)
         {
+            destination.Resolver?.Dispose();
             await destination.Pool.DisposeAsync();
         }
     }

@@ -11,18 +11,33 @@ internal sealed class DestinationState
     private int _inFlight;          // requests currently using this destination (attempts, not connections)
     private long _replays;          // requests sent again after a keep-alive race on a reused connection
 
-    public DestinationState(ClusterState cluster, DestinationConfig config, ConnectionPool.Factory poolFactory, TimeProvider time)
+    public DestinationState(ClusterState cluster, DestinationConfig config, ConnectionPool.Factory poolFactory, TimeProvider time,
+        DestinationResolver.Resolve? resolve = null)
     {
         Cluster = cluster;
         Config = config;
         var health = cluster.Config.HealthCheck;
         Health = new DestinationHealth(health.Passive, health.Active, cluster.Config.SlowStart, time);
         NextHop = config.Address.Authority.Contains(':', StringComparison.Ordinal) ? config.Address.Authority : $"{config.Address.Authority}:{config.Port}";
-        EndPoint = IPAddress.TryParse(config.Host, out var ip)
-            ? new IPEndPoint(ip, config.Port)
-            : new DnsEndPoint(config.Host, config.Port);
+        if (IPAddress.TryParse(config.Host, out var ip))
+        {
+            EndPoint = new IPEndPoint(ip, config.Port);
+        }
+        else
+        {
+            EndPoint = new DnsEndPoint(config.Host, config.Port);
+            Resolver = new DestinationResolver(config.Host, config.Port, cluster.Config.Dns.RefreshInterval, cluster.Config.Timeouts.Connect,
+                resolve ?? DestinationResolver.Default, time);
+        }
         Pool = poolFactory(this);
+        if (Resolver is not null)
+        {
+            Resolver.Changed = Pool.RetireGoneAddresses;
+        }
     }
+
+    // For a destination given by host name: its addresses, resolved again periodically; null for an IP address.
+    public DestinationResolver? Resolver { get; }
 
     public ClusterState Cluster { get; }
     public DestinationConfig Config { get; }

@@ -18,12 +18,12 @@ internal sealed class ProxyState : IAsyncDisposable
     public IReadOnlyDictionary<string, ClusterState> Clusters { get; }
     public RouteTable Routes { get; }
 
-    public static ProxyState Build(FerryConfig config, ConnectionPool.Factory poolFactory, TimeProvider time)
+    public static ProxyState Build(FerryConfig config, ConnectionPool.Factory poolFactory, TimeProvider time, DestinationResolver.Resolve? resolve = null)
     {
         var clusters = new Dictionary<string, ClusterState>(StringComparer.OrdinalIgnoreCase);
         foreach (var (id, cluster) in config.Clusters)
         {
-            clusters[id] = new ClusterState(cluster, poolFactory, time);
+            clusters[id] = new ClusterState(cluster, poolFactory, time, resolve);
         }
         return new ProxyState(config, clusters, new RouteTable(config.Routes, clusters));
     }

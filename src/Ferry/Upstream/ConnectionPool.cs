@@ -236,7 +236,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
         // Each source address is a 4-tuple space of its own: taking them in turn multiplies the ports available.
         var source = _sources.Count == 0 ? null : _sources[(int)((uint)Interlocked.Increment(ref _nextSource) % (uint)_sources.Count)];
-        var socket = await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+        var socket = _destination.Resolver is { } resolver
+            ? await ConnectResolvedAsync(resolver, source, requestAborted)
+            : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
         Interlocked.Increment(ref _opened);
         Interlocked.Increment(ref _active);
         var connected = _time.GetTimestamp();
@@ -252,6 +254,58 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
         return new Lease(connection, false, TimeSpan.Zero, TimeSpan.Zero, _time.GetElapsedTime(now, connected));
     }
+
+    // A host name's addresses, the next in turn first. Like the OS for a host name, a connect that is refused or
+    // unroutable falls back to the other addresses; a timeout does not, so the connect timeout bounds the attempt.
+    private async ValueTask<Socket> ConnectResolvedAsync(DestinationResolver resolver, System.Net.IPAddress? source, CancellationToken requestAborted)
+    {
+        System.Net.IPEndPoint[] endPoints;
+        try
+        {
+            endPoints = await resolver.EndPointsForConnectAsync(requestAborted);
+        }
+        catch (OperationCanceledException ex)
+        {
+            throw new ProxyException(ProxyError.ClientAborted, "client went away while the destination's name was resolved", ex);
+        }
+        for (var i = 0; ; i++)
+        {
+            try
+            {
+                return await Connector.ConnectAsync(endPoints[i], _connectTimeout, _time, requestAborted, source);
+            }
+            catch (ProxyException ex) when (i < endPoints.Length - 1 && ex.Error is ProxyError.ConnectionRefused or ProxyError.DestinationUnroutable)
+            {
+                // The next address may answer.
+            }
+        }
+    }
+
+    // Retires the idle connections to addresses the destination's host name no longer resolves to; the ones in use
+    // are retired when they come back (Release).
+    public void RetireGoneAddresses()
+    {
+        List<UpstreamConnection>? gone = null;
+        lock (_lock)
+        {
+            for (var i = _idle.Count - 1; i >= 0; i--)
+            {
+                if (IsAddressGone(_idle[i]))
+                {
+                    (gone ??= []).Add(_idle[i]);
+                    _idle.RemoveAt(i);
+                }
+            }
+        }
+        foreach (var connection in gone ?? [])
+        {
+            Retire(connection, RetireReason.AddressGone);
+        }
+    }
+
+    // Guarded by _lock.
+    private bool IsAddressGone(UpstreamConnection connection) =>
+        _destination.Resolver is { } resolver && _tuples.TryGetValue(connection, out var key) && !resolver.Contains(key.Remote.Address);
 
     // Called exactly once per lease. `retire` null: the exchange completed cleanly and the connection may be reused.
     public void Release(UpstreamConnection connection, RetireReason? retire)
@@ -278,7 +332,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             connection.IdleSince = now;
             lock (_lock)
             {
-                if (!_disposed && _idle.Count < _config.MaxIdle)
+                if (!_disposed && _idle.Count < _config.MaxIdle && !IsAddressGone(connection))
                 {
                     _idle.Add(connection);
                     // Started under the lock: if the close is already queued, the watch completes synchronously and
@@ -286,7 +340,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                     connection.PendingRead = WatchAsync(connection);
                     return;
                 }
-                reason = _disposed ? RetireReason.Shutdown : RetireReason.PoolFull;
+                reason = _disposed ? RetireReason.Shutdown : _idle.Count >= _config.MaxIdle ? RetireReason.PoolFull : RetireReason.AddressGone;
             }
         }
         Retire(connection, reason.Value);

@@ -19,6 +19,7 @@ internal enum RetireReason
     Error,             // the exchange failed or was aborted
     PoolFull,          // MaxIdle reached
     Shutdown,          // the pool was disposed
+    AddressGone,       // the destination's host name no longer resolves to this connection's address
 }
 
 // How an idle connection's pending read ended, as the pool hands it to the exchange that leased the connection.

@@ -34,7 +34,8 @@ public sealed class HealthConfigTests
             "MaxConnections": 8,
             "Queue": { "Size": 50, "Timeout": "2s" },
             "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false, "Statuses": [ 502, 503, 503 ] },
-            "SourceAddresses": [ "127.0.0.1", "::1" ]
+            "SourceAddresses": [ "127.0.0.1", "::1" ],
+            "Dns": { "RefreshInterval": "10s" }
             """)).Clusters["backend"];
 
         Assert.Equal(LoadBalancingPolicies.ConsistentHash, cluster.LoadBalancingPolicy);
@@ -52,6 +53,7 @@ public sealed class HealthConfigTests
         Assert.Equal((2, TimeSpan.FromSeconds(15), false), (retry.Tries, retry.Timeout, retry.OnErrors));
         Assert.Equal([502, 503], retry.Statuses);
         Assert.Equal([IPAddress.Loopback, IPAddress.IPv6Loopback], cluster.SourceAddresses);
+        Assert.Equal(TimeSpan.FromSeconds(10), cluster.Dns.RefreshInterval);
     }
 
     [Theory]
@@ -71,6 +73,8 @@ public sealed class HealthConfigTests
     [InlineData("\"Retry\": { \"Statuses\": [ 503, 302 ] }", "Clusters:backend:Retry:Statuses:1: '302' is not a status code from 400 to 599")]
     [InlineData("\"SourceAddresses\": [ \"10.0.0.5\", \"eth0\" ]", "Clusters:backend:SourceAddresses:1: 'eth0' is not a local IP address")]
     [InlineData("\"SourceAddresses\": [ \"0.0.0.0\" ]", "Clusters:backend:SourceAddresses:0: '0.0.0.0' is not a local IP address")]
+    [InlineData("\"Dns\": { \"RefreshInterval\": \"500ms\" }", "Clusters:backend:Dns:RefreshInterval: must be between 1s and 1h")]
+    [InlineData("\"Dns\": { \"RefreshInterval\": \"2h\" }", "Clusters:backend:Dns:RefreshInterval: must be between 1s and 1h")]
     [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Cookie\" }", "Clusters:backend:Hash:Name: required when Key is Cookie")]
     [InlineData("\"LoadBalancingPolicy\": \"ConsistentHash\", \"Hash\": { \"Key\": \"Url\" }",
         "Clusters:backend:Hash:Key: 'Url' is not a hash key (ClientIp, Header, Cookie)")]
