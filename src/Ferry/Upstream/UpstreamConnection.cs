@@ -27,20 +27,8 @@ internal readonly record struct IdleRead(ReadResult Result, Exception? Error);
 // One HTTP/1.1 connection to a destination. Owned by exactly one exchange at a time, or idle in its pool.
 internal sealed class UpstreamConnection : IDisposable
 {
-    // Receives of up to 16 KiB keep a typical response head and small body in one segment and as few recv calls per
-    // large body as the StreamPipeReader this replaced; 64 KiB read ahead of the consumer bounds the memory one
-    // connection holds when the client is slower than the destination (half of it resumes, Kestrel's own ratio).
-    private const int ReceiveSize = 16 * 1024;
-    private static readonly PipeOptions InputOptions = new(
-        readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline,
-        pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024,
-        minimumSegmentSize: ReceiveSize, useSynchronizationContext: false);
-
     private readonly Socket _socket;
-    private readonly Pipe _input = new(InputOptions);
     private readonly Lock _deadlineLock = new();
-    private long _received;          // bytes the receive loop has put into the input pipe
-    private long _receivedAtIdle;    // _received when the last exchange ended
     private CancellationTokenSource? _cancellation; // cancels the current exchange; reused while nothing cancels it
     private ITimer? _deadlineTimer;                  // fires the current exchange's timeout
     private long _deadline = long.MaxValue;          // TimeProvider timestamp the timer must reach; MaxValue: none
@@ -52,13 +40,9 @@ internal sealed class UpstreamConnection : IDisposable
         Destination = destination;
         _socket = socket;
         var stream = new NetworkStream(socket, ownsSocket: false);
-        // The input is a receive loop into a pipe (Kestrel's SocketConnection design): a read that waits, such as the
-        // idle watch's, costs no allocation, where StreamPipeReader allocated ≈ 215 B for each
-        // (bench/Ferry.Benchmarks, UpstreamReadBenchmarks). The output stays a StreamPipeWriter: its flush sends on
-        // the calling thread, which a send loop would turn into a hop.
-        Input = _input.Reader;
+        // 16 KiB reads keep a typical response head and small body in one segment; larger bodies stream through.
+        Input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
         Output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 4 * 1024, leaveOpen: true));
-        _ = ReceiveAsync();
         Parser = new ResponseHeadParser(limits);
         Head = new ResponseHead();
         Chunked = new ChunkedDecoder(limits);
@@ -132,11 +116,7 @@ internal sealed class UpstreamConnection : IDisposable
 
     public void CancelExchange() => Detach()?.Cancel();
 
-    public void EndExchange()
-    {
-        SetDeadline(Timeout.InfiniteTimeSpan);
-        Volatile.Write(ref _receivedAtIdle, Volatile.Read(ref _received));
-    }
+    public void EndExchange() => SetDeadline(Timeout.InfiniteTimeSpan);
 
     private CancellationTokenSource? Detach()
     {
@@ -201,16 +181,9 @@ internal sealed class UpstreamConnection : IDisposable
     }
 
     // An idle HTTP/1.1 connection has nothing to read: readability means FIN, RST or a stray byte, all fatal. The idle
-    // watch notices them too, but a close can be in the socket's queue before its continuation has run. A FIN or RST
-    // keeps the socket readable after the receive loop has seen it (tcp_poll reports EOF and errors until close); a
-    // stray byte leaves the kernel's queue as soon as the loop receives it, hence the count of bytes received since
-    // the last exchange ended.
+    // watch notices them too, but a close can be in the socket's queue before its continuation has run.
     public bool IsReadableWhileIdle()
     {
-        if (Volatile.Read(ref _received) != Volatile.Read(ref _receivedAtIdle))
-        {
-            return true;
-        }
         try
         {
             return _socket.Poll(0, SelectMode.SelectRead);
@@ -219,40 +192,6 @@ internal sealed class UpstreamConnection : IDisposable
         {
             return true;
         }
-    }
-
-    // Runs for the connection's whole life. Errors reach the reader as NetworkStream reported them (an IOException
-    // around the SocketException), which is what Exchange classifies (a reset, or EPIPE after a FIN).
-    private async Task ReceiveAsync()
-    {
-        var writer = _input.Writer;
-        Exception? error = null;
-        try
-        {
-            while (true)
-            {
-                var received = await _socket.ReceiveAsync(writer.GetMemory(ReceiveSize), SocketFlags.None);
-                if (received == 0)
-                {
-                    break;
-                }
-                writer.Advance(received);
-                Interlocked.Add(ref _received, received);
-                if ((await writer.FlushAsync()).IsCompleted)
-                {
-                    break;
-                }
-            }
-        }
-        catch (SocketException ex)
-        {
-            error = new IOException($"Unable to read data from the transport connection: {ex.Message}.", ex);
-        }
-        catch (ObjectDisposedException ex)
-        {
-            error = ex;
-        }
-        await writer.CompleteAsync(error);
     }
 
     public void ShutdownSend()
