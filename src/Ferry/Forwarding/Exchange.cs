@@ -69,15 +69,16 @@ internal sealed class Exchange
             var isUpgrade = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
             connection.RequestCount++;
 
-            // 4. Write the request head, then the body concurrently with waiting for the response. What the
-            //    destination acknowledged so far is noted first: if it closes before answering, that tells whether it
-            //    can have received this request at all (DESIGN.md §3.7).
+            // 4. Write the request head, then the body concurrently with waiting for the response. Before anything
+            //    is sent, what the destination acknowledged so far is noted when it can decide a replay: if the
+            //    destination closes before answering, it tells whether it can have received this request at all
+            //    (DESIGN.md §3.7).
             _phase = Phase.SendingRequest;
-            if (_reused)
+            var mode = WriteRequestHead(connection.Output, isUpgrade);
+            if (NeedsDeliveryProof(mode))
             {
                 _bytesAckedBefore = connection.BytesAcked();
             }
-            var mode = WriteRequestHead(connection.Output, isUpgrade);
             if (_body is not null)
             {
                 connection.Output.Write(_body.Span);
@@ -217,6 +218,14 @@ internal sealed class Exchange
             return RetireReason.Error;
         }
     }
+
+    // The proof that the destination never received the request (ReplayPolicy.CanReplay) only matters on a reused
+    // connection, for a request whose body can be sent again (buffered, or none: a streamed body cannot be replayed)
+    // and whose method alone does not allow a replay. A GET never needs it, so the common case skips one
+    // getsockopt(TCP_INFO) per request. `mode` is the framing before a buffered body is written: None means no body.
+    private bool NeedsDeliveryProof(BodyMode mode) =>
+        _reused && (_body is not null || mode == BodyMode.None)
+        && !ReplayPolicy.MethodAllows(_context.Request, _route.Cluster.Config.Replay);
 
     // A zero timeout in the configuration means no limit.
     private static TimeSpan Limit(TimeSpan timeout) => timeout <= TimeSpan.Zero ? Timeout.InfiniteTimeSpan : timeout;

@@ -45,6 +45,21 @@ public sealed class AccessLogFormatterTests : IAsyncLifetime
             Format(AccessLogFormat.Json, _records.BadGateway()));
     }
 
+    // The JSON writer is kept per thread: a line must not depend on the lines or outputs that came before it.
+    [Fact]
+    public void Json_ConsecutiveLinesIntoDifferentOutputs_AreEachComplete()
+    {
+        var expected = Format(AccessLogFormat.Json, _records.Replayed());
+        var first = new ArrayBufferWriter<byte>();
+        AccessLogFormatter.WriteJson(_records.BadGateway(), first);
+        AccessLogFormatter.WriteJson(_records.Replayed(), first);
+        var second = new ArrayBufferWriter<byte>();
+        AccessLogFormatter.WriteJson(_records.Replayed(), second);
+
+        Assert.Equal(Format(AccessLogFormat.Json, _records.BadGateway()) + expected, Encoding.UTF8.GetString(first.WrittenSpan));
+        Assert.Equal(expected, Encoding.UTF8.GetString(second.WrittenSpan));
+    }
+
     [Fact]
     public void Combined_ReusedConnection()
     {
