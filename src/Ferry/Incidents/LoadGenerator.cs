@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Ferry.Http1;
+using Ferry.Probe;
 
 namespace Ferry.Incidents;
 
@@ -59,7 +60,7 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
 
     private async Task WorkerAsync(Random random, long started, CancellationToken stop)
     {
-        LoadConnection? connection = null;
+        ProbeConnection? connection = null;
         try
         {
             for (int burst = 1; !stop.IsCancellationRequested; burst++)
@@ -97,23 +98,23 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
 
     // A request that has begun is always finished (or timed out), even when the duration ends meanwhile, so that
     // every request sent is counted once, and counted the same way as the upstream counts it.
-    private async Task<LoadConnection?> SendOneAsync(LoadConnection? connection, bool post)
+    private async Task<ProbeConnection?> SendOneAsync(ProbeConnection? connection, bool post)
     {
         var counts = post ? _post : _get;
         Interlocked.Increment(ref counts.Requests);
         using var timeout = new CancellationTokenSource(ResponseTimeout, time);
         try
         {
-            connection ??= await LoadConnection.ConnectAsync(target, timeout.Token);
+            connection ??= await ProbeConnection.ConnectAsync(target, time, timeout.Token);
             if (post)
             {
-                await connection.SendAsync("POST", PostPath, target.ToString(), PostBody, timeout.Token);
+                await connection.SendAsync("POST", PostPath, target.ToString(), minorVersion: 1, timeout.Token, PostBody);
             }
             else
             {
-                await connection.SendAsync("GET", GetPath, target.ToString(), ReadOnlyMemory<byte>.Empty, timeout.Token);
+                await connection.SendAsync("GET", GetPath, target.ToString(), minorVersion: 1, timeout.Token);
             }
-            if (await connection.ReadResponseAsync(timeout.Token) is not var (status, keepAlive))
+            if (await connection.ReadResponseAsync(headRequest: false, timeout.Token) is not { StatusCode: var status, KeepAlivePermitted: var keepAlive })
             {
                 Interlocked.Increment(ref counts.Errors);
                 connection.Dispose();

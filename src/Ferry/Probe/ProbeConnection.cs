@@ -77,11 +77,13 @@ internal sealed class ProbeConnection : IDisposable
         return new ProbeConnection(socket, time);
     }
 
-    /// <summary>Sends a bodiless request. HTTP/1.0 requests ask for keep-alive explicitly (RFC 9112 §C.2.2),
-    /// otherwise the server would close after answering and nothing would be learned.</summary>
-    public async Task SendAsync(string method, string target, string authority, int minorVersion, CancellationToken ct)
+    /// <summary>Sends a request, head and body (a small form, when given) in one send, as an HTTP client library
+    /// does. HTTP/1.0 requests ask for keep-alive explicitly (RFC 9112 §C.2.2), otherwise the server would close
+    /// after answering and nothing would be learned.</summary>
+    public async Task SendAsync(string method, string target, string authority, int minorVersion, CancellationToken ct,
+        ReadOnlyMemory<byte> body = default)
     {
-        var writer = new ArrayBufferWriter<byte>(256);
+        var writer = new ArrayBufferWriter<byte>(256 + body.Length);
         if (minorVersion == 1)
         {
             RequestHeadWriter.WriteRequestLine(writer, method, target);
@@ -97,7 +99,13 @@ internal sealed class ProbeConnection : IDisposable
         RequestHeadWriter.WriteHeader(writer, "Host", authority);
         RequestHeadWriter.WriteHeader(writer, "User-Agent", "ferry-probe");
         RequestHeadWriter.WriteHeader(writer, "Accept", "*/*");
+        if (!body.IsEmpty)
+        {
+            RequestHeadWriter.WriteHeader(writer, "Content-Length", body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            RequestHeadWriter.WriteHeader(writer, "Content-Type", "application/x-www-form-urlencoded");
+        }
         RequestHeadWriter.WriteEnd(writer);
+        writer.Write(body.Span);
         var memory = writer.WrittenMemory;
         while (!memory.IsEmpty)
         {
