@@ -85,6 +85,24 @@ internal sealed class ConfigReader
         return true;
     }
 
+    /// <summary>One of a fixed set of names (case-insensitive); an error naming the choices otherwise.</summary>
+    public T Choice<T>(IConfiguration parent, string key, T defaultValue, string what, params (string Name, T Value)[] choices)
+    {
+        if (String(parent, key) is not { } text)
+        {
+            return defaultValue;
+        }
+        foreach (var (name, value) in choices)
+        {
+            if (text.Equals(name, StringComparison.OrdinalIgnoreCase))
+            {
+                return value;
+            }
+        }
+        Error(parent.GetSection(key).Path, $"'{text}' is not {what} ({string.Join(", ", choices.Select(c => c.Name))})");
+        return defaultValue;
+    }
+
     public string? String(IConfiguration parent, string key) =>
         TryScalar(parent, key, out var value, out _) ? value : null;
 

@@ -164,11 +164,8 @@ internal static class FerryConfigLoader
         foreach (var entry in reader.Entries(root, "Listeners"))
         {
             reader.WarnUnknownKeys(entry, ListenerKeys);
-            var protocols = ListenerProtocols.Http1;
-            if (reader.String(entry, "Protocols") is { } protocolsText && !Enum.TryParse(protocolsText, ignoreCase: true, out protocols))
-            {
-                reader.Error(entry.GetSection("Protocols").Path, $"'{protocolsText}' is not a listener protocol (Http1, Http2)");
-            }
+            var protocols = reader.Choice(entry, "Protocols", ListenerProtocols.Http1, "a listener protocol",
+                ("Http1", ListenerProtocols.Http1), ("Http2", ListenerProtocols.Http2));
             if (ReadEndPoint(reader, entry, required: true) is { } endPoint)
             {
                 listeners.Add((new ListenerConfig(entry.Key, endPoint.EndPoint, protocols), endPoint.Path, endPoint.Text));
@@ -425,15 +422,8 @@ internal static class FerryConfigLoader
         {
             reader.Warning(section.Path, $"has no effect unless LoadBalancingPolicy is {LoadBalancingPolicies.ConsistentHash}");
         }
-        var key = defaults.Key;
-        if (reader.String(section, "Key") is { } keyText)
-        {
-            if (!Enum.TryParse(keyText, ignoreCase: true, out key) || !Enum.IsDefined(key))
-            {
-                reader.Error(section.GetSection("Key").Path, $"'{keyText}' is not a hash key ({string.Join(", ", Enum.GetNames<HashKeyKind>())})");
-                key = defaults.Key;
-            }
-        }
+        var key = reader.Choice(section, "Key", defaults.Key, "a hash key",
+            Enum.GetValues<HashKeyKind>().Select(k => (k.ToString(), k)).ToArray());
         var name = reader.String(section, "Name");
         if (key != HashKeyKind.ClientIp && name is null)
         {
@@ -789,22 +779,8 @@ internal static class FerryConfigLoader
         var section = reader.Section(root, "AccessLog");
         reader.WarnUnknownKeys(section, AccessLogKeys);
         var defaults = AccessLogConfig.Default;
-        var format = defaults.Format;
-        if (reader.String(section, "Format") is { } formatText)
-        {
-            if (formatText.Equals("json", StringComparison.OrdinalIgnoreCase))
-            {
-                format = AccessLogFormat.Json;
-            }
-            else if (formatText.Equals("combined", StringComparison.OrdinalIgnoreCase))
-            {
-                format = AccessLogFormat.Combined;
-            }
-            else
-            {
-                reader.Error(section.GetSection("Format").Path, $"'{formatText}' is not an access log format (json, combined)");
-            }
-        }
+        var format = reader.Choice(section, "Format", defaults.Format, "an access log format",
+            ("json", AccessLogFormat.Json), ("combined", AccessLogFormat.Combined));
 
         var accessLog = new AccessLogConfig(
             reader.Bool(section, "Enabled", defaults.Enabled),
@@ -825,22 +801,8 @@ internal static class FerryConfigLoader
     {
         var section = reader.Section(parent, "Otlp");
         reader.WarnUnknownKeys(section, OtlpKeys);
-        var protocol = OtlpProtocol.Grpc;
-        if (reader.String(section, "Protocol") is { } protocolText)
-        {
-            if (protocolText.Equals("grpc", StringComparison.OrdinalIgnoreCase))
-            {
-                protocol = OtlpProtocol.Grpc;
-            }
-            else if (protocolText.Equals("http/protobuf", StringComparison.OrdinalIgnoreCase))
-            {
-                protocol = OtlpProtocol.HttpProtobuf;
-            }
-            else
-            {
-                reader.Error(section.GetSection("Protocol").Path, $"'{protocolText}' is not an OTLP protocol (grpc, http/protobuf)");
-            }
-        }
+        var protocol = reader.Choice(section, "Protocol", OtlpProtocol.Grpc, "an OTLP protocol",
+            ("grpc", OtlpProtocol.Grpc), ("http/protobuf", OtlpProtocol.HttpProtobuf));
 
         var interval = reader.Duration(section, "Interval", OtlpConfig.DefaultInterval, positive: true);
         var text = reader.String(section, "Endpoint");
