@@ -25,7 +25,7 @@ internal static class DemoCommand
             return await ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), server =>
                 $"ferry: demo upstreams demo-a at {a.Uri} and demo-b at {b.Uri}\n" +
                 $"ferry: try   curl -i {server.ListenerUris[0]}   (answers alternate between demo-a and demo-b)\n" +
-                $"ferry:       curl {server.AdminUri}status", stop);
+                $"ferry:       open {server.AdminUri} for the status page", stop);
         });
     }
 

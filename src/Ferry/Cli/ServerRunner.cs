@@ -49,7 +49,7 @@ internal static class ServerRunner
             }
             if (server.AdminUri is { } admin)
             {
-                Console.WriteLine($"ferry: admin on {admin} (/healthz, /status)");
+                Console.WriteLine($"ferry: admin on {admin} (status page at /, /status, /metrics, /healthz)");
             }
             if (banner is not null)
             {
