@@ -30,6 +30,10 @@ internal sealed class Exchange
     private readonly Configuration.TimeoutsConfig _timeouts;
     private readonly long _start;
     private readonly Func<int, bool>? _retryOnStatus; // true: the forwarder sends the request elsewhere (Retry:Statuses)
+    // The proof that the destination never received the request (ReplayPolicy.CanReplay) can change the outcome: the
+    // body can be sent again and the method alone does not allow a replay. Otherwise one getsockopt(TCP_INFO) per
+    // reused request is saved.
+    private readonly bool _proofDecidesReplay;
     private Phase _phase;
     private volatile bool _headReceived;
     private volatile bool _clientBodyFailed;
@@ -38,8 +42,9 @@ internal sealed class Exchange
     private long _bytesAckedBefore = -1;
 
     public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
-        string? traceParent, TimeProvider time, Func<int, bool>? retryOnStatus = null)
+        string? traceParent, TimeProvider time, bool proofDecidesReplay, Func<int, bool>? retryOnStatus = null)
     {
+        _proofDecidesReplay = proofDecidesReplay;
         _retryOnStatus = retryOnStatus;
         _traceParent = traceParent;
         _context = context;
@@ -75,7 +80,7 @@ internal sealed class Exchange
             //    (DESIGN.md §3.7).
             _phase = Phase.SendingRequest;
             var mode = WriteRequestHead(connection.Output, isUpgrade);
-            if (NeedsDeliveryProof(mode))
+            if (_reused && _proofDecidesReplay)
             {
                 _bytesAckedBefore = connection.BytesAcked();
             }
@@ -218,14 +223,6 @@ internal sealed class Exchange
             return RetireReason.Error;
         }
     }
-
-    // The proof that the destination never received the request (ReplayPolicy.CanReplay) only matters on a reused
-    // connection, for a request whose body can be sent again (buffered, or none: a streamed body cannot be replayed)
-    // and whose method alone does not allow a replay. A GET never needs it, so the common case skips one
-    // getsockopt(TCP_INFO) per request. `mode` is the framing before a buffered body is written: None means no body.
-    private bool NeedsDeliveryProof(BodyMode mode) =>
-        _reused && (_body is not null || mode == BodyMode.None)
-        && !ReplayPolicy.MethodAllows(_context.Request, _route.Cluster.Config.Replay);
 
     // A zero timeout in the configuration means no limit.
     private static TimeSpan Limit(TimeSpan timeout) => timeout <= TimeSpan.Zero ? Timeout.InfiniteTimeSpan : timeout;

@@ -141,7 +141,8 @@ internal sealed partial class Forwarder(
                         : null;
                     try
                     {
-                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time, retryOnStatus).RunAsync();
+                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
+                            proofDecidesReplay: bodyReplayable && !methodAllows, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
                         return;
