@@ -366,11 +366,9 @@ internal sealed class Exchange
     }
 
     private static bool IsXForwarded(string name) =>
-        name.StartsWith("X-Forwarded-", StringComparison.OrdinalIgnoreCase)
-        && (name.Length == 15 || name.Length == 17 || name.Length == 16)
-        && (name.EndsWith("For", StringComparison.OrdinalIgnoreCase)
-            || name.EndsWith("Proto", StringComparison.OrdinalIgnoreCase)
-            || name.EndsWith("Host", StringComparison.OrdinalIgnoreCase));
+        name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase)
+        || name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase)
+        || name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase);
 
     private static void WriteAppended(PipeWriter output, string name, Microsoft.Extensions.Primitives.StringValues existing, string? value)
     {
