@@ -50,6 +50,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
     private long _provenIdleTicks; // longest idle time a connection was seen to survive (nothing learned yet)
     private long _learnedLimitHits; // connections that reached a learned request limit
+    private long _limitProbes;      // of those, the ones kept as probes
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
@@ -73,6 +74,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     }
 
     public KeepAliveLearner Learner { get; }
+
+    // Connections kept past a learned request limit: each may cost one replay when the limit still holds.
+    public long LimitProbes => Interlocked.Read(ref _limitProbes);
 
     // Local ports this destination's connections take, per 4-tuple space (port exhaustion guard).
     public PortSpace Ports { get; }
@@ -324,6 +328,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 && Interlocked.Increment(ref _learnedLimitHits) % LearnedLimitProbeEvery == 0)
             {
                 connection.BeyondLearnedLimit = true;
+                Interlocked.Increment(ref _limitProbes);
                 reason = null;
             }
         }

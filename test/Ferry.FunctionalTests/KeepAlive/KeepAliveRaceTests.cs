@@ -47,6 +47,7 @@ public sealed class KeepAliveRaceTests(ITestOutputHelper output)
         var random = new Random(7);
         var statuses = new Dictionary<HttpStatusCode, int>();
         long? replaysWhenLearned = null;
+        long probesWhenLearned = 0;
 
         for (var round = 0; round < Rounds; round++)
         {
@@ -61,6 +62,7 @@ public sealed class KeepAliveRaceTests(ITestOutputHelper output)
             if (replaysWhenLearned is null && (pool.Learner.IdleTimeout is not null || pool.Learner.MaxRequests > 0))
             {
                 replaysWhenLearned = destination.Replays;
+                probesWhenLearned = pool.LimitProbes;
             }
             // A pause jittered around the destination's 2 s timeout.
             time.Advance(TimeSpan.FromMilliseconds(1900 + random.Next(0, 201)));
@@ -71,15 +73,17 @@ public sealed class KeepAliveRaceTests(ITestOutputHelper output)
             + $"closed while idle {pool.Retired(RetireReason.ClosedWhileIdle)} (FIN {pool.ClosedByFin}, RST {pool.ClosedByReset}), "
             + $"announced {pool.Retired(RetireReason.AnnouncedLimit)}, learned {pool.Retired(RetireReason.LearnedLimit)}, "
             + $"learned idle {pool.Learner.IdleTimeout?.TotalSeconds:0.###} s, learned max requests {pool.Learner.MaxRequests}, "
-            + $"non-replayable leases that connected {pool.SkippedUnsafe}");
+            + $"non-replayable leases that connected {pool.SkippedUnsafe}, limit probes {pool.LimitProbes}");
         Assert.Equal([HttpStatusCode.OK], statuses.Keys);
         Assert.Equal(Rounds * (GetsPerBurst + PostsPerBurst), statuses[HttpStatusCode.OK]);
         Assert.Equal(Rounds * PostsPerBurst, upstream.RequestCount("POST", "/echo"));
         if (scenario[0] is 'b' or 'd' or 'e')
         {
-            // Silent limits are learned, and from then on no request meets a closing connection.
+            // Silent limits are learned, and from then on no request meets a closing connection, except the connections
+            // Ferry keeps past a learned request limit on purpose, to notice a destination that changed: those serve
+            // replayable requests only, and each costs at most one replay.
             Assert.NotNull(replaysWhenLearned);
-            Assert.Equal(replaysWhenLearned, destination.Replays);
+            Assert.InRange(destination.Replays - replaysWhenLearned.Value, 0, pool.LimitProbes - probesWhenLearned);
         }
     }
 
