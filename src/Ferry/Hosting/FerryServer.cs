@@ -123,6 +123,10 @@ internal sealed class FerryServer : IAsyncDisposable
         });
         logging.SetMinimumLevel(LogLevel.Information);
         logging.AddFilter("Microsoft", LogLevel.Warning);
+        // ASP.NET Core's hosting diagnostics log nothing above Information, yet while that category is enabled at any
+        // level, hosting starts an Activity and a logging scope for every request to give those lines a trace id.
+        // Ferry's access log covers what they would say, and its own spans are created when tracing is on.
+        logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
     }
 
     private static IReadOnlyList<Uri> Addresses(WebApplication app) =>
