@@ -103,6 +103,10 @@ internal sealed class FerryMetrics
     private static readonly (RetireReason Reason, string Name)[] RetireReasons =
         Enum.GetValues<RetireReason>().Select(r => (r, System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(r.ToString()))).ToArray();
 
+    // Tag values are objects: one box each for the two booleans instead of one per measurement.
+    private static readonly object BoxedTrue = true;
+    private static readonly object BoxedFalse = false;
+
     public void Record(RequestRecord record)
     {
         var error = record.Error == ProxyError.None ? null : ProxyErrors.Describe(record.Error).Type;
@@ -144,7 +148,7 @@ internal sealed class FerryMetrics
                 retry.Add("ferry.retry_kind", attempt.Replay ? "replay" : "next_destination");
                 _retries.Add(1, retry);
             }
-            where.Add("ferry.reused", attempt.Reused);
+            where.Add("ferry.reused", attempt.Reused ? BoxedTrue : BoxedFalse);
             if (attempt.Error != ProxyError.None)
             {
                 where.Add("error.type", ProxyErrors.Describe(attempt.Error).Type);
