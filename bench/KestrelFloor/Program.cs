@@ -1,6 +1,6 @@
 // The floor under any proxy built on Kestrel: Kestrel answering the small scenario's 6-byte body itself, with no
 // upstream, no routing, no logging and no metrics listener. bench/run measures it as the `kestrel` target.
-var builder = WebApplication.CreateSlimBuilder(args);
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
 builder.Logging.ClearProviders();
 builder.WebHost.UseUrls(args.Length > 0 ? args[0] : "http://127.0.0.1:5000");
 var app = builder.Build();
