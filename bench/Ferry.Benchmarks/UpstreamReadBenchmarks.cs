@@ -5,8 +5,8 @@ using BenchmarkDotNet.Attributes;
 
 namespace Ferry.Benchmarks;
 
-// One response arriving on an idle upstream connection whose read is already pending, as with the pool's idle watch:
-// the peer sends a small response, the reader wakes up and consumes it. Compares what UpstreamConnection uses today
+// One response arriving on an idle upstream connection whose read is already pending, as with the pool's idle watch
+// before it waited with a zero-byte receive (docs/decisions/2026-11-22-hot-path-3.md): the peer sends a small response, the reader wakes up and consumes it. Compares what UpstreamConnection uses today
 // (StreamPipeReader over NetworkStream, reads pulled by the consumer) with a receive loop that pushes into a Pipe
 // (Kestrel's SocketConnection design). Loopback only; the Allocated column is the figure of interest, since the
 // timings include the kernel's loopback delivery and the machine's noise.

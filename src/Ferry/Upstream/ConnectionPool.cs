@@ -229,7 +229,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             {
                 // The close is in the socket's queue; the idle watch has not run yet. It will find the connection
                 // leased and leave it to us.
-                ObserveClose(candidate, now, candidate.PendingRead is { IsCompleted: true } done ? done.Result : default, sentinel: false);
+                ObserveClose(candidate, now, candidate.Watch.TryGetEnded(out var ended) ? ended : default, sentinel: false);
                 Retire(candidate, RetireReason.ClosedWhileIdle);
                 continue;
             }
@@ -342,7 +342,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                     _idle.Add(connection);
                     // Started under the lock: if the close is already queued, the watch completes synchronously and
                     // removes the connection before anyone can lease it.
-                    connection.PendingRead = WatchAsync(connection);
+                    connection.Watch.Start(this);
                     return;
                 }
                 reason = _disposed ? RetireReason.Shutdown : _idle.Count >= _config.MaxIdle ? RetireReason.PoolFull : RetireReason.AddressGone;
@@ -351,17 +351,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
         Retire(connection, reason.Value);
     }
 
-    private async Task<IdleRead> WatchAsync(UpstreamConnection connection)
+    // The idle watch's read ended (IdleWatch): a connection still idle is closed, seen or broken and leaves the pool at
+    // once; a leased one is left to the exchange, which continues the read.
+    public void IdleReadEnded(UpstreamConnection connection, in IdleRead read)
     {
-        IdleRead read;
-        try
-        {
-            read = new IdleRead(await connection.Input.ReadAsync(), null);
-        }
-        catch (Exception ex)
-        {
-            read = new IdleRead(default, ex);
-        }
         bool wasIdle, sentinel = false;
         lock (_lock)
         {
@@ -374,12 +367,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
         if (!wasIdle)
         {
-            // Leased: the exchange continues this read.
-            return read;
+            return;
         }
         ObserveClose(connection, _time.GetTimestamp(), read, sentinel);
         Retire(connection, RetireReason.ClosedWhileIdle);
-        return default;
     }
 
     private void ObserveClose(UpstreamConnection connection, long now, IdleRead read, bool sentinel)

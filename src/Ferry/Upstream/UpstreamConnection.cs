@@ -22,9 +22,6 @@ internal enum RetireReason
     AddressGone,       // the destination's host name no longer resolves to this connection's address
 }
 
-// How an idle connection's pending read ended, as the pool hands it to the exchange that leased the connection.
-internal readonly record struct IdleRead(ReadResult Result, Exception? Error);
-
 // One HTTP/1.1 connection to a destination. Owned by exactly one exchange at a time, or idle in its pool.
 internal sealed class UpstreamConnection : IDisposable
 {
@@ -47,6 +44,7 @@ internal sealed class UpstreamConnection : IDisposable
         Parser = new ResponseHeadParser(limits);
         Head = new ResponseHead();
         Chunked = new ChunkedDecoder(limits);
+        Watch = new IdleWatch(this, socket);
         CreatedAt = createdAt;
         IdleSince = createdAt;
     }
@@ -72,9 +70,9 @@ internal sealed class UpstreamConnection : IDisposable
     // Kept past a learned request limit as a probe: only requests that can be replayed may use it.
     public bool BeyondLearnedLimit { get; set; }
 
-    // The read the idle watch started when the connection went idle. The exchange that leases the connection takes it
-    // over: its result is the first bytes of the response (or the close that raced with the request).
-    public Task<IdleRead>? PendingRead { get; set; }
+    // The read pending while the connection is idle. The exchange that leases the connection takes it over (ReadAsync):
+    // its result is the first bytes of the response (or the close that raced with the request).
+    public IdleWatch Watch { get; }
 
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
@@ -157,29 +155,8 @@ internal sealed class UpstreamConnection : IDisposable
     }
 
     // First read of a response: continues the idle watch's read when there is one.
-    public async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken)
-    {
-        if (PendingRead is not { } pending)
-        {
-            return await Input.ReadAsync(cancellationToken);
-        }
-        PendingRead = null;
-        IdleRead idle;
-        using (cancellationToken.UnsafeRegister(static s => ((PipeReader)s!).CancelPendingRead(), Input))
-        {
-            idle = await pending;
-        }
-        if (idle.Error is { } error)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
-        }
-        if (idle.Result.IsCanceled)
-        {
-            Input.AdvanceTo(idle.Result.Buffer.Start);
-            throw new OperationCanceledException(cancellationToken);
-        }
-        return idle.Result;
-    }
+    public ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken) =>
+        Watch.IsPending ? Watch.TakeOver(cancellationToken) : Input.ReadAsync(cancellationToken);
 
     // An idle HTTP/1.1 connection has nothing to read: readability means FIN, RST or a stray byte, all fatal. The idle
     // watch notices them too, but a close can be in the socket's queue before its continuation has run.
