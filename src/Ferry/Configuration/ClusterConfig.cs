@@ -40,7 +40,8 @@ internal sealed record DestinationConfig(string DestinationId, Uri Address, stri
 {
     public const int DefaultWeight = 1;
 
-    public string Authority => Address.Authority;
+    // Uri.Authority builds a new string on every call; this is read for every request.
+    public string Authority { get; } = Address.Authority;
 }
 
 /// <summary>Policy names accepted in configuration, spelled as YARP spells them.</summary>

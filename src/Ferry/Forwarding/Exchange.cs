@@ -102,7 +102,11 @@ internal sealed class Exchange
             _phase = Phase.WaitingForHead;
             connection.SetDeadline(Limit(_timeouts.ResponseHead));
             var head = connection.Head;
-            await ReadHeadAsync(connection, ct);
+            // The loop is here rather than in an async method of its own: that method's state machine would be one more
+            // heap object per request, as the read always completes after the request went out.
+            while (!ConsumeHead(connection, await connection.ReadAsync(ct)))
+            {
+            }
             _headReceived = true;
             _attempt.Status = head.StatusCode;
             _attempt.HeadTime = _time.GetElapsedTime(_start);
@@ -491,34 +495,28 @@ internal sealed class Exchange
         }
     }
 
-    private async Task ReadHeadAsync(UpstreamConnection connection, CancellationToken ct)
+    // Parses what a read brought; true once a final (or 101) response head is complete. 100 Continue answers an Expect
+    // Ferry does not forward, and other 1xx (103) have no Kestrel API: both are consumed and the next head awaited.
+    private bool ConsumeHead(UpstreamConnection connection, ReadResult read)
     {
         var input = connection.Input;
-        while (true)
+        var buffer = read.Buffer;
+        if (!buffer.IsEmpty)
         {
-            var read = await connection.ReadAsync(ct);
-            var buffer = read.Buffer;
-            if (!buffer.IsEmpty)
-            {
-                _anyResponseByte = true;
-            }
-            if (TryParseHead(connection, buffer, out var consumed))
-            {
-                input.AdvanceTo(consumed);
-                var head = connection.Head;
-                if (head.IsInformational && head.StatusCode != StatusCodes.Status101SwitchingProtocols)
-                {
-                    // 100 Continue answers an Expect Ferry does not forward; other 1xx (103) have no Kestrel API.
-                    continue;
-                }
-                return;
-            }
-            if (read.IsCompleted)
-            {
-                throw Terminated(null);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
+            _anyResponseByte = true;
         }
+        if (TryParseHead(connection, buffer, out var consumed))
+        {
+            input.AdvanceTo(consumed);
+            var head = connection.Head;
+            return !head.IsInformational || head.StatusCode == StatusCodes.Status101SwitchingProtocols;
+        }
+        if (read.IsCompleted)
+        {
+            throw Terminated(null);
+        }
+        input.AdvanceTo(buffer.Start, buffer.End);
+        return false;
     }
 
     private static bool TryParseHead(UpstreamConnection connection, in ReadOnlySequence<byte> buffer, out SequencePosition consumed)
