@@ -438,7 +438,13 @@ internal sealed class Exchange
             ReadResult read;
             try
             {
-                read = await source.ReadAsync(ct);
+                // Abandoning ends the read with CancelPendingRead rather than a token: a read of Kestrel's request body
+                // that ends by cancellation leaves the reader mid-read, and Kestrel can then neither drain the rest of
+                // the body nor keep the client's connection.
+                using (abandon.UnsafeRegister(static s => ((PipeReader)s!).CancelPendingRead(), source))
+                {
+                    read = await source.ReadAsync(_context.RequestAborted);
+                }
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
@@ -449,6 +455,11 @@ internal sealed class Exchange
             }
             catch (OperationCanceledException)
             {
+                return false;
+            }
+            if (read.IsCanceled)
+            {
+                source.AdvanceTo(read.Buffer.Start);
                 return false;
             }
             var buffer = read.Buffer;
