@@ -71,7 +71,7 @@ internal sealed class PrometheusCollector : IDisposable
             {
                 if (family.Observable)
                 {
-                    family.Series.Clear();
+                    family.ClearSeries();
                 }
             }
             _listener.RecordObservableInstruments();
@@ -242,18 +242,41 @@ internal sealed class PrometheusCollector : IDisposable
         private readonly ConcurrentDictionary<string, Series>.AlternateLookup<ReadOnlySpan<char>> _lookup =
             new ConcurrentDictionary<string, Series>(StringComparer.Ordinal).GetAlternateLookup<ReadOnlySpan<char>>();
 
+        // The series of tag lists recorded lately, by a hash of the tags. A call site records the same few tag lists
+        // again and again; comparing them with one seen before costs less than building its label key (sorting the
+        // tags, formatting every value) for every measurement. Entries are immutable and replaced whole.
+        private const int RecentSlots = 64;
+        private readonly RecentTags?[] _recent = new RecentTags?[RecentSlots];
+
         public string Name { get; } = name;
         public Kind Kind { get; } = kind;
         public bool Observable { get; } = observable;
         public ConcurrentDictionary<string, Series> Series => _lookup.Dictionary;
 
+        // Only the scrape clears series (observable ones, under its lock, before they report again).
+        public void ClearSeries()
+        {
+            Array.Clear(_recent);
+            Series.Clear();
+        }
+
         public void Record(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {
-            var key = LabelKey(tags);
-            if (!_lookup.TryGetValue(key, out var series))
+            var slot = (int)((uint)TagsHash(tags) % RecentSlots);
+            Series series;
+            if (Volatile.Read(ref _recent[slot]) is { } recent && recent.Matches(tags))
             {
-                var created = new Series(bounds?.Length + 1 ?? 0);
-                series = _lookup.TryAdd(key, created) || !_lookup.TryGetValue(key, out var existing) ? created : existing;
+                series = recent.Series;
+            }
+            else
+            {
+                var key = LabelKey(tags);
+                if (!_lookup.TryGetValue(key, out series!))
+                {
+                    var created = new Series(bounds?.Length + 1 ?? 0);
+                    series = _lookup.TryAdd(key, created) || !_lookup.TryGetValue(key, out var existing) ? created : existing;
+                }
+                Volatile.Write(ref _recent[slot], new RecentTags(tags.ToArray(), series));
             }
             lock (series)
             {
@@ -334,6 +357,38 @@ internal sealed class PrometheusCollector : IDisposable
             }
             text.Append(' ').Append(value).Append('\n');
         }
+    }
+
+    private sealed class RecentTags(KeyValuePair<string, object?>[] tags, Series series)
+    {
+        public Series Series { get; } = series;
+
+        public bool Matches(ReadOnlySpan<KeyValuePair<string, object?>> other)
+        {
+            if (other.Length != tags.Length)
+            {
+                return false;
+            }
+            for (var i = 0; i < tags.Length; i++)
+            {
+                if (!string.Equals(tags[i].Key, other[i].Key, StringComparison.Ordinal) || !Equals(tags[i].Value, other[i].Value))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
+    private static int TagsHash(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        var hash = new HashCode();
+        foreach (var tag in tags)
+        {
+            hash.Add(tag.Key);
+            hash.Add(tag.Value);
+        }
+        return hash.ToHashCode();
     }
 
     private sealed class Series(int buckets)

@@ -35,6 +35,28 @@ public sealed class PrometheusCollectorTests : IDisposable
     }
 
     [Fact]
+    public void ManyTagSets_RecordedRepeatedly_EachKeepItsOwnSum()
+    {
+        // More tag sets than the collector remembers recent ones, in an interleaved order and with values built anew
+        // each time (equal strings, other instances; a fresh box for each number): every set still sums on its own.
+        var counter = _meter.CreateCounter<long>("ferry.attempts", "{attempt}");
+        for (var round = 1; round <= 3; round++)
+        {
+            for (var i = 0; i < 300; i++)
+            {
+                counter.Add(round, new("ferry.destination", $"d{i}"), new("http.response.status_code", 200 + i % 3));
+            }
+        }
+
+        var text = _collector.Scrape();
+        for (var i = 0; i < 300; i++)
+        {
+            Assert.Contains($"ferry_attempts_total{{ferry_destination=\"d{i}\",http_response_status_code=\"{200 + i % 3}\"}} 6\n", text);
+        }
+        Assert.Equal(300, text.Split('\n').Count(l => l.StartsWith("ferry_attempts_total{", StringComparison.Ordinal)));
+    }
+
+    [Fact]
     public void UpDownCounter_IsAGauge_AndLabelValuesAreEscaped()
     {
         var counter = _meter.CreateUpDownCounter<int>("ferry.active", "{connection}", "Line one\nline \\ two.");
