@@ -33,6 +33,7 @@ internal static class AccessLogFormatter
     }
 
     // One writer per thread, reset onto each output: a new Utf8JsonWriter per line was most of the log's allocations.
+    // Property names are UTF-8 literals: a name given as a string is transcoded and checked for escaping on every line.
     [ThreadStatic]
     private static Utf8JsonWriter? t_json;
 
@@ -46,43 +47,43 @@ internal static class AccessLogFormatter
             Span<byte> time = stackalloc byte[32];
             record.StartTime.UtcDateTime.TryFormat(time, out var timeLength, "yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
             json.WriteString("time"u8, time[..timeLength]);
-            WriteOptional(json, "client", record.ClientAddress);
-            json.WriteString("method", record.Method);
-            json.WriteString("target", record.Target);
-            json.WriteString("protocol", record.Protocol);
-            WriteOptional(json, "host", record.Host);
-            json.WriteNumber("status", record.Status);
-            json.WriteNumber("bytes_in", record.BytesIn);
-            json.WriteNumber("bytes_out", record.BytesOut);
-            WriteMilliseconds(json, "duration_ms", record.Duration);
-            WriteOptional(json, "route", record.RouteId);
-            WriteOptional(json, "cluster", record.ClusterId);
+            WriteOptional(json, "client"u8, record.ClientAddress);
+            json.WriteString("method"u8, record.Method);
+            json.WriteString("target"u8, record.Target);
+            json.WriteString("protocol"u8, record.Protocol);
+            WriteOptional(json, "host"u8, record.Host);
+            json.WriteNumber("status"u8, record.Status);
+            json.WriteNumber("bytes_in"u8, record.BytesIn);
+            json.WriteNumber("bytes_out"u8, record.BytesOut);
+            WriteMilliseconds(json, "duration_ms"u8, record.Duration);
+            WriteOptional(json, "route"u8, record.RouteId);
+            WriteOptional(json, "cluster"u8, record.ClusterId);
             if (record.Error != ProxyError.None)
             {
-                json.WriteString("error", ProxyErrors.Describe(record.Error).Type);
-                WriteOptional(json, "error_details", record.ErrorDetails);
+                json.WriteString("error"u8, ProxyErrors.Describe(record.Error).Type);
+                WriteOptional(json, "error_details"u8, record.ErrorDetails);
             }
-            json.WriteStartArray("attempts");
+            json.WriteStartArray("attempts"u8);
             foreach (var attempt in record.Attempts)
             {
                 json.WriteStartObject();
-                json.WriteString("destination", attempt.Destination.Id);
-                json.WriteString("address", attempt.Destination.NextHop);
-                json.WriteNumber("status", attempt.Status);
-                WriteMilliseconds(json, "connect_ms", attempt.ConnectTime);
-                WriteMilliseconds(json, "head_ms", attempt.HeadTime);
-                WriteMilliseconds(json, "response_ms", attempt.ResponseTime);
-                json.WriteBoolean("reused", attempt.Reused);
+                json.WriteString("destination"u8, attempt.Destination.Id);
+                json.WriteString("address"u8, attempt.Destination.NextHop);
+                json.WriteNumber("status"u8, attempt.Status);
+                WriteMilliseconds(json, "connect_ms"u8, attempt.ConnectTime);
+                WriteMilliseconds(json, "head_ms"u8, attempt.HeadTime);
+                WriteMilliseconds(json, "response_ms"u8, attempt.ResponseTime);
+                json.WriteBoolean("reused"u8, attempt.Reused);
                 if (attempt.Reused)
                 {
-                    WriteMilliseconds(json, "idle_ms", attempt.IdleTime);
-                    json.WriteNumber("connection_requests", attempt.ConnectionRequests);
+                    WriteMilliseconds(json, "idle_ms"u8, attempt.IdleTime);
+                    json.WriteNumber("connection_requests"u8, attempt.ConnectionRequests);
                 }
-                json.WriteBoolean("replay", attempt.Replay);
+                json.WriteBoolean("replay"u8, attempt.Replay);
                 if (attempt.Error != ProxyError.None)
                 {
-                    json.WriteString("error", ProxyErrors.Describe(attempt.Error).Type);
-                    WriteOptional(json, "error_details", attempt.ErrorDetails);
+                    json.WriteString("error"u8, ProxyErrors.Describe(attempt.Error).Type);
+                    WriteOptional(json, "error_details"u8, attempt.ErrorDetails);
                 }
                 json.WriteEndObject();
             }
@@ -139,7 +140,7 @@ internal static class AccessLogFormatter
         output.Advance(Encoding.UTF8.GetBytes(text, span));
     }
 
-    private static void WriteOptional(Utf8JsonWriter json, string name, string? value)
+    private static void WriteOptional(Utf8JsonWriter json, ReadOnlySpan<byte> name, string? value)
     {
         if (value is not null)
         {
@@ -147,7 +148,7 @@ internal static class AccessLogFormatter
         }
     }
 
-    private static void WriteMilliseconds(Utf8JsonWriter json, string name, TimeSpan? value)
+    private static void WriteMilliseconds(Utf8JsonWriter json, ReadOnlySpan<byte> name, TimeSpan? value)
     {
         if (value is { } v)
         {
