@@ -29,7 +29,7 @@ internal sealed class Exchange
     private readonly TimeProvider _time;
     private readonly Configuration.TimeoutsConfig _timeouts;
     private readonly long _start;
-    private readonly Func<int, bool>? _retryOnStatus; // true: the forwarder sends the request elsewhere (Retry:Statuses)
+    private readonly StatusRetry? _retryOnStatus; // says yes: the forwarder sends the request elsewhere (Retry:Statuses)
     // The proof that the destination never received the request (ReplayPolicy.CanReplay) can change the outcome: the
     // body can be sent again and the method alone does not allow a replay. Otherwise one getsockopt(TCP_INFO) per
     // reused request is saved.
@@ -42,7 +42,7 @@ internal sealed class Exchange
     private long _bytesAckedBefore = -1;
 
     public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
-        string? traceParent, TimeProvider time, bool proofDecidesReplay, Func<int, bool>? retryOnStatus = null)
+        string? traceParent, TimeProvider time, bool proofDecidesReplay, StatusRetry? retryOnStatus = null)
     {
         _proofDecidesReplay = proofDecidesReplay;
         _retryOnStatus = retryOnStatus;
@@ -120,7 +120,7 @@ internal sealed class Exchange
                 // "max" counts the requests still allowed after this one (RFC 2068 §19.7.1.1, Apache's behaviour).
                 connection.AnnouncedMaxRequests = connection.RequestCount + head.KeepAliveMax;
             }
-            if (_retryOnStatus?.Invoke(head.StatusCode) == true)
+            if (_retryOnStatus?.ShouldRetry(head.StatusCode) == true)
             {
                 // Nothing has reached the client: the forwarder tries another destination instead.
                 retire = bodyTask is null ? await DrainForRetryAsync(connection, framing, ct) : RetireReason.NotReusable;

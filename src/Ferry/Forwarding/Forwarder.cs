@@ -133,11 +133,8 @@ internal sealed partial class Forwarder(
 
                     // 4.–7. Write the request, read the response head, stream the body back, return the connection.
                     attemptSpan = tracing.StartAttempt(destination, request.Method, lease.Reused);
-                    // A listed status moves on only when another destination may still be tried: the last answer is
-                    // relayed as it came, never replaced by one of Ferry's own.
-                    Func<int, bool>? retryOnStatus = replayable && retry.Statuses.Count > 0
-                        ? status => retry.Statuses.Contains(status) && tries < retry.Tries && WithinRetryBudget(record, retry)
-                            && (statusRetryTo = cluster.Balancer.Pick([.. tried ?? [], destination], hashKey, cluster.Config.Panic.Enabled).Destination) is not null
+                    var retryOnStatus = replayable && retry.Statuses.Count > 0 && tries < retry.Tries
+                        ? new StatusRetry(this, cluster, record, hashKey, tried, destination)
                         : null;
                     try
                     {
@@ -164,6 +161,7 @@ internal sealed partial class Forwarder(
                     {
                         // 5. Forwarding decision for a status listed in Retry:Statuses: the attempt keeps the status
                         //    it got, passive health judges it as any answer, and the destination picked goes next.
+                        statusRetryTo = retryOnStatus!.Next;
                         Debug.Assert(statusRetryTo is not null);
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
@@ -222,7 +220,7 @@ internal sealed partial class Forwarder(
     }
 
     // nginx's proxy_next_upstream_timeout: no new destination once the request has spent this long.
-    private bool WithinRetryBudget(RequestRecord record, RetryConfig retry) =>
+    internal bool WithinRetryBudget(RequestRecord record, RetryConfig retry) =>
         retry.Timeout <= TimeSpan.Zero || time.GetElapsedTime(record.StartTimestamp) < retry.Timeout;
 
     // A status the operator listed as a failure (HealthCheck:Passive:FailureStatuses) counts against the destination;
@@ -310,6 +308,27 @@ internal sealed partial class Forwarder(
             + "within 60 s and likely in TIME_WAIT); at the end of the range connects fail with EADDRNOTAVAIL. More keep-alive "
             + "(KeepAlive:MaxIdle) or more SourceAddresses widen it")]
     private partial void LogPortSpace(string cluster, string destination, string source, string remote, int used, int range, int open);
+}
+
+// Retry:Statuses for one attempt: a listed status moves the request on only while another destination may still be
+// tried, so that the last answer is relayed as it came and never replaced by one of Ferry's own. A class rather than a
+// closure: a lambda capturing the forwarder's loop state would move that state to the heap for every request.
+internal sealed class StatusRetry(Forwarder forwarder, ClusterState cluster, RequestRecord record, string? hashKey,
+    List<DestinationState>? tried, DestinationState current)
+{
+    // The destination picked for the next try, once ShouldRetry has said yes.
+    public DestinationState? Next { get; private set; }
+
+    public bool ShouldRetry(int status)
+    {
+        var retry = cluster.Config.Retry;
+        if (!retry.Statuses.Contains(status) || !forwarder.WithinRetryBudget(record, retry))
+        {
+            return false;
+        }
+        Next = cluster.Balancer.Pick([.. tried ?? [], current], hashKey, cluster.Config.Panic.Enabled).Destination;
+        return Next is not null;
+    }
 }
 
 // The live ProxyState; swapped atomically when configuration changes.
