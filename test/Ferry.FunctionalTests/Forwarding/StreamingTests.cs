@@ -36,6 +36,48 @@ public sealed class StreamingTests(ITestOutputHelper output)
         Assert.InRange(sampler.PeakGrowth, long.MinValue, MaxHeapGrowth);
     }
 
+    // Ferry never keeps response bytes back while it waits for the destination: each piece reaches the client before
+    // the destination sends the next one (a server-sent event stream depends on it).
+    [Fact]
+    public async Task SlowBody_EachPieceReachesTheClientBeforeTheNextIsSent()
+    {
+        var pieces = new[] { "first-", "second-", "third" };
+        var received = Enumerable.Range(0, pieces.Length).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions
+        {
+            Name = "slow",
+            Script = async (x, ct) =>
+            {
+                var length = pieces.Sum(p => p.Length);
+                await x.WriteRawAsync(System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n"), ct);
+                for (var i = 0; i < pieces.Length; i++)
+                {
+                    await x.WriteRawAsync(System.Text.Encoding.ASCII.GetBytes(pieces[i]), ct);
+                    await received[i].Task.WaitAsync(ct);
+                }
+            },
+        });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+
+        using var response = await proxy.Client.GetAsync("/", HttpCompletionOption.ResponseHeadersRead).WaitAsync(TimeSpan.FromSeconds(30));
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var text = "";
+        for (var i = 0; i < pieces.Length; i++)
+        {
+            var expected = string.Concat(pieces.Take(i + 1));
+            var buffer = new byte[64];
+            while (text.Length < expected.Length)
+            {
+                // The destination sends nothing more until this piece has arrived: a piece kept back would hang here.
+                var n = await body.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.NotEqual(0, n);
+                text += System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+            }
+            Assert.Equal(expected, text);
+            received[i].SetResult();
+        }
+    }
+
     [Fact]
     public async Task Upload200MB_StreamsWithFlatMemory()
     {
