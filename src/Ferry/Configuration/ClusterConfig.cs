@@ -40,8 +40,7 @@ internal sealed record DestinationConfig(string DestinationId, Uri Address, stri
 {
     public const int DefaultWeight = 1;
 
-    // Uri.Authority builds a new string on every call; this is read for every request.
-    public string Authority { get; } = Address.Authority;
+    public string Authority => Address.Authority;
 }
 
 /// <summary>Policy names accepted in configuration, spelled as YARP spells them.</summary>

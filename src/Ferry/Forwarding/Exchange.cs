@@ -309,7 +309,7 @@ internal sealed class Exchange
         var request = _context.Request;
         var cluster = _route.Cluster.Config;
         RequestHeadWriter.WriteRequestLine(output, request.Method, RequestTarget());
-        var host = cluster.Forwarding.PreserveHost && request.Host.HasValue ? request.Host.Value! : _destination.Config.Authority;
+        var host = cluster.Forwarding.PreserveHost && request.Host.HasValue ? request.Host.Value! : _destination.Authority;
         RequestHeadWriter.WriteHeader(output, "Host", host);
 
         var headers = request.Headers;

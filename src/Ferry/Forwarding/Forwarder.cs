@@ -62,7 +62,7 @@ internal sealed partial class Forwarder(
             DestinationState? statusRetryTo = null; // chosen when a status in Retry:Statuses was answered
             var replayed = false;
             var tries = 0; // destinations tried; a replay after a keep-alive race is not a new try
-            while (replayTo is not null || statusRetryTo is not null || (tries < retry.Tries && WithinRetryBudget(record, retry)))
+            while (replayTo is not null || statusRetryTo is not null || (tries < retry.Tries && WithinRetryBudget(time, record, retry)))
             {
                 // 2. Load balancing: pick a destination; availability decides who is eligible, panic if nobody is.
                 //    A replay goes back to the same destination: the race was the connection's fault, not its.
@@ -134,7 +134,7 @@ internal sealed partial class Forwarder(
                     // 4.–7. Write the request, read the response head, stream the body back, return the connection.
                     attemptSpan = tracing.StartAttempt(destination, request.Method, lease.Reused);
                     var retryOnStatus = replayable && retry.Statuses.Count > 0 && tries < retry.Tries
-                        ? new StatusRetry(this, cluster, record, hashKey, tried, destination)
+                        ? new StatusRetry(time, cluster, record, hashKey, tried, destination)
                         : null;
                     try
                     {
@@ -220,7 +220,7 @@ internal sealed partial class Forwarder(
     }
 
     // nginx's proxy_next_upstream_timeout: no new destination once the request has spent this long.
-    internal bool WithinRetryBudget(RequestRecord record, RetryConfig retry) =>
+    internal static bool WithinRetryBudget(TimeProvider time, RequestRecord record, RetryConfig retry) =>
         retry.Timeout <= TimeSpan.Zero || time.GetElapsedTime(record.StartTimestamp) < retry.Timeout;
 
     // A status the operator listed as a failure (HealthCheck:Passive:FailureStatuses) counts against the destination;
@@ -313,7 +313,7 @@ internal sealed partial class Forwarder(
 // Retry:Statuses for one attempt: a listed status moves the request on only while another destination may still be
 // tried, so that the last answer is relayed as it came and never replaced by one of Ferry's own. A class rather than a
 // closure: a lambda capturing the forwarder's loop state would move that state to the heap for every request.
-internal sealed class StatusRetry(Forwarder forwarder, ClusterState cluster, RequestRecord record, string? hashKey,
+internal sealed class StatusRetry(TimeProvider time, ClusterState cluster, RequestRecord record, string? hashKey,
     List<DestinationState>? tried, DestinationState current)
 {
     // The destination picked for the next try, once ShouldRetry has said yes.
@@ -322,7 +322,7 @@ internal sealed class StatusRetry(Forwarder forwarder, ClusterState cluster, Req
     public bool ShouldRetry(int status)
     {
         var retry = cluster.Config.Retry;
-        if (!retry.Statuses.Contains(status) || !forwarder.WithinRetryBudget(record, retry))
+        if (!retry.Statuses.Contains(status) || !Forwarder.WithinRetryBudget(time, record, retry))
         {
             return false;
         }

@@ -85,7 +85,7 @@ internal sealed class ActiveHealthChecker : IAsyncDisposable
             await using var stream = new NetworkStream(socket, ownsSocket: false);
             var output = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
             RequestHeadWriter.WriteRequestLine(output, _config.Method, _config.Path);
-            RequestHeadWriter.WriteHeader(output, "Host", destination.Config.Authority);
+            RequestHeadWriter.WriteHeader(output, "Host", destination.Authority);
             RequestHeadWriter.WriteHeader(output, "User-Agent", "ferry-health-check");
             RequestHeadWriter.WriteHeader(output, "Connection", "close");
             RequestHeadWriter.WriteEnd(output);

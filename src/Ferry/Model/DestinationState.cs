@@ -18,7 +18,8 @@ internal sealed class DestinationState
         Config = config;
         var health = cluster.Config.HealthCheck;
         Health = new DestinationHealth(health.Passive, health.Active, cluster.Config.SlowStart, time);
-        NextHop = config.Address.Authority.Contains(':', StringComparison.Ordinal) ? config.Address.Authority : $"{config.Address.Authority}:{config.Port}";
+        Authority = config.Authority;
+        NextHop = Authority.Contains(':', StringComparison.Ordinal) ? Authority : $"{Authority}:{config.Port}";
         if (IPAddress.TryParse(config.Host, out var ip))
         {
             EndPoint = new IPEndPoint(ip, config.Port);
@@ -35,6 +36,10 @@ internal sealed class DestinationState
             Resolver.Changed = Pool.RetireGoneAddresses;
         }
     }
+
+    // The Host header sent when the client's is not preserved, read for every request: Uri.Authority builds a new
+    // string on every call.
+    public string Authority { get; }
 
     // For a destination given by host name: its addresses, resolved again periodically; null for an IP address.
     public DestinationResolver? Resolver { get; }
