@@ -175,6 +175,9 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     }
                     json.WriteNumber("maxRequests", pool.Learner.MaxRequests);
                     json.WriteNumber("idleSamples", pool.Learner.IdleSamples);
+                    // Whether enough closes were seen for the learned value alone to govern non-replayable requests.
+                    json.WriteBoolean("idleTimeoutSettled", pool.Learner.IdleTimeoutSettled);
+                    json.WriteNumber("idleTimeoutForgotten", pool.Learner.Forgotten);
                     json.WriteNumber("provenIdleSeconds", Math.Round(pool.ProvenIdle.TotalSeconds, 3));
                     // Requests that could not be replayed and connected because every idle connection was too old.
                     json.WriteNumber("unsafeIdleSkips", pool.SkippedUnsafe);

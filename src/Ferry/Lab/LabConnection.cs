@@ -211,8 +211,10 @@ internal sealed class LabConnection
     /// <summary>Reads the next head; null when the client closed cleanly or the connection sat idle too long.</summary>
     private async Task<LabRequestHead?> ReadHeadAsync()
     {
+        // With an event loop (IdleCheckInterval) the upstream's sweep cancels `idle`; otherwise its own timer does.
+        var swept = Options.IdleTimeout is not null && Options.IdleCheckInterval is not null;
         using var idle = Options.IdleTimeout is { } timeout
-            ? new CancellationTokenSource(timeout, Options.TimeProvider)
+            ? swept ? new CancellationTokenSource() : new CancellationTokenSource(timeout, Options.TimeProvider)
             : null;
         using var idleOrStopping = idle is null ? null : CancellationTokenSource.CreateLinkedTokenSource(idle.Token, _stopping);
         bool sawByte = false;
@@ -225,53 +227,67 @@ internal sealed class LabConnection
                 CloseIdle();
             }
         }, null);
-        while (true)
+        if (swept)
         {
-            ReadResult result;
-            try
+            _upstream.IdleStarted(this, idle!);
+        }
+        try
+        {
+            while (true)
             {
-                // The idle clock stops at the first byte of the next request, like nginx's keepalive_timeout.
-                _readPending = true;
+                ReadResult result;
                 try
                 {
-                    result = await Input.ReadAsync(sawByte || idleOrStopping is null ? _stopping : idleOrStopping.Token);
+                    // The idle clock stops at the first byte of the next request, like nginx's keepalive_timeout.
+                    _readPending = true;
+                    try
+                    {
+                        result = await Input.ReadAsync(sawByte || idleOrStopping is null ? _stopping : idleOrStopping.Token);
+                    }
+                    finally
+                    {
+                        _readPending = false;
+                    }
                 }
-                finally
+                catch (OperationCanceledException) when (idle is { IsCancellationRequested: true } && !_stopping.IsCancellationRequested)
                 {
-                    _readPending = false;
+                    CloseIdle();
+                    return null;
                 }
-            }
-            catch (OperationCanceledException) when (idle is { IsCancellationRequested: true } && !_stopping.IsCancellationRequested)
-            {
-                CloseIdle();
-                return null;
-            }
-            var buffer = result.Buffer;
-            sawByte |= !buffer.IsEmpty;
-            bool parsed;
-            LabRequestHead? head;
-            try
-            {
-                parsed = LabRequestHead.TryParse(ref buffer, out head);
-            }
-            catch (LabBadRequestException)
-            {
-                Input.AdvanceTo(result.Buffer.End);
-                throw;
-            }
-            if (parsed)
-            {
-                Input.AdvanceTo(buffer.Start);
-                return head;
-            }
-            Input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted)
-            {
-                if (!buffer.IsEmpty)
+                var buffer = result.Buffer;
+                sawByte |= !buffer.IsEmpty;
+                bool parsed;
+                LabRequestHead? head;
+                try
                 {
-                    throw new LabBadRequestException(400, "connection closed inside the request head");
+                    parsed = LabRequestHead.TryParse(ref buffer, out head);
                 }
-                return null;
+                catch (LabBadRequestException)
+                {
+                    Input.AdvanceTo(result.Buffer.End);
+                    throw;
+                }
+                if (parsed)
+                {
+                    Input.AdvanceTo(buffer.Start);
+                    return head;
+                }
+                Input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted)
+                {
+                    if (!buffer.IsEmpty)
+                    {
+                        throw new LabBadRequestException(400, "connection closed inside the request head");
+                    }
+                    return null;
+                }
+            }
+        }
+        finally
+        {
+            if (swept)
+            {
+                _upstream.IdleEnded(this);
             }
         }
     }

@@ -409,7 +409,7 @@ internal sealed class LabExchange
     private void AppendKeepAlive(StringBuilder head, bool silentLast)
     {
         var parameters = new List<string>(2);
-        if (Options.IdleTimeout is { } idle)
+        if ((Options.AnnouncedIdleTimeout ?? Options.IdleTimeout) is { } idle)
         {
             // Whole seconds, rounded down: the connection is closed no earlier than announced.
             parameters.Add(FormattableString.Invariant($"timeout={(long)idle.TotalSeconds}"));

@@ -24,6 +24,8 @@ internal sealed class LabUpstream : IAsyncDisposable
     private int _requestsReceived;                                                   // request heads parsed
     private int _openConnections;                                                    // accepted and not yet released
     private CancellationTokenSource? _acceptWhileIdle;                               // cancels the pending accept when the last slot is taken
+    private readonly ConcurrentDictionary<LabConnection, (long Since, CancellationTokenSource Idle)> _idle = new(); // waiting for a request, when an event loop closes them
+    private readonly ITimer? _idleSweep;                                             // the event loop's own wake-up (IdleCheckInterval)
     private int _disposed;
 
     private LabUpstream(LabUpstreamOptions options)
@@ -47,6 +49,10 @@ internal sealed class LabUpstream : IAsyncDisposable
         }
         EndPoint = (IPEndPoint)_listener.LocalEndPoint!;
         Uri = new Uri($"http://{(EndPoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{EndPoint.Address}]" : EndPoint.Address.ToString())}:{EndPoint.Port}/");
+        if (options.IdleCheckInterval is { } interval && options.IdleTimeout is not null)
+        {
+            _idleSweep = options.TimeProvider.CreateTimer(static s => ((LabUpstream)s!).SweepIdle(), this, interval, interval);
+        }
         _acceptLoop = AcceptLoopAsync();
     }
 
@@ -71,6 +77,44 @@ internal sealed class LabUpstream : IAsyncDisposable
     {
         Interlocked.Increment(ref _requestsReceived);
         _requestCounts.AddOrUpdate((head.Method, head.Path), 1, (_, count) => count + 1);
+        WakeEventLoop();
+    }
+
+    internal void IdleStarted(LabConnection connection, CancellationTokenSource idle) =>
+        _idle[connection] = (Options.TimeProvider.GetTimestamp(), idle);
+
+    internal void IdleEnded(LabConnection connection) => _idle.TryRemove(connection, out _);
+
+    // gunicorn's gthread loop: any event wakes it, it closes the expired keep-alive connections, then waits on
+    // select(1.0) again. So the wake-up timer restarts at every event.
+    private void WakeEventLoop()
+    {
+        if (_idleSweep is null)
+        {
+            return;
+        }
+        SweepIdle();
+        _idleSweep.Change(Options.IdleCheckInterval!.Value, Options.IdleCheckInterval.Value);
+    }
+
+    private void SweepIdle()
+    {
+        var timeout = Options.IdleTimeout!.Value;
+        foreach (var entry in _idle)
+        {
+            // Removing the exact entry: the connection may have started a newer idle wait meanwhile.
+            if (Options.TimeProvider.GetElapsedTime(entry.Value.Since) >= timeout && _idle.TryRemove(entry))
+            {
+                try
+                {
+                    entry.Value.Idle.Cancel();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The request arrived and the wait ended meanwhile.
+                }
+            }
+        }
     }
 
     internal void ReportError(Exception e) => _errors.Enqueue(e);
@@ -138,6 +182,7 @@ internal sealed class LabUpstream : IAsyncDisposable
             }
             Interlocked.Increment(ref _connectionsAccepted);
             Interlocked.Increment(ref _openConnections);
+            WakeEventLoop();
             var connection = new LabConnection(this, socket, ct);
             _connections[connection] = 0;
             _ = Task.Run(connection.RunAsync, CancellationToken.None);
@@ -189,6 +234,7 @@ internal sealed class LabUpstream : IAsyncDisposable
             return;
         }
         await _stopping.CancelAsync();
+        _idleSweep?.Dispose();
         _listener.Dispose();
         await _acceptLoop;
         var connections = _connections.Keys.ToList();

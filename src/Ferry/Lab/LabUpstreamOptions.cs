@@ -21,6 +21,17 @@ internal sealed record LabUpstreamOptions
     /// Measured like nginx's keepalive_timeout: from the end of the previous response.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
+    /// <summary>Idle connections are closed by an event loop instead of a timer per connection, as gunicorn's gthread
+    /// worker does: the loop wakes on every accept and request, and otherwise after this long since it last woke; it
+    /// then closes the connections idle for <see cref="IdleTimeout"/> or longer. An idle close therefore lands between
+    /// the timeout and the timeout plus this interval, depending on other traffic (gunicorn: select(1.0), so 2–3 s for
+    /// its 2 s keep-alive). Null: each connection closes exactly at its own timeout.</summary>
+    public TimeSpan? IdleCheckInterval { get; init; }
+
+    /// <summary>The timeout announced in <c>Keep-Alive: timeout=N</c> when it differs from the one enforced, as Node's
+    /// http server announces its keepAliveTimeout (5 s) and closes a second later. Null: announce <see cref="IdleTimeout"/>.</summary>
+    public TimeSpan? AnnouncedIdleTimeout { get; init; }
+
     /// <summary>Close idle connections with RST (SO_LINGER 0) instead of FIN, as a crashed or firewalled peer would.</summary>
     public bool ResetOnIdleTimeout { get; init; }
 

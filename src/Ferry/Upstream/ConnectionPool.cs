@@ -229,7 +229,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             {
                 // The close is in the socket's queue; the idle watch has not run yet. It will find the connection
                 // leased and leave it to us.
-                ObserveClose(candidate, now, candidate.Watch.TryGetEnded(out var ended) ? ended : default, sentinel: false);
+                ObserveClose(candidate, now, candidate.Watch.TryGetEnded(out var ended) ? ended : default);
                 Retire(candidate, RetireReason.ClosedWhileIdle);
                 continue;
             }
@@ -355,25 +355,25 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // once; a leased one is left to the exchange, which continues the read.
     public void IdleReadEnded(UpstreamConnection connection, in IdleRead read)
     {
-        bool wasIdle, sentinel = false;
+        bool wasIdle;
         lock (_lock)
         {
             wasIdle = _idle.Remove(connection);
             if (!wasIdle && ReferenceEquals(_sentinel, connection))
             {
                 _sentinel = null;
-                wasIdle = sentinel = true;
+                wasIdle = true;
             }
         }
         if (!wasIdle)
         {
             return;
         }
-        ObserveClose(connection, _time.GetTimestamp(), read, sentinel);
+        ObserveClose(connection, _time.GetTimestamp(), read);
         Retire(connection, RetireReason.ClosedWhileIdle);
     }
 
-    private void ObserveClose(UpstreamConnection connection, long now, IdleRead read, bool sentinel)
+    private void ObserveClose(UpstreamConnection connection, long now, IdleRead read)
     {
         var idle = _time.GetElapsedTime(connection.IdleSince, now);
         var reset = read.Error is IOException { InnerException: SocketException { SocketErrorCode: SocketError.ConnectionReset } }
@@ -383,7 +383,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             return; // a stray byte: a broken destination, not a keep-alive limit
         }
         Interlocked.Increment(ref reset ? ref _closedByReset : ref _closedByFin);
-        Learner.ObserveIdleClose(idle, connection.RequestCount, sentinel);
+        Learner.ObserveIdleClose(idle, connection.RequestCount);
     }
 
     private RetireReason? RequestLimitReason(UpstreamConnection c)
@@ -430,15 +430,15 @@ internal sealed class ConnectionPool : IAsyncDisposable
             : null;
     }
 
-    // Known limits (announced, learned, configured) already retire connections with a margin. Before anything is known,
-    // the safe idle time is what connections were seen to survive, minus the margin, and at least UnknownSafeIdle.
+    // Known limits (announced, learned from enough closes, configured) already retire connections with a margin. Before
+    // that, the safe idle time is what connections were seen to survive, minus the margin, and at least UnknownSafeIdle.
     private bool IsSafeForNonReplayable(UpstreamConnection c, long now)
     {
         if (c.BeyondLearnedLimit)
         {
             return false;
         }
-        if (c.AnnouncedIdleTimeoutSeconds >= 0 || Learner.IdleTimeout is not null || _config.IdleTimeout is not null)
+        if (c.AnnouncedIdleTimeoutSeconds >= 0 || Learner.IdleTimeoutSettled || _config.IdleTimeout is not null)
         {
             return true;
         }
@@ -502,8 +502,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 var configured = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
                 if (Learner.IsOutlived(idle) || idle >= configured)
                 {
-                    Learner.Forget();
-                    Interlocked.Exchange(ref _provenIdleTicks, 0);
+                    if (Learner.SentinelOutlived())
+                    {
+                        Interlocked.Exchange(ref _provenIdleTicks, 0);
+                    }
                     _sentinel = null;
                     (expired ??= []).Add((sentinel, RetireReason.LearnedLimit));
                 }

@@ -4,10 +4,12 @@ namespace Ferry.Upstream;
 // send no Keep-Alive header) from the closes the idle watch observes, so that Ferry retires connections before the
 // destination closes them.
 //
-// Safety first: a lower idle-timeout sample is believed at once (the cost of a value too low is an extra connect, the
-// cost of a value too high is a race). A value that is too low is corrected by the sentinel: one idle connection per
-// destination is allowed to outlive the learned limit; if it survives well past it, the destination has changed and the
-// value is forgotten, then learned again from the next closes.
+// Safety first: the learned idle timeout is the earliest close seen. A lower sample is believed at once (the cost of a
+// value too low is an extra connect, the cost of a value too high is a race); a later one is no evidence that longer
+// idle times are safe, because real servers close late as often as not (gunicorn's event loop closes anywhere between
+// its 2 s and 3 s, depending on other traffic). A value that is too low is corrected by the sentinel: one idle
+// connection per destination is allowed to outlive the learned limit; when sentinels survive well past it several times
+// in a row, the destination has changed and the value is forgotten, then learned again from the next closes.
 internal sealed class KeepAliveLearner(TimeProvider time)
 {
     // A close this soon after the end of a response ends a per-connection request limit (Tomcat's
@@ -18,6 +20,15 @@ internal sealed class KeepAliveLearner(TimeProvider time)
     // this long so that a changed destination is relearned (each relearning costs at most two replays).
     internal static readonly TimeSpan MaxRequestsLifetime = TimeSpan.FromMinutes(10);
 
+    // Sentinels that must outlive the learned idle timeout in a row, with no close below their threshold in between,
+    // before it is forgotten. One survival can be a server whose close loop was late once (a busy event loop, a
+    // stalled worker); three, each on its own connection and several seconds apart, are a destination that changed.
+    internal const int OutlivedToForget = 3;
+
+    // Idle closes seen since the value was (re)learned before it governs requests that cannot be replayed on its own:
+    // the first close may be a late one (gunicorn: up to 1 s late under traffic), and the margin covers only a quarter.
+    internal const int SettledAfter = 3;
+
     private readonly Lock _lock = new();
     private TimeSpan? _idleTimeout;  // learned idle timeout; null = unknown
     private int _maxRequests;        // learned requests per connection; 0 = unknown
@@ -25,9 +36,15 @@ internal sealed class KeepAliveLearner(TimeProvider time)
     private int _candidateMaxRequests;
     private int _maxServed;          // most requests a connection has answered cleanly: no request limit can be below
     private long _idleSamples;       // idle closes taken into account
+    private int _samplesSinceLearned; // idle closes since the value was last forgotten
+    private int _outlivedInARow;     // sentinels that outlived the learned value since the last close below it
     private long _forgotten;         // learned idle timeouts dropped because the sentinel outlived them
 
     public TimeSpan? IdleTimeout { get { lock (_lock) { return _idleTimeout; } } }
+
+    // Whether enough closes were seen for the learned idle timeout alone to decide which connections a request that
+    // cannot be replayed may take (see SettledAfter).
+    public bool IdleTimeoutSettled { get { lock (_lock) { return _idleTimeout is not null && _samplesSinceLearned >= SettledAfter; } } }
 
     public int MaxRequests
     {
@@ -52,7 +69,7 @@ internal sealed class KeepAliveLearner(TimeProvider time)
         TimeSpan.FromTicks(Math.Clamp(limit.Ticks / 4, TimeSpan.FromMilliseconds(200).Ticks, TimeSpan.FromSeconds(2).Ticks));
 
     // The destination closed a connection that had been idle for `idle` after serving `requests` requests.
-    public void ObserveIdleClose(TimeSpan idle, int requests, bool sentinel)
+    public void ObserveIdleClose(TimeSpan idle, int requests)
     {
         lock (_lock)
         {
@@ -71,8 +88,9 @@ internal sealed class KeepAliveLearner(TimeProvider time)
                 return;
             }
             Interlocked.Increment(ref _idleSamples);
-            // Only the sentinel can outlive the learned value, so only it can raise it: the destination's timeout grew.
-            if (_idleTimeout is null || idle < _idleTimeout || sentinel)
+            _samplesSinceLearned++;
+            _outlivedInARow = 0; // the destination still closes idle connections before a sentinel's threshold
+            if (_idleTimeout is null || idle < _idleTimeout)
             {
                 _idleTimeout = idle;
             }
@@ -106,12 +124,21 @@ internal sealed class KeepAliveLearner(TimeProvider time)
         }
     }
 
-    public void Forget()
+    // A sentinel outlived the learned value. True when it was the last of OutlivedToForget in a row: the value is
+    // forgotten and learned again.
+    public bool SentinelOutlived()
     {
         lock (_lock)
         {
+            if (++_outlivedInARow < OutlivedToForget)
+            {
+                return false;
+            }
+            _outlivedInARow = 0;
             _idleTimeout = null;
+            _samplesSinceLearned = 0;
             Interlocked.Increment(ref _forgotten);
+            return true;
         }
     }
 }
