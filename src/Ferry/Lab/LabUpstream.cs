@@ -66,6 +66,9 @@ internal sealed class LabUpstream : IAsyncDisposable
     public int ConnectionsAccepted => Volatile.Read(ref _connectionsAccepted);
     public int RequestsReceived => Volatile.Read(ref _requestsReceived);
     public int OpenConnections => Volatile.Read(ref _openConnections);
+    /// <summary>Connections waiting for their next request, counted only when an event loop closes them
+    /// (<see cref="LabUpstreamOptions.IdleCheckInterval"/>).</summary>
+    public int IdleConnections => _idle.Count;
     /// <summary>Exceptions a route or script threw that were not about the connection going away.</summary>
     public IReadOnlyCollection<Exception> Errors => _errors;
 

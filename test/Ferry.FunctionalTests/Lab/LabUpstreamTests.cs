@@ -69,6 +69,55 @@ public sealed class LabUpstreamTests
     }
 
     [Fact]
+    public async Task Event_loop_closes_idle_connections_when_it_wakes_between_the_timeout_and_one_interval_later()
+    {
+        var time = new ManualTimeProvider();
+        await using var lab = LabUpstream.Start(new LabUpstreamOptions
+        {
+            TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), IdleCheckInterval = TimeSpan.FromSeconds(1),
+        });
+        await using var a = await RawHttpConnection.ConnectAsync(lab.EndPoint);
+        await a.GetAsync("/");
+        await Wait.Until(() => lab.IdleConnections == 1);
+
+        time.Advance(TimeSpan.FromSeconds(1.5));
+        // Traffic on another connection wakes the loop at 1.5 s: its next wake-up is at 2.5 s.
+        await using var b = await RawHttpConnection.ConnectAsync(lab.EndPoint);
+        await b.GetAsync("/");
+        await Wait.Until(() => lab.IdleConnections == 2);
+        time.Advance(TimeSpan.FromSeconds(0.7));
+        Assert.Equal(2, lab.IdleConnections); // idle 2.2 s, past the timeout, but the loop sleeps
+        time.Advance(TimeSpan.FromSeconds(0.3));
+        await a.AssertEndsWithoutBytesAsync(ConnectionEnd.Fin);
+
+        // Quiet now: the loop wakes every second and closes b exactly at its timeout (3.5 s).
+        time.Advance(TimeSpan.FromSeconds(0.9));
+        Assert.Equal(1, lab.IdleConnections);
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        await b.AssertEndsWithoutBytesAsync(ConnectionEnd.Fin);
+    }
+
+    [Fact]
+    public async Task Announced_idle_timeout_can_be_shorter_than_the_enforced_one_as_Node_does()
+    {
+        var time = new ManualTimeProvider();
+        await using var lab = LabUpstream.Start(new LabUpstreamOptions
+        {
+            TimeProvider = time, AnnounceKeepAlive = true,
+            IdleTimeout = TimeSpan.FromSeconds(6), AnnouncedIdleTimeout = TimeSpan.FromSeconds(5),
+        });
+        await using var client = await RawHttpConnection.ConnectAsync(lab.EndPoint);
+
+        Assert.Equal("timeout=5", (await client.GetAsync("/")).Header("Keep-Alive"));
+        await time.WaitForTimersAsync(1).WaitAsync(Timeout);
+        time.Advance(TimeSpan.FromSeconds(5.9));
+        Assert.Equal("2", (await client.GetAsync("/")).Header("X-Connection-Request"));
+        await time.WaitForTimersAsync(1).WaitAsync(Timeout);
+        time.Advance(TimeSpan.FromSeconds(6));
+        await client.AssertEndsWithoutBytesAsync(ConnectionEnd.Fin);
+    }
+
+    [Fact]
     public async Task Keep_alive_announcement_gives_timeout_and_remaining_requests()
     {
         await using var lab = LabUpstream.Start(new LabUpstreamOptions
