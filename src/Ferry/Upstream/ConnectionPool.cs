@@ -400,9 +400,12 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 _idle.RemoveRange(0, count);
             }
         }
-        foreach (var connection in surplus ?? [])
+        if (surplus is not null)
         {
-            Retire(connection, RetireReason.Surplus);
+            foreach (var connection in surplus)
+            {
+                Retire(connection, RetireReason.Surplus);
+            }
         }
     }
 
