@@ -156,6 +156,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteStartObject("pool");
                     json.WriteNumber("idle", pool.Idle);
                     json.WriteNumber("active", pool.Active);
+                    json.WriteNumber("recentPeakLeases", pool.RecentPeakLeases);
                     json.WriteNumber("opened", pool.Opened);
                     json.WriteNumber("reused", pool.Reused);
                     var leases = pool.Opened + pool.Reused;

@@ -65,10 +65,10 @@ internal sealed record KeepAliveConfig(
     int MaxRequests,
     TimeSpan MaxLifetime)
 {
-    // MaxIdle: nginx keeps no idle upstream connection unless `keepalive N` is set, and the N of its documentation's
-    // example (32) is what deployments copy; past 32 concurrent requests every burst then closes the surplus connections
-    // and opens new ones, filling the ephemeral port range with TIME_WAIT. Idle connections also expire by IdleTimeout,
-    // so a high bound costs nothing when traffic drops.
+    // MaxIdle: idle connections kept whatever the traffic (until IdleTimeout); above it the pool follows the recent peak
+    // of concurrent requests (LeaseDemand). A ceiling would repeat nginx's `keepalive N` churn: past N concurrent
+    // requests every burst closes the surplus connections and opens new ones, filling the ephemeral port range with
+    // TIME_WAIT.
     // IdleTimeout null = learn each destination's idle timeout (announced Keep-Alive: timeout=N, or observed idle closes).
     // AutoIdleTimeoutCap: the learned value never exceeds 60 s, nginx's default keepalive_timeout for upstreams.
     // MaxRequests 0 = unlimited: nginx's keepalive_requests 1000 exists to free nginx's own per-connection memory

@@ -36,7 +36,7 @@ internal sealed record FailureCauseInfo(FailureCause Cause, string Name, string 
                 "raise `keepalive` above twice the peak concurrency per worker so bursts do not close and reopen connections",
                 "as a stopgap: widen `net.ipv4.ip_local_port_range`",
             ],
-            "Ferry pools up to KeepAlive:MaxIdle (1024) idle connections per destination, so bursts reuse connections, and reports this as " +
+            "Ferry keeps as many idle connections per destination as the recent peak of concurrent requests needs (at least KeepAlive:MaxIdle, 1024), so bursts reuse connections, and reports this as " +
             "proxy_internal_error (its own problem) without counting it against the backend's health."),
         new(FailureCause.BackendOverload, "backend_overload", "backend overload (listen backlog full)",
             "The connection attempt timed out or the backend's accept queue was full: SYNs are dropped when the listen backlog overflows.",

@@ -409,7 +409,7 @@ internal sealed class NginxImporter
                     break;
                 case "keepalive":
                     Note(directive, $"\"{directive}\" not translated on purpose: nginx's keepalive caches idle connections per worker for the " +
-                                    "whole upstream; Ferry keeps up to KeepAlive:MaxIdle (default 1024) per destination");
+                                    "whole upstream; Ferry keeps what the recent peak of concurrent requests needs, at least KeepAlive:MaxIdle (default 1024), per destination");
                     break;
                 case "least_conn":
                     cluster.Policy = "LeastRequests";

@@ -12,8 +12,9 @@ namespace Ferry.Upstream;
 internal readonly record struct Lease(UpstreamConnection Connection, bool Reused, TimeSpan IdleTime, TimeSpan Age, TimeSpan? ConnectTime);
 
 // Keep-alive connections to one destination (DESIGN.md §3): a LIFO stack of idle connections (the warmest first, so
-// the coldest age out), limited by MaxIdle, the idle timeout, MaxRequests and MaxLifetime like nginx's keepalive,
-// keepalive_timeout, keepalive_requests and keepalive_time; plus what makes reuse race-free:
+// the coldest age out), sized by the recent peak of concurrent requests (LeaseDemand) with MaxIdle as a floor, limited
+// by the idle timeout, MaxRequests and MaxLifetime like nginx's keepalive_timeout, keepalive_requests and
+// keepalive_time; plus what makes reuse race-free:
 // - every idle connection has a pending read (the idle watch), so a FIN, RST or stray byte removes it at once;
 // - limits the destination announced (Keep-Alive: timeout, max) or that were learned from its silent closes retire a
 //   connection with a margin before the destination would close it;
@@ -41,6 +42,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private readonly Lock _lock = new();
     private readonly List<UpstreamConnection> _idle = []; // index 0 = oldest idle, last = warmest
     private readonly ITimer _scavenger;
+    private readonly LeaseDemand _demand;
     private readonly long[] _retired = new long[Enum.GetValues<RetireReason>().Length]; // by reason
     private UpstreamConnection? _sentinel; // idle past the learned limit, never leased: detects a destination that changed
     private long _opened;        // connections established
@@ -70,6 +72,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         Learner = new KeepAliveLearner(time);
         _sources = destination.Cluster.Config.SourceAddresses;
         Ports = new PortSpace(EphemeralRange.Read().Size, time);
+        _demand = new LeaseDemand(time);
         _scavenger = time.CreateTimer(static s => ((ConnectionPool)s!).Scavenge(), this, ScavengePeriod, ScavengePeriod);
     }
 
@@ -86,6 +89,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public long ClosedByReset => Interlocked.Read(ref _closedByReset);
     public long SkippedUnsafe => Interlocked.Read(ref _skippedUnsafe);
     public int Active => Volatile.Read(ref _active);
+
+    // The most requests that held or opened a connection at once over the last 30 to 60 s: what the pool keeps.
+    public int RecentPeakLeases => _demand.RecentPeak;
     public TimeSpan ProvenIdle => TimeSpan.FromTicks(Interlocked.Read(ref _provenIdleTicks));
     public int Idle { get { lock (_lock) { return _idle.Count; } } }
     public int Queued { get { lock (_lock) { return _waiters.Count; } } }
@@ -116,13 +122,18 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             await AcquireSlotAsync(requestAborted);
         }
+        _demand.Begin();
         try
         {
             return await LeaseAsync(limits, replayable, forceNew, requestAborted);
         }
-        catch when (_limit.MaxConnections > 0)
+        catch
         {
-            ReleaseSlot();
+            _demand.End();
+            if (_limit.MaxConnections > 0)
+            {
+                ReleaseSlot();
+            }
             throw;
         }
     }
@@ -332,23 +343,70 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 reason = null;
             }
         }
+        UpstreamConnection? coldest = null;
         if (reason is null)
         {
             connection.IdleSince = now;
             lock (_lock)
             {
-                if (!_disposed && _idle.Count < _config.MaxIdle && !IsAddressGone(connection))
+                if (!_disposed && _config.MaxIdle > 0 && !IsAddressGone(connection))
                 {
+                    if (_idle.Count >= _demand.IdleCap(_config.MaxIdle))
+                    {
+                        // Far more connections than the recent peak needs: the coldest goes, the warmest stays on top.
+                        coldest = _idle[0];
+                        _idle.RemoveAt(0);
+                    }
                     _idle.Add(connection);
                     // Started under the lock: if the close is already queued, the watch completes synchronously and
                     // removes the connection before anyone can lease it.
                     connection.Watch.Start(this);
-                    return;
                 }
-                reason = _disposed ? RetireReason.Shutdown : _idle.Count >= _config.MaxIdle ? RetireReason.PoolFull : RetireReason.AddressGone;
+                else
+                {
+                    reason = _disposed ? RetireReason.Shutdown : _config.MaxIdle == 0 ? RetireReason.PoolFull : RetireReason.AddressGone;
+                }
             }
         }
-        Retire(connection, reason.Value);
+        // Only now: until the connection is back in the stack, a request that finds the stack empty and connects is
+        // part of the same peak, not a new need.
+        _demand.End();
+        if (coldest is not null)
+        {
+            Retire(coldest, RetireReason.PoolFull);
+        }
+        if (reason is not null)
+        {
+            Retire(connection, reason.Value);
+        }
+    }
+
+    // Surplus above MaxIdle that a whole window's traffic did not need (LeaseDemand) closes, coldest first.
+    private void RetireSurplus(long now)
+    {
+        _demand.Tick();
+        List<UpstreamConnection>? surplus = null;
+        lock (_lock)
+        {
+            var count = 0;
+            while (count < _idle.Count
+                && LeaseDemand.IsSurplus(_idle.Count - count, _config.MaxIdle, _time.GetElapsedTime(_idle[count].IdleSince, now)))
+            {
+                count++;
+            }
+            if (count > 0)
+            {
+                surplus = _idle.GetRange(0, count);
+                _idle.RemoveRange(0, count);
+            }
+        }
+        if (surplus is not null)
+        {
+            foreach (var connection in surplus)
+            {
+                Retire(connection, RetireReason.Surplus);
+            }
+        }
     }
 
     // The idle watch's read ended (IdleWatch): a connection still idle is closed, seen or broken and leaves the pool at
@@ -475,6 +533,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private void Scavenge()
     {
         var now = _time.GetTimestamp();
+        RetireSurplus(now);
         List<(UpstreamConnection, RetireReason)>? expired = null;
         lock (_lock)
         {

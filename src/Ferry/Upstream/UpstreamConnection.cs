@@ -17,7 +17,8 @@ internal enum RetireReason
     ClosedWhileIdle,   // FIN, RST or a stray byte arrived while idle
     NotReusable,       // framing forbids reuse: close-delimited body, upgrade, leftover bytes, body not fully sent
     Error,             // the exchange failed or was aborted
-    PoolFull,          // MaxIdle reached
+    PoolFull,          // MaxIdle is 0, or far more idle connections than the recent peak needs (LeaseDemand.IdleCap)
+    Surplus,           // above MaxIdle and not needed by a whole window's traffic (LeaseDemand.Window)
     Shutdown,          // the pool was disposed
     AddressGone,       // the destination's host name no longer resolves to this connection's address
 }
