@@ -30,7 +30,9 @@ internal sealed class RealServerRun
                 [.. proxy.Logs.Lines.Where(l => !l.StartsWith("Information", StringComparison.Ordinal)).Take(20)]);
         }
         // Ferry's access log is complete once the proxy has stopped; the lines with an error say what Ferry did.
-        run.AccessLogErrors = File.Exists(accessLog) ? [.. File.ReadLines(accessLog).Where(l => l.Contains("\"error\"", StringComparison.Ordinal)).Take(20)] : [];
+        var lines = File.Exists(accessLog) ? File.ReadAllLines(accessLog) : [];
+        run.AccessLogErrors = [.. lines.Where(l => l.Contains("\"error\"", StringComparison.Ordinal)).Take(20)];
+        run.SlowConnects = lines.Sum(CountSlowConnects);
         File.Delete(accessLog);
         foreach (var line in run.Summary)
         {
@@ -69,7 +71,18 @@ internal sealed class RealServerRun
     public IReadOnlyList<ConnectionPool> Pools { get; }
     public long Replays { get; }
     public IReadOnlyList<string> FerryLog { get; }
-    public IReadOnlyList<string> AccessLogErrors { get; set; } = [];
+    public IReadOnlyList<string> AccessLogErrors { get; private set; } = [];
+
+    // Connects that took a second or more: Linux retransmits a SYN after 1 s, so the destination's listen backlog was
+    // full (or a SYN was lost). Printed, not asserted: whether a backlog overflows depends on the machine's speed.
+    public int SlowConnects { get; private set; }
+
+    private static int CountSlowConnects(string accessLogLine)
+    {
+        using var json = System.Text.Json.JsonDocument.Parse(accessLogLine);
+        return json.RootElement.GetProperty("attempts").EnumerateArray()
+            .Count(a => a.TryGetProperty("connect_ms", out var ms) && ms.ValueKind == System.Text.Json.JsonValueKind.Number && ms.GetDouble() >= 1000);
+    }
     public IReadOnlyDictionary<string, int> Processed { get; }
     public List<string> PostsProcessedTwice { get; }
     public List<string> PostsNeverProcessed { get; }
@@ -88,7 +101,7 @@ internal sealed class RealServerRun
             var retired = Enum.GetValues<RetireReason>()
                 .Select(r => (Reason: r, Count: Pools.Sum(p => p.Retired(r)))).Where(r => r.Count > 0).Select(r => $"{r.Reason} {r.Count}");
             yield return $"{Name} Ferry: upstream connections opened {Pools.Sum(p => p.Opened)}, reused {Pools.Sum(p => p.Reused)}, "
-                + $"replays {Replays}, closed while idle by FIN {Pools.Sum(p => p.ClosedByFin)} / RST {Pools.Sum(p => p.ClosedByReset)}, "
+                + $"replays {Replays}, connects of 1 s or more {SlowConnects}, closed while idle by FIN {Pools.Sum(p => p.ClosedByFin)} / RST {Pools.Sum(p => p.ClosedByReset)}, "
                 + $"retired: {string.Join(", ", retired)}; learned idle timeout "
                 + string.Join("/", Pools.Select(p => p.Learner.IdleTimeout is { } t ? $"{t.TotalSeconds:0.###} s" : "none"))
                 + $", learned max requests {string.Join("/", Pools.Select(p => p.Learner.MaxRequests))}";
