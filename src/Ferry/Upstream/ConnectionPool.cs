@@ -222,6 +222,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 {
                     break;
                 }
+                // Read under the lock: a connection released meanwhile set its IdleSince before it entered the stack,
+                // so no idle time comes out negative.
+                now = _time.GetTimestamp();
                 candidate = _idle[^1];
                 if (!replayable && !IsSafeForNonReplayable(candidate, now))
                 {
