@@ -241,6 +241,12 @@ internal sealed class Exchange
         {
             return new ProxyException(ProxyError.ClientAborted, $"client went away while {Describe(_phase)}", ex);
         }
+        if (ex is ArgumentException && _phase == Phase.SendingRequest)
+        {
+            // The head writer refused a piece of the request (RequestCheck lets none through): nothing was sent, and
+            // it is no fault of the destination's.
+            return new ProxyException(ProxyError.RequestNotExpressible, $"the request cannot be written as HTTP/1.1: {ex.Message}", ex);
+        }
         if (ex is Http1Exception h1)
         {
             return new ProxyException(h1.IsHeaderSectionSize ? ProxyError.ResponseHeaderSectionSize : ProxyError.ProtocolError,

@@ -22,6 +22,8 @@ internal enum ProxyError
     BodyInactivityTimeout,     // the destination stopped sending the body: the client connection is aborted
     ClientAborted,             // the client went away; nothing is sent, the upstream connection is closed
     ClientRequestBodyError,    // the client's request body was malformed or too slow
+    RequestNotExpressible,     // the request cannot be written as HTTP/1.1 (bad method, target, field name or value)
+    MethodNotImplemented,      // CONNECT: Ferry opens no tunnels to arbitrary authorities
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
 }
 
@@ -47,6 +49,8 @@ internal static class ProxyErrors
         ProxyError.BodyInactivityTimeout => (504, "http_response_timeout"),
         ProxyError.ClientAborted => (499, "client_aborted"),
         ProxyError.ClientRequestBodyError => (400, "http_request_error"),
+        ProxyError.RequestNotExpressible => (400, "http_request_error"),
+        ProxyError.MethodNotImplemented => (501, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
 

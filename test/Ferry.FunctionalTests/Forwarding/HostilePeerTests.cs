@@ -37,6 +37,30 @@ public sealed class HostilePeerTests
         Assert.DoesNotContain(proxy.Logs.Lines, l => l.Contains("Unhandled exception", StringComparison.OrdinalIgnoreCase));
     }
 
+    [Fact]
+    public async Task ConnectRequest_Is501AndEjectsNobody()
+    {
+        // One CONNECT used to throw in the head writer once a connection was taken, count as the destination resetting
+        // a new connection and, with panic disabled, leave every client a 503.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "innocent" });
+        var settings = ProxyHarness.Settings(("innocent", upstream.Uri));
+        settings["Clusters:c:Panic:Enabled"] = "false";
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
+        await using var client = await RawHttpConnection.ConnectAsync(new IPEndPoint(IPAddress.Loopback, proxy.ProxyUri.Port));
+
+        await client.SendAsync("CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n");
+        var refused = await client.ReadResponseAsync().WaitAsync(Bound);
+        var next = await proxy.Client.GetAsync("/").WaitAsync(Bound);
+
+        Assert.Equal(501, refused.Status);
+        Assert.StartsWith("ferry; error=http_request_error", refused.Header("Proxy-Status"));
+        Assert.Equal(HttpStatusCode.OK, next.StatusCode);
+        Assert.True(proxy.Destination("innocent").IsAvailable);
+        Assert.Equal(1, upstream.RequestsReceived);
+        Assert.Equal(1, proxy.Destination("innocent").Pool.Opened);
+        Assert.Contains(proxy.Logs.Lines, l => l.Contains("http_request_error", StringComparison.Ordinal) && l.Contains("CONNECT", StringComparison.Ordinal));
+    }
+
     internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
