@@ -618,9 +618,13 @@ internal sealed class Exchange
                     {
                         if (decoder.Trailers.Count > 0 && _context.Response.SupportsTrailers())
                         {
+                            var tokens = connection.Head.ConnectionTokens;
                             foreach (var (name, value) in decoder.Trailers)
                             {
-                                _context.Response.AppendTrailer(name, value);
+                                if (HopByHop.IsAllowedTrailer(name, tokens))
+                                {
+                                    _context.Response.AppendTrailer(name, value);
+                                }
                             }
                         }
                         await FlushClientAsync(output);

@@ -61,6 +61,39 @@ public sealed class HostilePeerTests
         Assert.Contains(proxy.Logs.Lines, l => l.Contains("http_request_error", StringComparison.Ordinal) && l.Contains("CONNECT", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task UpstreamTrailers_AreFilteredForHttp2Clients()
+    {
+        // RFC 9110 §6.5.1: framing, routing, authentication, response control and content fields never come as
+        // trailers; passed on, an HTTP/2 client fails the stream (curl does).
+        const string response = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+            + "X-Checksum: abc\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nSet-Cookie: s=1\r\nContent-Type: text/html\r\n"
+            + "Content-Encoding: gzip\r\nHost: evil\r\nAuthorization: x\r\nCache-Control: no-store\r\nLocation: /x\r\nConnection: close\r\n"
+            + "Trailer: X-Checksum\r\nServer-Timing: db;dur=5\r\n\r\n";
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions
+        {
+            Name = "t",
+            Script = (x, ct) => x.WriteRawAsync(Encoding.ASCII.GetBytes(response), ct),
+        });
+        var settings = ProxyHarness.Settings(("t", upstream.Uri));
+        settings["Listeners:main:Protocols"] = "Http2";
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
+        using var h2 = new HttpClient(new SocketsHttpHandler { UseProxy = false })
+        {
+            BaseAddress = proxy.ProxyUri,
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+
+        var answer = await h2.GetAsync("/").WaitAsync(Bound);
+        var body = await answer.Content.ReadAsStringAsync().WaitAsync(Bound);
+
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Equal("hello", body);
+        var trailers = answer.TrailingHeaders.Select(h => h.Key.ToLowerInvariant()).Order().ToArray();
+        Assert.Equal(["server-timing", "x-checksum"], trailers);
+    }
+
     internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
