@@ -249,7 +249,10 @@ internal sealed class Exchange
         }
         if (ex is Http1Exception h1)
         {
-            return new ProxyException(h1.IsHeaderSectionSize ? ProxyError.ResponseHeaderSectionSize : ProxyError.ProtocolError,
+            var error = h1.IsHeaderSectionSize ? ProxyError.ResponseHeaderSectionSize
+                : h1.Error == Http1Error.TrailerSectionTooLarge ? ProxyError.ResponseTrailerSectionSize
+                : ProxyError.ProtocolError;
+            return new ProxyException(error,
                 $"invalid response from the destination: {h1.Error}", ex);
         }
         if (ex is OperationCanceledException)
@@ -528,12 +531,28 @@ internal sealed class Exchange
             var head = connection.Head;
             return !head.IsInformational || head.StatusCode == StatusCodes.Status101SwitchingProtocols;
         }
+        if (!StartsLikeResponse(buffer))
+        {
+            // A TLS or SSH server on the port, or garbage: not a response cut short by a close, whatever comes next.
+            // Said at once rather than after the response timeout, and never taken for a keep-alive race.
+            throw new ProxyException(ProxyError.ProtocolError, "the destination sent bytes that do not start an HTTP/1.x response");
+        }
         if (read.IsCompleted)
         {
             throw Terminated(null);
         }
         input.AdvanceTo(buffer.Start, buffer.End);
         return false;
+    }
+
+    // Whether the bytes so far can be the start of "HTTP/1.x ".
+    private static bool StartsLikeResponse(in ReadOnlySequence<byte> buffer)
+    {
+        var prefix = "HTTP/1."u8;
+        Span<byte> start = stackalloc byte[7];
+        var length = (int)Math.Min(buffer.Length, prefix.Length);
+        buffer.Slice(0, length).CopyTo(start);
+        return start[..length].SequenceEqual(prefix[..length]);
     }
 
     private static bool TryParseHead(UpstreamConnection connection, in ReadOnlySequence<byte> buffer, out SequencePosition consumed)
@@ -634,7 +653,12 @@ internal sealed class Exchange
                     {
                         throw new ProxyException(ProxyError.ResponseIncomplete, "the destination closed the connection before the last chunk");
                     }
-                    await FlushClientAsync(output);
+                    if (written > 0)
+                    {
+                        // Only content is worth sending the head early for: while nothing but chunk framing or trailers
+                        // came, a failure (a trailer section over the limit) can still be answered with a status.
+                        await FlushClientAsync(output);
+                    }
                 }
             }
             default: // CloseDelimited: the body ends when the destination closes.

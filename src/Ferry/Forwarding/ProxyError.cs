@@ -17,6 +17,7 @@ internal enum ProxyError
     RequestSendTimeout,        // the destination did not take the request in time
     ResponseTimeout,           // no response head in time
     ResponseHeaderSectionSize, // response head over the configured limits
+    ResponseTrailerSectionSize, // trailer section of a chunked response over Limits:MaxTrailerBytes
     ProtocolError,             // malformed response head or body framing
     ResponseIncomplete,        // the destination failed mid-body: the client connection is aborted
     BodyInactivityTimeout,     // the destination stopped sending the body: the client connection is aborted
@@ -44,6 +45,7 @@ internal static class ProxyErrors
         ProxyError.RequestSendTimeout => (504, "http_request_error"),
         ProxyError.ResponseTimeout => (504, "http_response_timeout"),
         ProxyError.ResponseHeaderSectionSize => (502, "http_response_header_section_size"),
+        ProxyError.ResponseTrailerSectionSize => (502, "http_response_trailer_section_size"),
         ProxyError.ProtocolError => (502, "http_protocol_error"),
         ProxyError.ResponseIncomplete => (502, "http_response_incomplete"),
         ProxyError.BodyInactivityTimeout => (504, "http_response_timeout"),

@@ -94,6 +94,38 @@ public sealed class HostilePeerTests
         Assert.Equal(["server-timing", "x-checksum"], trailers);
     }
 
+    [Fact]
+    public async Task NonHttpBytesThenFin_IsAProtocolError()
+    {
+        // An SSH or TLS server on the HTTP port: its greeting is not the start of a response, whatever follows.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "ssh", Script = LabScripts.NonHttpResponse });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+
+        var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
+
+        await AssertFailure(response, HttpStatusCode.BadGateway, "http_protocol_error");
+        Assert.Equal(0, proxy.Destination("ssh").Replays);
+        await AssertNoConnectionCounted(proxy, "ssh");
+    }
+
+    [Fact]
+    public async Task OversizedTrailerSection_BeforeAnyBodyByte_Is502WithProxyStatus()
+    {
+        var trailers = string.Concat(Enumerable.Range(0, 200).Select(i => $"X-T-{i}: {new string('v', 500)}\r\n"));
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions
+        {
+            Name = "trailers",
+            Script = (x, ct) => x.WriteRawAsync(Encoding.ASCII.GetBytes(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + trailers + "\r\n"), ct),
+        });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+
+        var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
+
+        await AssertFailure(response, HttpStatusCode.BadGateway, "http_response_trailer_section_size");
+        await AssertNoConnectionCounted(proxy, "trailers");
+    }
+
     internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
