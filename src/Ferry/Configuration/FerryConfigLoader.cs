@@ -14,7 +14,7 @@ internal static class FerryConfigLoader
 {
     private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
     private static readonly string[] ListenerKeys = ["Address", "Protocols"];
-    private static readonly string[] AdminKeys = ["Address", "Enabled", "Token"];
+    private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
@@ -191,7 +191,10 @@ internal static class FerryConfigLoader
         reader.WarnUnknownKeys(section, AdminKeys);
         var enabled = reader.Bool(section, "Enabled", AdminConfig.Default.Enabled);
         var endPoint = ReadEndPoint(reader, section, required: false);
-        var admin = new AdminConfig(enabled, endPoint?.EndPoint ?? AdminConfig.Default.EndPoint);
+        var admin = new AdminConfig(enabled, endPoint?.EndPoint ?? AdminConfig.Default.EndPoint)
+        {
+            AllowedHosts = ReadAllowedHosts(reader, section),
+        };
         if (enabled)
         {
             var path = section.GetSection("Address").Path;
@@ -759,6 +762,21 @@ internal static class FerryConfigLoader
     // RFC 9110 §5.6.2 tchar.
     private static bool IsTokenChar(char c) =>
         char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c);
+
+    private static IReadOnlyList<string> ReadAllowedHosts(ConfigReader reader, IConfiguration section)
+    {
+        var hosts = new List<string>();
+        foreach (var (path, host) in reader.List(section, "AllowedHosts"))
+        {
+            if (host != "*" && (host.Contains(':') || !host.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.')))
+            {
+                reader.Error(path, "must be a host name without a port (letters, digits, - and .), or *");
+                continue;
+            }
+            hosts.Add(host);
+        }
+        return hosts.Count == 0 ? AdminConfig.Default.AllowedHosts : hosts;
+    }
 
     private static string? ReadAdminToken(ConfigReader reader, IConfiguration root)
     {

@@ -123,6 +123,16 @@ public sealed class FerryConfigLoaderTests
     }
 
     [Fact]
+    public void AdminAllowedHosts_AreNamesWithoutPorts()
+    {
+        var good = ConfigTestJson.Load("""{ "Admin": { "AllowedHosts": [ "ferry.internal", "*" ] } }""");
+        var bad = ConfigTestJson.Load("""{ "Admin": { "AllowedHosts": [ "ferry.internal:9901", "a b" ] } }""");
+
+        Assert.Equal(["ferry.internal", "*"], good.Config!.Admin.AllowedHosts);
+        Assert.Equal(2, bad.Errors.Count(e => e.StartsWith("Admin:AllowedHosts:", StringComparison.Ordinal)));
+    }
+
+    [Fact]
     public void ExampleFileIsValidWithoutWarnings()
     {
         var file = FindExampleFile();
