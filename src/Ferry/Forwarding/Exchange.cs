@@ -71,7 +71,9 @@ internal sealed class Exchange
         Task<bool>? bodyTask = null;
         try
         {
-            var isUpgrade = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
+            var upgradable = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
+            var upgrade = upgradable ? UpgradeToForward() : null;
+            var isUpgrade = upgrade is not null;
             connection.RequestCount++;
 
             // 4. Write the request head, then the body concurrently with waiting for the response. Before anything
@@ -79,7 +81,7 @@ internal sealed class Exchange
             //    destination closes before answering, it tells whether it can have received this request at all
             //    (DESIGN.md §3.7).
             _phase = Phase.SendingRequest;
-            var mode = WriteRequestHead(connection.Output, isUpgrade);
+            var mode = WriteRequestHead(connection.Output, upgrade, upgradable);
             if (_reused && _proofDecidesReplay)
             {
                 _bytesAckedBefore = connection.BytesAcked();
@@ -313,7 +315,40 @@ internal sealed class Exchange
         _ => "tunnelling",
     };
 
-    private BodyMode WriteRequestHead(PipeWriter output, bool isUpgrade)
+    // The client's Upgrade offers whose protocol the route tunnels (Routes:<id>:Upgrades); null when none is left.
+    private string? UpgradeToForward()
+    {
+        var allowed = _route.Config.Upgrades;
+        if (allowed.Count == 0)
+        {
+            return null;
+        }
+        string? kept = null;
+        foreach (var value in _context.Request.Headers.Upgrade)
+        {
+            if (value is null)
+            {
+                continue;
+            }
+            foreach (var range in value.AsSpan().Split(','))
+            {
+                var offer = value.AsSpan()[range].Trim();
+                var slash = offer.IndexOf('/');
+                var protocol = slash < 0 ? offer : offer[..slash];
+                foreach (var name in allowed)
+                {
+                    if (protocol.Equals(name, StringComparison.OrdinalIgnoreCase))
+                    {
+                        kept = kept is null ? offer.ToString() : $"{kept}, {offer}";
+                        break;
+                    }
+                }
+            }
+        }
+        return kept;
+    }
+
+    private BodyMode WriteRequestHead(PipeWriter output, string? upgrade, bool upgradable)
     {
         var request = _context.Request;
         var cluster = _route.Cluster.Config;
@@ -352,10 +387,10 @@ internal sealed class Exchange
             WriteAppended(output, "X-Forwarded-Proto", headers["X-Forwarded-Proto"], request.Scheme);
             WriteAppended(output, "X-Forwarded-Host", headers["X-Forwarded-Host"], request.Host.Value);
         }
-        if (isUpgrade)
+        if (upgrade is not null)
         {
             RequestHeadWriter.WriteHeader(output, "Connection", "Upgrade");
-            RequestHeadWriter.WriteHeader(output, "Upgrade", headers.Upgrade);
+            RequestHeadWriter.WriteHeader(output, "Upgrade", upgrade);
         }
 
         BodyMode mode;
@@ -364,7 +399,7 @@ internal sealed class Exchange
             RequestHeadWriter.WriteHeader(output, "Content-Length", length.ToString(CultureInfo.InvariantCulture));
             mode = length > 0 ? BodyMode.ContentLength : BodyMode.None;
         }
-        else if (!isUpgrade && _context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
+        else if (!upgradable && _context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
         {
             // Length unknown (chunked HTTP/1.1, or HTTP/2 without content-length): re-frame as chunked.
             RequestHeadWriter.WriteHeader(output, "Transfer-Encoding", "chunked");
@@ -725,19 +760,29 @@ internal sealed class Exchange
         return any || read.IsCompleted;
     }
 
-    // Both directions are copied until either side ends; the other is then shut down so both finish.
+    // Both directions are copied until either side ends or both are silent for Timeouts:TunnelIdle; the other is
+    // then shut down so both finish. The access log line is written when the tunnel ends: bytes each way, the
+    // duration and how it ended.
     private async Task TunnelAsync(UpstreamConnection connection)
     {
         var upgrade = _context.Features.Get<IHttpUpgradeFeature>()!;
         var client = await upgrade.UpgradeAsync();
+        var idle = Limit(_timeouts.TunnelIdle);
+        using var silence = new CancellationTokenSource(idle, _time);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(silence.Token, _context.RequestAborted);
         await using (client)
         {
-            var toClient = PumpToClientAsync(connection.Input, client);
-            var toUpstream = PumpToUpstreamAsync(client, connection);
+            var toClient = PumpToClientAsync(connection.Input, client, silence, idle, stop.Token);
+            var toUpstream = PumpToUpstreamAsync(client, connection, silence, idle, stop.Token);
             var first = await Task.WhenAny(toClient, toUpstream);
-            if (first == toClient)
+            _record.TunnelEnd = silence.IsCancellationRequested ? TunnelEnds.IdleTimeout
+                : first == toClient ? (first.IsCompletedSuccessfully ? TunnelEnds.DestinationClosed : TunnelEnds.DestinationReset)
+                : first.IsCompletedSuccessfully && !_context.RequestAborted.IsCancellationRequested ? TunnelEnds.ClientClosed
+                : TunnelEnds.ClientReset;
+            if (first == toClient || !first.IsCompletedSuccessfully)
             {
                 await client.DisposeAsync();
+                stop.Cancel();
             }
             try
             {
@@ -745,38 +790,42 @@ internal sealed class Exchange
             }
             catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
             {
-                // One side closed abruptly; the tunnel is over either way.
+                // One side closed abruptly or the tunnel fell silent; it is over either way.
             }
         }
     }
 
-    private static async Task PumpToClientAsync(PipeReader input, Stream client)
+    private async Task PumpToClientAsync(PipeReader input, Stream client, CancellationTokenSource silence, TimeSpan idle, CancellationToken ct)
     {
         while (true)
         {
-            var read = await input.ReadAsync();
+            var read = await input.ReadAsync(ct);
             foreach (var segment in read.Buffer)
             {
-                await client.WriteAsync(segment);
+                await client.WriteAsync(segment, ct);
             }
-            await client.FlushAsync();
+            await client.FlushAsync(ct);
+            _record.BytesOut += read.Buffer.Length;
             input.AdvanceTo(read.Buffer.End);
             if (read.IsCompleted)
             {
                 return;
             }
+            silence.CancelAfter(idle);
         }
     }
 
-    private static async Task PumpToUpstreamAsync(Stream client, UpstreamConnection connection)
+    private async Task PumpToUpstreamAsync(Stream client, UpstreamConnection connection, CancellationTokenSource silence, TimeSpan idle, CancellationToken ct)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
         try
         {
             int n;
-            while ((n = await client.ReadAsync(buffer)) > 0)
+            while ((n = await client.ReadAsync(buffer, ct)) > 0)
             {
-                await connection.Output.WriteAsync(buffer.AsMemory(0, n));
+                await connection.Output.WriteAsync(buffer.AsMemory(0, n), ct);
+                _record.BytesIn += n;
+                silence.CancelAfter(idle);
             }
             connection.ShutdownSend();
         }

@@ -126,6 +126,68 @@ public sealed class HostilePeerTests
         await AssertNoConnectionCounted(proxy, "trailers");
     }
 
+    [Fact]
+    public async Task H2cUpgrade_IsNotTunnelled_AndTheNextRequestIsRouted()
+    {
+        // After a tunnelled 101, every request on the connection would bypass the routes and the access log.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "u" });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+        await using var client = await RawHttpConnection.ConnectAsync(new IPEndPoint(IPAddress.Loopback, proxy.ProxyUri.Port));
+
+        await client.SendAsync("GET /headers HTTP/1.1\r\nHost: u\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            + "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n");
+        var first = await client.ReadResponseAsync().WaitAsync(Bound);
+        var second = await client.GetAsync("/headers").WaitAsync(Bound);
+
+        Assert.Equal(200, first.Status);
+        Assert.DoesNotContain("upgrade", first.BodyText, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(200, second.Status);
+        Assert.Equal(2, upstream.RequestsReceived);
+    }
+
+    [Fact]
+    public async Task WebSocketTunnel_EndsAfterTunnelIdle_WithAnAccessLogLine()
+    {
+        var time = new ManualTimeProvider();
+        var log = Path.Combine(Path.GetTempPath(), $"ferry-tunnel-{Guid.NewGuid():N}.log");
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "ws" });
+        var settings = ProxyHarness.Settings(("ws", upstream.Uri));
+        settings["Clusters:c:Timeouts:TunnelIdle"] = "30s";
+        settings["AccessLog:Path"] = log;
+        try
+        {
+            await using (var proxy = await ProxyHarness.StartAsync(settings, time, upstream))
+            {
+                await using var client = await RawHttpConnection.ConnectAsync(new IPEndPoint(IPAddress.Loopback, proxy.ProxyUri.Port));
+                await client.SendAsync("GET /ws HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+                var upgrade = await client.ReadResponseAsync().WaitAsync(Bound);
+                Assert.Equal(101, upgrade.Status);
+                await client.SendAsync(LabWebSocketTests.MaskedFrame(0x1, "hello"u8.ToArray()));
+                Assert.Equal([0x81, 5, .. "hello"u8.ToArray()], await client.ReadExactlyAsync(7).WaitAsync(Bound));
+
+                var ended = client.ReadToEndAsync();
+                for (var i = 0; i < 300 && !ended.IsCompleted; i++)
+                {
+                    time.Advance(TimeSpan.FromSeconds(5));
+                    await Task.WhenAny(ended, Task.Delay(20));
+                }
+                await ended.WaitAsync(Bound);
+                await AssertNoConnectionCounted(proxy, "ws");
+            }
+
+            using var line = System.Text.Json.JsonDocument.Parse(File.ReadAllLines(log).Single());
+            Assert.Equal(101, line.RootElement.GetProperty("status").GetInt32());
+            Assert.Equal("idle_timeout", line.RootElement.GetProperty("tunnel").GetString());
+            Assert.Equal(11, line.RootElement.GetProperty("bytes_in").GetInt64());
+            Assert.Equal(7, line.RootElement.GetProperty("bytes_out").GetInt64());
+        }
+        finally
+        {
+            File.Delete(log);
+        }
+    }
+
     internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
