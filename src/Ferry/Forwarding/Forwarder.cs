@@ -18,6 +18,7 @@ internal sealed partial class Forwarder(
     {
         var proxy = state.Current;
         var request = context.Request;
+        RawConnectionHeader.Restore(request.Headers);
         var record = new RequestRecord
         {
             StartTime = time.GetUtcNow(),

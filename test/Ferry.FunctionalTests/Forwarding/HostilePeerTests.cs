@@ -188,6 +188,33 @@ public sealed class HostilePeerTests
         }
     }
 
+    [Theory]
+    [InlineData("Connection: X-Api-Key, close\r\n")]
+    [InlineData("Connection: keep-alive, X-Api-Key\r\n")]
+    [InlineData("Connection: X-Api-Key\r\nConnection: close\r\n")]
+    [InlineData("Connection: X-Api-Key, x-other\r\n")]
+    public async Task FieldsNamedByConnection_AreRemovedWhateverElseItSays(string connection)
+    {
+        // Kestrel shortens "X-Api-Key, close" to "close" before the application sees it.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "u" });
+        await using var proxy = await ProxyHarness.StartAsync(upstream);
+        await using var client = await RawHttpConnection.ConnectAsync(new IPEndPoint(IPAddress.Loopback, proxy.ProxyUri.Port));
+
+        await client.SendAsync($"GET /headers HTTP/1.1\r\nHost: u\r\n{connection}X-Api-Key: secret\r\nX-Kept: 1\r\n\r\n");
+        var response = await client.ReadResponseAsync().WaitAsync(Bound);
+
+        Assert.Equal(200, response.Status);
+        Assert.Contains("X-Kept: 1", response.BodyText);
+        Assert.DoesNotContain("secret", response.BodyText);
+        if (!connection.Contains("close", StringComparison.Ordinal))
+        {
+            // The next request on the connection names nothing: its fields all pass.
+            await client.SendAsync("GET /headers HTTP/1.1\r\nHost: u\r\nConnection: keep-alive\r\nX-Api-Key: again\r\n\r\n");
+            var next = await client.ReadResponseAsync().WaitAsync(Bound);
+            Assert.Contains("X-Api-Key: again", next.BodyText);
+        }
+    }
+
     internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
