@@ -215,6 +215,30 @@ public sealed class HostilePeerTests
         }
     }
 
+    [Fact]
+    public async Task Http2Connect_Is501BeforeAnyConnection()
+    {
+        // A WebSocket over HTTP/2 is an extended CONNECT (RFC 8441): it has no :path Ferry could send as HTTP/1.1.
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "u" });
+        var settings = ProxyHarness.Settings(("u", upstream.Uri));
+        settings["Listeners:main:Protocols"] = "Http2";
+        settings["Clusters:c:Panic:Enabled"] = "false";
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.HttpVersion = HttpVersion.Version20;
+        socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        socket.Options.CollectHttpResponseDetails = true;
+        using var invoker = new HttpMessageInvoker(new SocketsHttpHandler { UseProxy = false });
+
+        var uri = new UriBuilder(proxy.ProxyUri) { Scheme = "ws", Path = "/ws" }.Uri;
+        await Assert.ThrowsAnyAsync<Exception>(() => socket.ConnectAsync(uri, invoker, CancellationToken.None).WaitAsync(Bound));
+
+        Assert.Equal(HttpStatusCode.NotImplemented, socket.HttpStatusCode);
+        Assert.Equal(0, upstream.RequestsReceived);
+        Assert.Equal(0, proxy.Destination("u").Pool.Opened);
+        Assert.True(proxy.Destination("u").IsAvailable);
+    }
+
     internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
