@@ -63,6 +63,7 @@ internal static class AccessLogFormatter
                 json.WriteString("error"u8, ProxyErrors.Describe(record.Error).Type);
                 WriteOptional(json, "error_details"u8, record.ErrorDetails);
             }
+            WriteOptional(json, "tunnel"u8, record.TunnelEnd);
             json.WriteStartArray("attempts"u8);
             foreach (var attempt in record.Attempts)
             {
@@ -120,6 +121,10 @@ internal static class AccessLogFormatter
         line.Append(" route=").Append(record.RouteId ?? "-");
         line.Append(" cluster=").Append(record.ClusterId ?? "-");
         line.Append(" error=").Append(record.Error == ProxyError.None ? "-" : ProxyErrors.Describe(record.Error).Type);
+        if (record.TunnelEnd is not null)
+        {
+            line.Append(" tunnel=").Append(record.TunnelEnd);
+        }
         var attempts = record.Attempts;
         AppendList(line, " ups_addr=", attempts, static (l, a) => l.Append(a.Destination.NextHop));
         AppendList(line, " ups_status=", attempts, static (l, a) => l.Append(a.Status == 0 ? "-" : a.Status.ToString(CultureInfo.InvariantCulture)));

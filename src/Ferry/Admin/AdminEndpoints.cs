@@ -21,6 +21,13 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
     public Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path.Value;
+        if (!IsAllowedHost(context.Request.Host))
+        {
+            // RFC 9110 §15.5.20: this listener is not configured to answer for that authority.
+            context.Response.StatusCode = StatusCodes.Status421MisdirectedRequest;
+            context.Response.ContentType = "text/plain";
+            return context.Response.WriteAsync("misdirected: this host name is not in Admin:AllowedHosts\n");
+        }
         if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
         {
             context.Response.StatusCode = StatusCodes.Status405MethodNotAllowed;
@@ -60,6 +67,31 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                 context.Response.ContentType = "text/plain";
                 return context.Response.WriteAsync("not found: try /, /healthz, /status, /stats or /metrics\n");
         }
+    }
+
+    // DNS rebinding needs a name: a page on attacker.example whose address is switched to 127.0.0.1 sends
+    // "Host: attacker.example". IP literals and the loopback name cannot be rebound; other names must be listed.
+    private bool IsAllowedHost(HostString host)
+    {
+        var name = host.Host;
+        if (string.IsNullOrEmpty(name))
+        {
+            return false;
+        }
+        if (name.Equals("localhost", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase)
+            || System.Net.IPAddress.TryParse(name.StartsWith('[') && name.EndsWith(']') ? name[1..^1] : name, out _))
+        {
+            return true;
+        }
+        var allowed = config?.AllowedHosts ?? [];
+        for (var i = 0; i < allowed.Count; i++)
+        {
+            if (allowed[i] == "*" || string.Equals(allowed[i], name.TrimEnd('.'), StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     // The token travels in the Authorization header, or for a browser opening the status page in the access_token

@@ -94,6 +94,10 @@ internal sealed record TimeoutsConfig(TimeSpan Connect, TimeSpan SendRequest, Ti
         SendRequest: TimeSpan.FromSeconds(60),
         ResponseHead: TimeSpan.FromSeconds(60),
         BodyInactivity: TimeSpan.FromSeconds(60));
+
+    // Longest silence in both directions of an upgraded connection (a WebSocket) before it is closed. 60 s: nginx's
+    // proxy_read_timeout, which applies to its tunnels as well. Zero: no limit.
+    public TimeSpan TunnelIdle { get; init; } = TimeSpan.FromSeconds(60);
 }
 
 internal sealed record LimitsConfig(int MaxResponseHeaderBytes, int MaxResponseHeaderCount)

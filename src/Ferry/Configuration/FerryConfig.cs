@@ -34,6 +34,10 @@ internal sealed record AdminConfig(bool Enabled, IPEndPoint EndPoint)
 
     // When set, every admin endpoint but /healthz requires "Authorization: Bearer <token>".
     public string? Token { get; init; }
+
+    // Host names the admin listener answers to besides localhost and IP literals ("*": any). Without this check, a
+    // web page whose name is rebound to 127.0.0.1 (DNS rebinding) could read /status from the operator's browser.
+    public IReadOnlyList<string> AllowedHosts { get; init; } = [];
 }
 
 internal sealed record ProxyStatusConfig(bool IncludeDetails)

@@ -14,9 +14,9 @@ internal static class FerryConfigLoader
 {
     private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
     private static readonly string[] ListenerKeys = ["Address", "Protocols"];
-    private static readonly string[] AdminKeys = ["Address", "Enabled", "Token"];
+    private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
-    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix"];
+    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
@@ -31,7 +31,7 @@ internal static class FerryConfigLoader
     private static readonly string[] HashKeys = ["Key", "Name", "VirtualNodes"];
     private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
     private static readonly string[] KeepAliveKeys = ["MaxIdle", "IdleTimeout", "AutoIdleTimeoutCap", "MaxRequests", "MaxLifetime"];
-    private static readonly string[] TimeoutsKeys = ["Connect", "SendRequest", "ResponseHead", "BodyInactivity"];
+    private static readonly string[] TimeoutsKeys = ["Connect", "SendRequest", "ResponseHead", "BodyInactivity", "TunnelIdle"];
     private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
     private static readonly string[] ForwardingKeys = ["PreserveHost", "XForwarded"];
     private static readonly string[] ReplayKeys = ["MaxBodySize", "NonIdempotent"];
@@ -191,7 +191,10 @@ internal static class FerryConfigLoader
         reader.WarnUnknownKeys(section, AdminKeys);
         var enabled = reader.Bool(section, "Enabled", AdminConfig.Default.Enabled);
         var endPoint = ReadEndPoint(reader, section, required: false);
-        var admin = new AdminConfig(enabled, endPoint?.EndPoint ?? AdminConfig.Default.EndPoint);
+        var admin = new AdminConfig(enabled, endPoint?.EndPoint ?? AdminConfig.Default.EndPoint)
+        {
+            AllowedHosts = ReadAllowedHosts(reader, section),
+        };
         if (enabled)
         {
             var path = section.GetSection("Address").Path;
@@ -558,7 +561,10 @@ internal static class FerryConfigLoader
             Connect: reader.Duration(section, "Connect", defaults.Connect, positive: true),
             SendRequest: reader.Duration(section, "SendRequest", defaults.SendRequest),
             ResponseHead: reader.Duration(section, "ResponseHead", defaults.ResponseHead, positive: true),
-            BodyInactivity: reader.Duration(section, "BodyInactivity", defaults.BodyInactivity));
+            BodyInactivity: reader.Duration(section, "BodyInactivity", defaults.BodyInactivity))
+        {
+            TunnelIdle = reader.Duration(section, "TunnelIdle", defaults.TunnelIdle),
+        };
     }
 
     private static LimitsConfig ReadLimits(ConfigReader reader, IConfiguration cluster)
@@ -615,7 +621,26 @@ internal static class FerryConfigLoader
         var order = reader.Int(section, "Order", defaultValue: 0);
         var match = ReadMatch(reader, reader.Section(section, "Match"));
         var removePrefix = ReadPathRemovePrefix(reader, section, match);
-        return new RouteConfig(section.Key, clusterId ?? "", order, match, removePrefix);
+        return new RouteConfig(section.Key, clusterId ?? "", order, match, removePrefix) { Upgrades = ReadUpgrades(reader, section) };
+    }
+
+    private static IReadOnlyList<string> ReadUpgrades(ConfigReader reader, IConfigurationSection section)
+    {
+        if (!section.GetSection("Upgrades").Exists())
+        {
+            return RouteConfig.DefaultUpgrades;
+        }
+        var upgrades = new List<string>();
+        foreach (var (path, protocol) in reader.List(section, "Upgrades"))
+        {
+            if (!protocol.All(IsTokenChar))
+            {
+                reader.Error(path, "must be an upgrade protocol name (an HTTP token, such as websocket)");
+                continue;
+            }
+            upgrades.Add(protocol.ToLowerInvariant());
+        }
+        return upgrades;
     }
 
     private static RouteMatchConfig ReadMatch(ConfigReader reader, IConfigurationSection section)
@@ -759,6 +784,21 @@ internal static class FerryConfigLoader
     // RFC 9110 §5.6.2 tchar.
     private static bool IsTokenChar(char c) =>
         char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c);
+
+    private static IReadOnlyList<string> ReadAllowedHosts(ConfigReader reader, IConfiguration section)
+    {
+        var hosts = new List<string>();
+        foreach (var (path, host) in reader.List(section, "AllowedHosts"))
+        {
+            if (host != "*" && (host.Contains(':') || !host.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.')))
+            {
+                reader.Error(path, "must be a host name without a port (letters, digits, - and .), or *");
+                continue;
+            }
+            hosts.Add(host);
+        }
+        return hosts.Count == 0 ? AdminConfig.Default.AllowedHosts : hosts;
+    }
 
     private static string? ReadAdminToken(ConfigReader reader, IConfiguration root)
     {

@@ -71,7 +71,9 @@ internal sealed class Exchange
         Task<bool>? bodyTask = null;
         try
         {
-            var isUpgrade = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
+            var upgradable = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
+            var upgrade = upgradable ? UpgradeToForward() : null;
+            var isUpgrade = upgrade is not null;
             connection.RequestCount++;
 
             // 4. Write the request head, then the body concurrently with waiting for the response. Before anything
@@ -79,7 +81,7 @@ internal sealed class Exchange
             //    destination closes before answering, it tells whether it can have received this request at all
             //    (DESIGN.md §3.7).
             _phase = Phase.SendingRequest;
-            var mode = WriteRequestHead(connection.Output, isUpgrade);
+            var mode = WriteRequestHead(connection.Output, upgrade, upgradable);
             if (_reused && _proofDecidesReplay)
             {
                 _bytesAckedBefore = connection.BytesAcked();
@@ -241,9 +243,18 @@ internal sealed class Exchange
         {
             return new ProxyException(ProxyError.ClientAborted, $"client went away while {Describe(_phase)}", ex);
         }
+        if (ex is ArgumentException && _phase == Phase.SendingRequest)
+        {
+            // The head writer refused a piece of the request (RequestCheck lets none through): nothing was sent, and
+            // it is no fault of the destination's.
+            return new ProxyException(ProxyError.RequestNotExpressible, $"the request cannot be written as HTTP/1.1: {ex.Message}", ex);
+        }
         if (ex is Http1Exception h1)
         {
-            return new ProxyException(h1.IsHeaderSectionSize ? ProxyError.ResponseHeaderSectionSize : ProxyError.ProtocolError,
+            var error = h1.IsHeaderSectionSize ? ProxyError.ResponseHeaderSectionSize
+                : h1.Error == Http1Error.TrailerSectionTooLarge ? ProxyError.ResponseTrailerSectionSize
+                : ProxyError.ProtocolError;
+            return new ProxyException(error,
                 $"invalid response from the destination: {h1.Error}", ex);
         }
         if (ex is OperationCanceledException)
@@ -304,7 +315,40 @@ internal sealed class Exchange
         _ => "tunnelling",
     };
 
-    private BodyMode WriteRequestHead(PipeWriter output, bool isUpgrade)
+    // The client's Upgrade offers whose protocol the route tunnels (Routes:<id>:Upgrades); null when none is left.
+    private string? UpgradeToForward()
+    {
+        var allowed = _route.Config.Upgrades;
+        if (allowed.Count == 0)
+        {
+            return null;
+        }
+        string? kept = null;
+        foreach (var value in _context.Request.Headers.Upgrade)
+        {
+            if (value is null)
+            {
+                continue;
+            }
+            foreach (var range in value.AsSpan().Split(','))
+            {
+                var offer = value.AsSpan()[range].Trim();
+                var slash = offer.IndexOf('/');
+                var protocol = slash < 0 ? offer : offer[..slash];
+                foreach (var name in allowed)
+                {
+                    if (protocol.Equals(name, StringComparison.OrdinalIgnoreCase))
+                    {
+                        kept = kept is null ? offer.ToString() : $"{kept}, {offer}";
+                        break;
+                    }
+                }
+            }
+        }
+        return kept;
+    }
+
+    private BodyMode WriteRequestHead(PipeWriter output, string? upgrade, bool upgradable)
     {
         var request = _context.Request;
         var cluster = _route.Cluster.Config;
@@ -343,10 +387,10 @@ internal sealed class Exchange
             WriteAppended(output, "X-Forwarded-Proto", headers["X-Forwarded-Proto"], request.Scheme);
             WriteAppended(output, "X-Forwarded-Host", headers["X-Forwarded-Host"], request.Host.Value);
         }
-        if (isUpgrade)
+        if (upgrade is not null)
         {
             RequestHeadWriter.WriteHeader(output, "Connection", "Upgrade");
-            RequestHeadWriter.WriteHeader(output, "Upgrade", headers.Upgrade);
+            RequestHeadWriter.WriteHeader(output, "Upgrade", upgrade);
         }
 
         BodyMode mode;
@@ -355,7 +399,7 @@ internal sealed class Exchange
             RequestHeadWriter.WriteHeader(output, "Content-Length", length.ToString(CultureInfo.InvariantCulture));
             mode = length > 0 ? BodyMode.ContentLength : BodyMode.None;
         }
-        else if (!isUpgrade && _context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
+        else if (!upgradable && _context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
         {
             // Length unknown (chunked HTTP/1.1, or HTTP/2 without content-length): re-frame as chunked.
             RequestHeadWriter.WriteHeader(output, "Transfer-Encoding", "chunked");
@@ -522,12 +566,28 @@ internal sealed class Exchange
             var head = connection.Head;
             return !head.IsInformational || head.StatusCode == StatusCodes.Status101SwitchingProtocols;
         }
+        if (!StartsLikeResponse(buffer))
+        {
+            // A TLS or SSH server on the port, or garbage: not a response cut short by a close, whatever comes next.
+            // Said at once rather than after the response timeout, and never taken for a keep-alive race.
+            throw new ProxyException(ProxyError.ProtocolError, "the destination sent bytes that do not start an HTTP/1.x response");
+        }
         if (read.IsCompleted)
         {
             throw Terminated(null);
         }
         input.AdvanceTo(buffer.Start, buffer.End);
         return false;
+    }
+
+    // Whether the bytes so far can be the start of "HTTP/1.x ".
+    private static bool StartsLikeResponse(in ReadOnlySequence<byte> buffer)
+    {
+        var prefix = "HTTP/1."u8;
+        Span<byte> start = stackalloc byte[7];
+        var length = (int)Math.Min(buffer.Length, prefix.Length);
+        buffer.Slice(0, length).CopyTo(start);
+        return start[..length].SequenceEqual(prefix[..length]);
     }
 
     private static bool TryParseHead(UpstreamConnection connection, in ReadOnlySequence<byte> buffer, out SequencePosition consumed)
@@ -612,9 +672,13 @@ internal sealed class Exchange
                     {
                         if (decoder.Trailers.Count > 0 && _context.Response.SupportsTrailers())
                         {
+                            var tokens = connection.Head.ConnectionTokens;
                             foreach (var (name, value) in decoder.Trailers)
                             {
-                                _context.Response.AppendTrailer(name, value);
+                                if (HopByHop.IsAllowedTrailer(name, tokens))
+                                {
+                                    _context.Response.AppendTrailer(name, value);
+                                }
                             }
                         }
                         await FlushClientAsync(output);
@@ -624,7 +688,12 @@ internal sealed class Exchange
                     {
                         throw new ProxyException(ProxyError.ResponseIncomplete, "the destination closed the connection before the last chunk");
                     }
-                    await FlushClientAsync(output);
+                    if (written > 0)
+                    {
+                        // Only content is worth sending the head early for: while nothing but chunk framing or trailers
+                        // came, a failure (a trailer section over the limit) can still be answered with a status.
+                        await FlushClientAsync(output);
+                    }
                 }
             }
             default: // CloseDelimited: the body ends when the destination closes.
@@ -691,19 +760,29 @@ internal sealed class Exchange
         return any || read.IsCompleted;
     }
 
-    // Both directions are copied until either side ends; the other is then shut down so both finish.
+    // Both directions are copied until either side ends or both are silent for Timeouts:TunnelIdle; the other is
+    // then shut down so both finish. The access log line is written when the tunnel ends: bytes each way, the
+    // duration and how it ended.
     private async Task TunnelAsync(UpstreamConnection connection)
     {
         var upgrade = _context.Features.Get<IHttpUpgradeFeature>()!;
         var client = await upgrade.UpgradeAsync();
+        var idle = Limit(_timeouts.TunnelIdle);
+        using var silence = new CancellationTokenSource(idle, _time);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(silence.Token, _context.RequestAborted);
         await using (client)
         {
-            var toClient = PumpToClientAsync(connection.Input, client);
-            var toUpstream = PumpToUpstreamAsync(client, connection);
+            var toClient = PumpToClientAsync(connection.Input, client, silence, idle, stop.Token);
+            var toUpstream = PumpToUpstreamAsync(client, connection, silence, idle, stop.Token);
             var first = await Task.WhenAny(toClient, toUpstream);
-            if (first == toClient)
+            _record.TunnelEnd = silence.IsCancellationRequested ? TunnelEnds.IdleTimeout
+                : first == toClient ? (first.IsCompletedSuccessfully ? TunnelEnds.DestinationClosed : TunnelEnds.DestinationReset)
+                : first.IsCompletedSuccessfully && !_context.RequestAborted.IsCancellationRequested ? TunnelEnds.ClientClosed
+                : TunnelEnds.ClientReset;
+            if (first == toClient || !first.IsCompletedSuccessfully)
             {
                 await client.DisposeAsync();
+                stop.Cancel();
             }
             try
             {
@@ -711,38 +790,42 @@ internal sealed class Exchange
             }
             catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
             {
-                // One side closed abruptly; the tunnel is over either way.
+                // One side closed abruptly or the tunnel fell silent; it is over either way.
             }
         }
     }
 
-    private static async Task PumpToClientAsync(PipeReader input, Stream client)
+    private async Task PumpToClientAsync(PipeReader input, Stream client, CancellationTokenSource silence, TimeSpan idle, CancellationToken ct)
     {
         while (true)
         {
-            var read = await input.ReadAsync();
+            var read = await input.ReadAsync(ct);
             foreach (var segment in read.Buffer)
             {
-                await client.WriteAsync(segment);
+                await client.WriteAsync(segment, ct);
             }
-            await client.FlushAsync();
+            await client.FlushAsync(ct);
+            _record.BytesOut += read.Buffer.Length;
             input.AdvanceTo(read.Buffer.End);
             if (read.IsCompleted)
             {
                 return;
             }
+            silence.CancelAfter(idle);
         }
     }
 
-    private static async Task PumpToUpstreamAsync(Stream client, UpstreamConnection connection)
+    private async Task PumpToUpstreamAsync(Stream client, UpstreamConnection connection, CancellationTokenSource silence, TimeSpan idle, CancellationToken ct)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
         try
         {
             int n;
-            while ((n = await client.ReadAsync(buffer)) > 0)
+            while ((n = await client.ReadAsync(buffer, ct)) > 0)
             {
-                await connection.Output.WriteAsync(buffer.AsMemory(0, n));
+                await connection.Output.WriteAsync(buffer.AsMemory(0, n), ct);
+                _record.BytesIn += n;
+                silence.CancelAfter(idle);
             }
             connection.ShutdownSend();
         }

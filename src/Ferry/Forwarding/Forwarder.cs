@@ -18,6 +18,7 @@ internal sealed partial class Forwarder(
     {
         var proxy = state.Current;
         var request = context.Request;
+        RawConnectionHeader.Restore(request.Headers);
         var record = new RequestRecord
         {
             StartTime = time.GetUtcNow(),
@@ -32,6 +33,13 @@ internal sealed partial class Forwarder(
         var span = tracing.StartRequest(request);
         try
         {
+            // 0. A request that cannot be written as HTTP/1.1 is the client's error, whatever the route.
+            if (RequestCheck.Check(context) is { } invalid)
+            {
+                await FailAsync(context, proxy, record, invalid, null);
+                return;
+            }
+
             // 1. Routing: host + path → route → cluster.
             var route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
             if (route is null)

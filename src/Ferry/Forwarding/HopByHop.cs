@@ -13,6 +13,27 @@ internal static class HopByHop
 
     public static bool IsHopByHopOrManaged(string name) => Names.Contains(name);
 
+    // RFC 9110 §6.5.1: a trailer must not carry what frames the message (Transfer-Encoding, Content-Length), routes it
+    // (Host), modifies the request (conditionals, Cache-Control, Range, Max-Forwards, TE), authenticates, controls the
+    // response (Age, Date, Expires, Location, Retry-After, Vary, Warning), or says how to process the content
+    // (Content-*, Trailer). Set-Cookie in a trailer is dropped as well: cookies are state a client must see before the
+    // content, and HTTP/2 clients reject it there.
+    private static readonly HashSet<string> NotInTrailers = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length",
+        "Host", "Expect", "Max-Forwards", "Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+        "If-Range", "Cache-Control", "Pragma", "Authorization", "Proxy-Authorization", "WWW-Authenticate", "Proxy-Authenticate",
+        "Authentication-Info", "Proxy-Authentication-Info", "Cookie", "Set-Cookie", "Age", "Date", "Expires", "Location",
+        "Retry-After", "Vary", "Warning", "Content-Encoding", "Content-Type", "Content-Range", "Content-Location",
+        "Content-Language", "Content-Disposition", "Status",
+    };
+
+    // Whether an upstream trailer field may be passed on to the client, whatever its protocol.
+    public static bool IsAllowedTrailer(string name, IReadOnlyList<string> connectionTokens) =>
+        name.Length > 0 && name[0] != ':' && !NotInTrailers.Contains(name)
+        && !name.StartsWith("Content-", StringComparison.OrdinalIgnoreCase)
+        && !(connectionTokens.Count > 0 && IsNamedBy(connectionTokens, name));
+
     public static bool IsNamedBy(IReadOnlyList<string> connectionTokens, string name)
     {
         for (var i = 0; i < connectionTokens.Count; i++)

@@ -17,11 +17,14 @@ internal enum ProxyError
     RequestSendTimeout,        // the destination did not take the request in time
     ResponseTimeout,           // no response head in time
     ResponseHeaderSectionSize, // response head over the configured limits
+    ResponseTrailerSectionSize, // trailer section of a chunked response over Limits:MaxTrailerBytes
     ProtocolError,             // malformed response head or body framing
     ResponseIncomplete,        // the destination failed mid-body: the client connection is aborted
     BodyInactivityTimeout,     // the destination stopped sending the body: the client connection is aborted
     ClientAborted,             // the client went away; nothing is sent, the upstream connection is closed
     ClientRequestBodyError,    // the client's request body was malformed or too slow
+    RequestNotExpressible,     // the request cannot be written as HTTP/1.1 (bad method, target, field name or value)
+    MethodNotImplemented,      // CONNECT: Ferry opens no tunnels to arbitrary authorities
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
 }
 
@@ -42,11 +45,14 @@ internal static class ProxyErrors
         ProxyError.RequestSendTimeout => (504, "http_request_error"),
         ProxyError.ResponseTimeout => (504, "http_response_timeout"),
         ProxyError.ResponseHeaderSectionSize => (502, "http_response_header_section_size"),
+        ProxyError.ResponseTrailerSectionSize => (502, "http_response_trailer_section_size"),
         ProxyError.ProtocolError => (502, "http_protocol_error"),
         ProxyError.ResponseIncomplete => (502, "http_response_incomplete"),
         ProxyError.BodyInactivityTimeout => (504, "http_response_timeout"),
         ProxyError.ClientAborted => (499, "client_aborted"),
         ProxyError.ClientRequestBodyError => (400, "http_request_error"),
+        ProxyError.RequestNotExpressible => (400, "http_request_error"),
+        ProxyError.MethodNotImplemented => (501, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
 

@@ -21,7 +21,17 @@ internal sealed class RequestRecord
     public TimeSpan Duration { get; set; }
     public ProxyError Error { get; set; }               // None when the response came from a destination
     public string? ErrorDetails { get; set; }
+    public string? TunnelEnd { get; set; }              // how an upgraded connection ended (TunnelEnds); null: no tunnel
     public List<AttemptRecord> Attempts { get; } = [];
+}
+
+internal static class TunnelEnds
+{
+    public const string ClientClosed = "client_closed";
+    public const string ClientReset = "client_reset";
+    public const string DestinationClosed = "destination_closed";
+    public const string DestinationReset = "destination_reset";
+    public const string IdleTimeout = "idle_timeout";
 }
 
 internal sealed class AttemptRecord

@@ -17,7 +17,7 @@ internal static class FailureClassifier
         // It took the connection but did not read the request, answer, or finish the body in time, or answered
         // something that is not HTTP/1.1.
         ProxyError.RequestSendTimeout or ProxyError.ResponseTimeout or ProxyError.BodyInactivityTimeout
-            or ProxyError.ResponseHeaderSectionSize or ProxyError.ProtocolError or ProxyError.ResponseIncomplete => true,
+            or ProxyError.ResponseHeaderSectionSize or ProxyError.ResponseTrailerSectionSize or ProxyError.ProtocolError or ProxyError.ResponseIncomplete => true,
         // EADDRNOTAVAIL / EMFILE are Ferry's own shortage; client aborts and bad client bodies are the client's; the
         // rest are decided before any destination is involved.
         _ => false,

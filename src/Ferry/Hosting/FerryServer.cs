@@ -46,7 +46,7 @@ internal sealed class FerryServer : IAsyncDisposable
         var time = options.TimeProvider;
         var state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
 
-        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols)), services =>
+        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols)), captureConnection: true, services =>
         {
             services.AddSingleton(state);
             services.AddSingleton(time);
@@ -62,7 +62,7 @@ internal sealed class FerryServer : IAsyncDisposable
             await proxy.StartAsync(cancellationToken);
             if (config.Admin.Enabled)
             {
-                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1)], services => services.AddSingleton(state));
+                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1)], captureConnection: false, services => services.AddSingleton(state));
                 admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
             }
@@ -83,7 +83,8 @@ internal sealed class FerryServer : IAsyncDisposable
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
-    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols)> endPoints, Action<IServiceCollection> services)
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols)> endPoints,
+        bool captureConnection, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         if (options.ConfigureLogging is { } configureLogging)
@@ -102,7 +103,10 @@ internal sealed class FerryServer : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = null;
             // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field
             // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
-            kestrel.RequestHeaderEncodingSelector = _ => Encoding.Latin1;
+            // Connection's decoder also keeps the raw value, which Kestrel may shorten (RawConnectionHeader).
+            kestrel.RequestHeaderEncodingSelector = captureConnection
+                ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : Encoding.Latin1
+                : static _ => Encoding.Latin1;
             kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
             foreach (var (endPoint, protocols) in endPoints)
             {

@@ -21,6 +21,12 @@ internal static class HeadWriting
     private static readonly SearchValues<char> s_targetChars = SearchValues.Create(
         Enumerable.Range(0x21, 0xFF - 0x20).Select(c => (char)c).Where(c => c != 0x7F).ToArray());
 
+    public static bool IsToken(ReadOnlySpan<char> token) => token.Length > 0 && !token.ContainsAnyExcept(s_tokenChars);
+
+    public static bool IsTarget(ReadOnlySpan<char> target) => target.Length > 0 && !target.ContainsAnyExcept(s_targetChars);
+
+    public static bool IsValue(ReadOnlySpan<char> value) => !value.ContainsAnyExcept(s_valueChars);
+
     public static void ValidateToken(string token, string paramName)
     {
         ArgumentNullException.ThrowIfNull(token, paramName);

@@ -191,15 +191,26 @@ internal sealed class UpstreamConnection : IDisposable
         {
             return;
         }
+        // The socket goes first: a request body the destination stopped reading can still sit in the writer, and
+        // flushing it to a live socket could block for as long as the destination keeps its window shut.
         _socket.Dispose();
         lock (_deadlineLock)
         {
             _deadlineTimer?.Dispose();
             _deadline = long.MaxValue;
         }
-        // Completing the pipes returns their pooled buffers; the socket is gone, so failures are moot.
-        try { Input.Complete(); } catch (InvalidOperationException) { }
-        try { Output.Complete(); } catch (InvalidOperationException) { }
+        // Completing the pipes returns their pooled buffers. Completed with an error, the writer drops what it still
+        // holds instead of writing it to the closed socket; whatever they throw, the connection is gone, and a throw
+        // here would skip the pool's accounting and replace the exchange's classified error.
+        CompleteQuietly(Input, Output);
         Debug.Assert(IsDisposed);
+    }
+
+    private static readonly ObjectDisposedException s_closed = new(nameof(UpstreamConnection), "the upstream connection was closed");
+
+    private static void CompleteQuietly(PipeReader input, PipeWriter output)
+    {
+        try { input.Complete(s_closed); } catch (Exception) { }
+        try { output.Complete(s_closed); } catch (Exception) { }
     }
 }

@@ -53,4 +53,35 @@ public sealed class AdminTests
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
         Assert.Equal(0, a.RequestsReceived);
     }
+
+    [Theory]
+    [InlineData("rebound.example", null, HttpStatusCode.MisdirectedRequest)]
+    [InlineData("rebound.example:9901", null, HttpStatusCode.MisdirectedRequest)]
+    [InlineData("localhost:9901", null, HttpStatusCode.OK)]
+    [InlineData("127.0.0.1", null, HttpStatusCode.OK)]
+    [InlineData("[::1]:9901", null, HttpStatusCode.OK)]
+    [InlineData("Ferry.Internal:9901", "ferry.internal", HttpStatusCode.OK)]
+    [InlineData("other.internal", "ferry.internal", HttpStatusCode.MisdirectedRequest)]
+    public async Task AdminListener_AnswersOnlyForLoopbackAndAllowedHostNames(string host, string? allowed, HttpStatusCode expected)
+    {
+        // With no token (the default), a page whose name is rebound to 127.0.0.1 could otherwise read /status.
+        await using var a = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        var settings = ProxyHarness.Settings(("a", a.Uri));
+        if (allowed is not null)
+        {
+            settings["Admin:AllowedHosts:0"] = allowed;
+        }
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, a);
+        using var admin = new HttpClient { BaseAddress = proxy.Server.AdminUri };
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/status");
+        request.Headers.Host = host;
+
+        var response = await admin.SendAsync(request).WaitAsync(Bound);
+
+        Assert.Equal(expected, response.StatusCode);
+        if (expected != HttpStatusCode.OK)
+        {
+            Assert.DoesNotContain("clusters", await response.Content.ReadAsStringAsync());
+        }
+    }
 }

@@ -68,7 +68,7 @@ public sealed class LabWebSocketTests
         Assert.Equal("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", LabWebSocket.ComputeAccept("dGhlIHNhbXBsZSBub25jZQ=="));
     }
 
-    private static byte[] MaskedFrame(int opcode, byte[] payload)
+    internal static byte[] MaskedFrame(int opcode, byte[] payload)
     {
         byte[] mask = [0x12, 0x34, 0x56, 0x78];
         var frame = new List<byte> { (byte)(0x80 | opcode) };

@@ -123,6 +123,39 @@ public sealed class FerryConfigLoaderTests
     }
 
     [Fact]
+    public void AdminAllowedHosts_AreNamesWithoutPorts()
+    {
+        var good = ConfigTestJson.Load("""{ "Admin": { "AllowedHosts": [ "ferry.internal", "*" ] } }""");
+        var bad = ConfigTestJson.Load("""{ "Admin": { "AllowedHosts": [ "ferry.internal:9901", "a b" ] } }""");
+
+        Assert.Equal(["ferry.internal", "*"], good.Config!.Admin.AllowedHosts);
+        Assert.Equal(2, bad.Errors.Count(e => e.StartsWith("Admin:AllowedHosts:", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void RouteUpgrades_DefaultToWebSocketOnly()
+    {
+        const string common = """
+            "Listeners": { "main": { "Address": "127.0.0.1:8080" } },
+            "Clusters": { "c": { "Destinations": { "a": { "Address": "http://127.0.0.1:9000" } }, "Timeouts": { "TunnelIdle": "5m" } } },
+            """;
+        var ok = Load("{" + common + """
+            "Routes": { "d": { "ClusterId": "c" }, "none": { "ClusterId": "c", "Upgrades": [] },
+                        "more": { "ClusterId": "c", "Upgrades": [ "WebSocket", "h2c" ] } } }
+            """);
+        var bad = Load("{" + common + """ "Routes": { "bad": { "ClusterId": "c", "Upgrades": [ "web socket" ] } } }""");
+
+        Assert.Equal([], ok.Errors);
+        var routes = ok.Config!.Routes.ToDictionary(r => r.RouteId);
+        Assert.Equal(["websocket"], routes["d"].Upgrades);
+        Assert.Empty(routes["none"].Upgrades);
+        Assert.Equal(["websocket", "h2c"], routes["more"].Upgrades);
+        Assert.Equal(TimeSpan.FromMinutes(5), ok.Config.Clusters["c"].Timeouts.TunnelIdle);
+        Assert.Equal(TimeSpan.FromSeconds(60), TimeoutsConfig.Default.TunnelIdle);
+        Assert.Equal(["Routes:bad:Upgrades:0: must be an upgrade protocol name (an HTTP token, such as websocket)"], bad.Errors);
+    }
+
+    [Fact]
     public void ExampleFileIsValidWithoutWarnings()
     {
         var file = FindExampleFile();
