@@ -208,11 +208,28 @@ internal sealed class LabConnection
         return unread;
     }
 
+    /// <summary>Time from now to the close of a connection that stays idle: the timeout, or with a sweep interval the
+    /// first sweep after it. Sweeps fall on multiples of the interval on the upstream's clock.</summary>
+    private TimeSpan UntilIdleClose(TimeSpan timeout)
+    {
+        if (Options.IdleSweepInterval is not { } interval)
+        {
+            return timeout;
+        }
+        var time = Options.TimeProvider;
+        long now = time.GetTimestamp();
+        long period = Math.Max(1, (long)(interval.TotalSeconds * time.TimestampFrequency));
+        long expires = now + (long)(timeout.TotalSeconds * time.TimestampFrequency);
+        // Strictly after the deadline, as Tomcat's "idle longer than the timeout".
+        long sweep = ((expires / period) + 1) * period;
+        return TimeSpan.FromSeconds((double)(sweep - now) / time.TimestampFrequency);
+    }
+
     /// <summary>Reads the next head; null when the client closed cleanly or the connection sat idle too long.</summary>
     private async Task<LabRequestHead?> ReadHeadAsync()
     {
         using var idle = Options.IdleTimeout is { } timeout
-            ? new CancellationTokenSource(timeout, Options.TimeProvider)
+            ? new CancellationTokenSource(UntilIdleClose(timeout), Options.TimeProvider)
             : null;
         using var idleOrStopping = idle is null ? null : CancellationTokenSource.CreateLinkedTokenSource(idle.Token, _stopping);
         bool sawByte = false;

@@ -21,6 +21,11 @@ internal sealed record LabUpstreamOptions
     /// Measured like nginx's keepalive_timeout: from the end of the previous response.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
+    /// <summary>Look for connections idle longer than <see cref="IdleTimeout"/> only this often (null: each closes at
+    /// its own deadline). Tomcat's NIO poller looks once a second, so its connections close up to a second after their
+    /// timeout, at instants shared by all of them.</summary>
+    public TimeSpan? IdleSweepInterval { get; init; }
+
     /// <summary>Close idle connections with RST (SO_LINGER 0) instead of FIN, as a crashed or firewalled peer would.</summary>
     public bool ResetOnIdleTimeout { get; init; }
 
