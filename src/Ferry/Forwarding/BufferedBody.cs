@@ -17,7 +17,7 @@ internal sealed class BufferedBody : IDisposable
 
     public int Length { get; }
 
-    public ReadOnlySpan<byte> Span => _buffer.AsSpan(0, Length);
+    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
 
     // Buffers bodies with a Content-Length up to maxSize; returns null for everything else (no body, unknown length,
     // too large), which then streams.

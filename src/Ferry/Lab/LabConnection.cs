@@ -211,7 +211,7 @@ internal sealed class LabConnection
     /// <summary>Reads the next head; null when the client closed cleanly or the connection sat idle too long.</summary>
     private async Task<LabRequestHead?> ReadHeadAsync()
     {
-        // With an event loop (IdleCheckInterval) the upstream's sweep cancels `idle`; otherwise its own timer does.
+        // With a periodic check (IdleCheckInterval) the upstream's sweep cancels `idle`; otherwise its own timer does.
         var swept = Options.IdleTimeout is not null && Options.IdleCheckInterval is not null;
         using var idle = Options.IdleTimeout is { } timeout
             ? swept ? new CancellationTokenSource() : new CancellationTokenSource(timeout, Options.TimeProvider)

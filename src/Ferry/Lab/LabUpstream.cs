@@ -25,7 +25,7 @@ internal sealed class LabUpstream : IAsyncDisposable
     private int _openConnections;                                                    // accepted and not yet released
     private CancellationTokenSource? _acceptWhileIdle;                               // cancels the pending accept when the last slot is taken
     private readonly ConcurrentDictionary<LabConnection, (long Since, CancellationTokenSource Idle)> _idle = new(); // waiting for a request, when an event loop closes them
-    private readonly ITimer? _idleSweep;                                             // the event loop's own wake-up (IdleCheckInterval)
+    private readonly ITimer? _idleSweep;                                             // the periodic idle check (IdleCheckInterval)
     private int _disposed;
 
     private LabUpstream(LabUpstreamOptions options)
@@ -66,7 +66,7 @@ internal sealed class LabUpstream : IAsyncDisposable
     public int ConnectionsAccepted => Volatile.Read(ref _connectionsAccepted);
     public int RequestsReceived => Volatile.Read(ref _requestsReceived);
     public int OpenConnections => Volatile.Read(ref _openConnections);
-    /// <summary>Connections waiting for their next request, counted only when an event loop closes them
+    /// <summary>Connections waiting for their next request, counted only when a periodic check closes them
     /// (<see cref="LabUpstreamOptions.IdleCheckInterval"/>).</summary>
     public int IdleConnections => _idle.Count;
     /// <summary>Exceptions a route or script threw that were not about the connection going away.</summary>
@@ -92,7 +92,7 @@ internal sealed class LabUpstream : IAsyncDisposable
     // select(1.0) again. So the wake-up timer restarts at every event.
     private void WakeEventLoop()
     {
-        if (_idleSweep is null)
+        if (_idleSweep is null || !Options.IdleCheckOnTraffic)
         {
             return;
         }

@@ -21,12 +21,16 @@ internal sealed record LabUpstreamOptions
     /// Measured like nginx's keepalive_timeout: from the end of the previous response.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
-    /// <summary>Idle connections are closed by an event loop instead of a timer per connection, as gunicorn's gthread
-    /// worker does: the loop wakes on every accept and request, and otherwise after this long since it last woke; it
-    /// then closes the connections idle for <see cref="IdleTimeout"/> or longer. An idle close therefore lands between
-    /// the timeout and the timeout plus this interval, depending on other traffic (gunicorn: select(1.0), so 2–3 s for
-    /// its 2 s keep-alive). Null: each connection closes exactly at its own timeout.</summary>
+    /// <summary>Idle connections are closed by a periodic check instead of a timer per connection: every this long, the
+    /// connections idle for <see cref="IdleTimeout"/> or longer are closed, so a close lands up to one interval after
+    /// the timeout, at instants shared by all connections. Tomcat's NIO poller checks once a second. Null: each
+    /// connection closes exactly at its own timeout.</summary>
     public TimeSpan? IdleCheckInterval { get; init; }
+
+    /// <summary>With <see cref="IdleCheckInterval"/>: every accept and request also runs the check and restarts the
+    /// interval, as gunicorn's gthread event loop does (it wakes on any event, otherwise after select(1.0)). Its 2 s
+    /// keep-alive then closes at 2.0 s when quiet and anywhere up to 3 s under traffic.</summary>
+    public bool IdleCheckOnTraffic { get; init; }
 
     /// <summary>The timeout announced in <c>Keep-Alive: timeout=N</c> when it differs from the one enforced, as Node's
     /// http server announces its keepAliveTimeout (5 s) and closes a second later. Null: announce <see cref="IdleTimeout"/>.</summary>

@@ -28,9 +28,15 @@ internal sealed record ProbeConfig(Uri Target, TimeSpan MaxIdle, int MaxRequests
 /// </summary>
 internal sealed class BackendProber(ProbeConfig config, TimeProvider time, Action<string>? progress = null)
 {
-    // Idle connections watched until they close or the search limit passes, besides the reuse ladder: two, so
-    // that one early close (a restart, an overloaded accept queue) does not decide the result alone.
-    private const int Watchers = 2;
+    // Idle connections watched until they close or the search limit passes, besides the reuse ladder, their idle
+    // periods starting 49 ms apart over two seconds. A server that looks for expired idle connections only now and
+    // then (Tomcat's NIO poller, once a second) closes each at its first look after the timeout, up to a period late;
+    // the watcher whose idle period began just before a look reads the timeout itself. Started together, all watchers
+    // shared one phase of that period, and Tomcat's 20 s read as anything from 20.0 to 21.0 s. Two seconds at 49 ms
+    // sample every phase of a one-second period twice, 24 ms apart, so timers that start a few watchers late and
+    // together on a busy machine still leave no wide gap.
+    private const int Watchers = 41;
+    private static readonly TimeSpan WatcherSpacing = TimeSpan.FromMilliseconds(49);
 
     // The reuse ladder starts at 250 ms and doubles: a server closing sooner is not keeping connections alive.
     private static readonly TimeSpan FirstReuse = TimeSpan.FromMilliseconds(250);
@@ -216,14 +222,17 @@ internal sealed class BackendProber(ProbeConfig config, TimeProvider time, Actio
 
     private async Task<(IdleMethod Method, double? Seconds, double? Upper, CloseKind Kind)> MeasureIdleAsync(CancellationToken ct)
     {
-        var ladder = new List<TimeSpan?>();
+        var ladder = new List<(TimeSpan? ReuseAt, TimeSpan StartAfter)>();
         for (var t = FirstReuse; t < config.MaxIdle; t *= 2)
         {
-            ladder.Add(t);
+            ladder.Add((t, TimeSpan.Zero));
         }
-        ladder.AddRange(Enumerable.Repeat<TimeSpan?>(null, Watchers));
+        for (int i = 0; i < Watchers; i++)
+        {
+            ladder.Add((null, WatcherSpacing * i));
+        }
         Report($"idle timeout: {ladder.Count} idle connections, watching up to {config.MaxIdle.TotalSeconds:0} s");
-        var outcomes = await Task.WhenAll(ladder.Select(reuseAt => WatchIdleAsync(reuseAt, ct)));
+        var outcomes = await Task.WhenAll(ladder.Select(l => WatchIdleAsync(l.ReuseAt, ct, l.StartAfter)));
 
         var closes = outcomes.Where(o => o.ClosedAfter is not null).OrderBy(o => o.ClosedAfter).ToList();
         if (closes.Count > 0)
@@ -265,9 +274,14 @@ internal sealed class BackendProber(ProbeConfig config, TimeProvider time, Actio
     private static double Seconds(TimeSpan value) => Math.Round(value.TotalSeconds, 2);
 
     /// <summary>One connection: a request, then idle with a pending read until the peer closes it, or until
-    /// <paramref name="reuseAt"/> (then one more request tells whether it still works), or the search limit.</summary>
-    private async Task<IdleOutcome> WatchIdleAsync(TimeSpan? reuseAt, CancellationToken ct)
+    /// <paramref name="reuseAt"/> (then one more request tells whether it still works), or the search limit.
+    /// The idle time runs from the moment the response's last byte was read.</summary>
+    private async Task<IdleOutcome> WatchIdleAsync(TimeSpan? reuseAt, CancellationToken ct, TimeSpan startAfter = default)
     {
+        if (startAfter > TimeSpan.Zero)
+        {
+            await Task.Delay(startAfter, time, ct);
+        }
         using var connection = await OpenAsync(ct);
         var first = await ExchangeAsync(connection, 1, ct);
         if (first is null || !first.KeepAlivePermitted)
@@ -282,7 +296,7 @@ internal sealed class BackendProber(ProbeConfig config, TimeProvider time, Actio
             var kind = await connection.WaitForCloseAsync(idleOrStop.Token);
             if (kind != CloseKind.None)
             {
-                var after = time.GetElapsedTime(first.CompletedAt);
+                var after = time.GetElapsedTime(first.CompletedAt, connection.ClosedAt);
                 Report($"idle timeout: a connection was closed ({kind}) after {Seconds(after)} s idle");
                 return new IdleOutcome(reuseAt, after, kind, null);
             }

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using Ferry.Http1;
+using Ferry.Upstream;
 
 namespace Ferry.Probe;
 
@@ -58,6 +59,9 @@ internal sealed class ProbeConnection : IDisposable
 
     /// <summary>How the peer ended the connection; None while it is open.</summary>
     public CloseKind Closed { get; private set; }
+
+    /// <summary>TimeProvider timestamp of the peer's FIN or RST, once <see cref="WaitForCloseAsync"/> has seen it.</summary>
+    public long ClosedAt { get; private set; }
 
     /// <summary>Bytes that arrived and were not consumed as a response: a partial head, or stray bytes while idle.</summary>
     public bool HasUnconsumedBytes => _end > _start;
@@ -159,7 +163,7 @@ internal sealed class ProbeConnection : IDisposable
             Header("Server"),
             CompletedAt: 0);
         await SkipBodyAsync(framing, ct);
-        return response with { CompletedAt = _time.GetTimestamp() };
+        return response with { CompletedAt = ArrivedAt(data: true) };
     }
 
     /// <summary>Waits for the peer to end an idle connection. Returns Fin or Reset when it did; None when bytes
@@ -170,7 +174,23 @@ internal sealed class ProbeConnection : IDisposable
         {
             await ReceiveAsync(ct);
         }
+        // An RST leaves no trace in TCP_INFO's times: it is dated when seen.
+        ClosedAt = Closed == CloseKind.Fin ? ArrivedAt(data: false) : _time.GetTimestamp();
         return Closed;
+    }
+
+    // When the last data segment (or the last ACK-bearing one, such as a FIN) arrived, by the kernel's clock: the
+    // moment a continuation runs can be tens of milliseconds later on a busy machine, which would shift an idle time
+    // measured between two such moments. The kernel's ages are real time, so only the system clock is corrected.
+    private long ArrivedAt(bool data)
+    {
+        long now = _time.GetTimestamp();
+        if (!ReferenceEquals(_time, TimeProvider.System) || !TcpInfo.TryGetReceiveAges(_socket, out var sinceData, out var sinceAck))
+        {
+            return now;
+        }
+        var age = data ? sinceData : sinceAck;
+        return now - (long)(age.TotalSeconds * _time.TimestampFrequency);
     }
 
     public void Dispose() => _socket.Dispose();

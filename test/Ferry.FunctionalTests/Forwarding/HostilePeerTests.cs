@@ -30,9 +30,18 @@ public sealed class HostilePeerTests
         await using var proxy = await ProxyHarness.StartAsync(upstream);
         using var content = new ByteArrayContent(new byte[32 * 1024 * 1024]);
 
-        var response = await proxy.Client.PostAsync("/upload", content).WaitAsync(Bound);
-
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        // The 413 is relayed. Kestrel then drains what the client still sends, but a client that is still writing when
+        // the client connection closes may see the close before it reads the answer (a broken pipe): what this test
+        // checks is that Ferry's side ends cleanly, whichever the client saw.
+        try
+        {
+            var response = await proxy.Client.PostAsync("/upload", content).WaitAsync(Bound);
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        }
+        catch (HttpRequestException ex) when (ex.InnerException is IOException)
+        {
+            Assert.Equal(1, upstream.RequestsReceived);
+        }
         await AssertNoConnectionCounted(proxy, "deaf");
         Assert.DoesNotContain(proxy.Logs.Lines, l => l.Contains("Unhandled exception", StringComparison.OrdinalIgnoreCase));
     }

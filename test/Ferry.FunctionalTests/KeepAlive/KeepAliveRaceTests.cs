@@ -35,7 +35,7 @@ public sealed class KeepAliveRaceTests(ITestOutputHelper output)
         'c' => new() { Name = "c", TimeProvider = time, MaxRequestsPerConnection = 100, AnnounceLastRequest = true },
         'd' => new() { Name = "d", TimeProvider = time, MaxRequestsPerConnection = 100, AnnounceLastRequest = false },
         'e' => new() { Name = "e", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), ResetOnIdleTimeout = true },
-        'f' => new() { Name = "f", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), IdleCheckInterval = TimeSpan.FromSeconds(1) },
+        'f' => new() { Name = "f", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), IdleCheckInterval = TimeSpan.FromSeconds(1), IdleCheckOnTraffic = true },
         _ => new()
         {
             Name = "g", TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(6), AnnouncedIdleTimeout = TimeSpan.FromSeconds(5),

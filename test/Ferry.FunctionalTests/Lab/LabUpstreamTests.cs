@@ -74,7 +74,7 @@ public sealed class LabUpstreamTests
         var time = new ManualTimeProvider();
         await using var lab = LabUpstream.Start(new LabUpstreamOptions
         {
-            TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), IdleCheckInterval = TimeSpan.FromSeconds(1),
+            TimeProvider = time, IdleTimeout = TimeSpan.FromSeconds(2), IdleCheckInterval = TimeSpan.FromSeconds(1), IdleCheckOnTraffic = true,
         });
         await using var a = await RawHttpConnection.ConnectAsync(lab.EndPoint);
         await a.GetAsync("/");
