@@ -76,7 +76,11 @@ internal sealed class DestinationState
 
     public void ReportSuccess() => Health.ReportSuccess();
 
-    public void EnterRequest() => Interlocked.Increment(ref _inFlight);
+    public void EnterRequest()
+    {
+        Interlocked.Increment(ref _inFlight);
+        Health.OnRequestStarted();
+    }
 
     public void LeaveRequest() => Interlocked.Decrement(ref _inFlight);
 }

@@ -29,9 +29,114 @@ public sealed class DestinationHealthTests
         Assert.False(health.IsAvailable);
         Assert.Contains("3 failures in a row", health.Reason);
 
-        clock.Advance(TimeSpan.FromSeconds(29));
+        clock.Advance(DestinationHealth.FirstTrialDelay - TimeSpan.FromMilliseconds(1));
         Assert.False(health.IsAvailable);
-        clock.Advance(TimeSpan.FromSeconds(1));
+        // Without traffic no trial is made: the ejection simply runs out.
+        clock.Advance(Passive.ReactivationPeriod);
+        Assert.True(health.IsAvailable);
+        Assert.Equal("ok", health.Reason);
+    }
+
+    [Fact]
+    public void AnEjectedDestination_TakesOneTrialRequest_AndASuccessRestoresIt()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+        health.ReportFailure("refused");
+        Assert.False(health.IsAvailable);
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        Assert.True(health.IsAvailable);
+        Assert.Contains("trial request due", health.Reason);
+
+        health.OnRequestStarted();
+        Assert.False(health.IsAvailable);
+        Assert.Contains("trial request in flight", health.Reason);
+        // Another request that raced the first one through the balancer does not start a second trial window.
+        health.OnRequestStarted();
+        Assert.False(health.IsAvailable);
+
+        health.ReportSuccess();
+        Assert.True(health.IsAvailable);
+        Assert.Equal("ok", health.Reason);
+        clock.Advance(Passive.ReactivationPeriod);
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void AFailedTrial_KeepsTheDestinationOut_AndBacksOffTheNextOne()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 3 });
+        for (var i = 0; i < 3; i++)
+        {
+            health.ReportFailure("refused");
+        }
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        health.OnRequestStarted();
+        // One failed trial is enough, whatever MaxFailures says.
+        health.ReportFailure("refused again");
+        Assert.False(health.IsAvailable);
+        Assert.Contains("trial request failed: refused again", health.Reason);
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        Assert.False(health.IsAvailable);
+        clock.Advance(DestinationHealth.MaxTrialDelay - DestinationHealth.FirstTrialDelay);
+        Assert.True(health.IsAvailable);
+
+        // The wait stops growing at MaxTrialDelay.
+        health.OnRequestStarted();
+        health.ReportFailure("refused");
+        clock.Advance(DestinationHealth.MaxTrialDelay - TimeSpan.FromMilliseconds(1));
+        Assert.False(health.IsAvailable);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(health.IsAvailable);
+
+        // Each failed trial extends the ejection: without traffic it lasts ReactivationPeriod from the last one.
+        health.OnRequestStarted();
+        health.ReportFailure("refused");
+        clock.Advance(Passive.ReactivationPeriod - TimeSpan.FromMilliseconds(1));
+        Assert.Contains("passive", health.Reason);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal("ok", health.Reason);
+    }
+
+    [Fact]
+    public void FailuresOfRequestsSentBeforeTheEjection_DoNotDelayTheTrial()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+        health.ReportFailure("refused");
+        health.ReportFailure("refused");
+        health.ReportFailure("refused");
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void ATrialThatNeverEnds_NoLongerHoldsTheNextOneBack()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+        health.ReportFailure("response timeout");
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        health.OnRequestStarted();
+
+        clock.Advance(DestinationHealth.TrialTimeout - TimeSpan.FromMilliseconds(1));
+        Assert.False(health.IsAvailable);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(health.IsAvailable);
+    }
+
+    [Fact]
+    public void ATrialIsNeverLaterThanTheEndOfTheEjection()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1, ReactivationPeriod = TimeSpan.FromMilliseconds(300) });
+        health.ReportFailure("refused");
+        clock.Advance(TimeSpan.FromMilliseconds(300));
         Assert.True(health.IsAvailable);
         Assert.Equal("ok", health.Reason);
     }
