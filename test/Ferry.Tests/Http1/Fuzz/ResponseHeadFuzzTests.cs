@@ -39,7 +39,7 @@ public class ResponseHeadFuzzTests
     public void Mutated_heads_parse_the_same_whatever_the_segments()
     {
         var reused = new ResponseHead();
-        FuzzRun.Check(Cases, ciCount: 3000, c =>
+        FuzzRun.Check(Cases, ciCount: 5000, c =>
         {
             byte[] bytes = c.Bytes;
             Http1Limits limits = c.Limits;
