@@ -33,7 +33,18 @@ internal sealed class DestinationHealth
         _backSince = time.GetTimestamp();
     }
 
+    // In rotation: not ejected by passive health, healthy for active checks. What /status and the metrics show.
     public bool IsAvailable
+    {
+        get
+        {
+            var until = Volatile.Read(ref _ejectedUntil);
+            return Volatile.Read(ref _activeHealthy) && (until == 0 || _time.GetTimestamp() >= until);
+        }
+    }
+
+    // May the balancer pick it: in rotation, or ejected with its trial request due.
+    public bool IsCandidate
     {
         get
         {

@@ -30,6 +30,8 @@ public sealed class DestinationHealthTests
         Assert.Contains("3 failures in a row", health.Reason);
 
         clock.Advance(DestinationHealth.FirstTrialDelay - TimeSpan.FromMilliseconds(1));
+        Assert.False(health.IsCandidate);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
         Assert.False(health.IsAvailable);
         // Without traffic no trial is made: the ejection simply runs out.
         clock.Advance(Passive.ReactivationPeriod);
@@ -43,24 +45,27 @@ public sealed class DestinationHealthTests
         var clock = new TestClock();
         var health = Health(clock, Passive with { MaxFailures = 1 });
         health.ReportFailure("refused");
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
 
         clock.Advance(DestinationHealth.FirstTrialDelay);
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
+        // Still out of rotation for /status and the metrics until the trial succeeds.
+        Assert.False(health.IsAvailable);
         Assert.Contains("trial request due", health.Reason);
 
         health.OnRequestStarted();
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         Assert.Contains("trial request in flight", health.Reason);
         // Another request that raced the first one through the balancer does not start a second trial window.
         health.OnRequestStarted();
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
 
         health.ReportSuccess();
+        Assert.True(health.IsCandidate);
         Assert.True(health.IsAvailable);
         Assert.Equal("ok", health.Reason);
         clock.Advance(Passive.ReactivationPeriod);
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -77,21 +82,21 @@ public sealed class DestinationHealthTests
         health.OnRequestStarted();
         // One failed trial is enough, whatever MaxFailures says.
         health.ReportFailure("refused again");
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         Assert.Contains("trial request failed: refused again", health.Reason);
 
         clock.Advance(DestinationHealth.FirstTrialDelay);
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         clock.Advance(DestinationHealth.MaxTrialDelay - DestinationHealth.FirstTrialDelay);
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
 
         // The wait stops growing at MaxTrialDelay.
         health.OnRequestStarted();
         health.ReportFailure("refused");
         clock.Advance(DestinationHealth.MaxTrialDelay - TimeSpan.FromMilliseconds(1));
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         clock.Advance(TimeSpan.FromMilliseconds(1));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
 
         // Each failed trial extends the ejection: without traffic it lasts ReactivationPeriod from the last one.
         health.OnRequestStarted();
@@ -112,7 +117,7 @@ public sealed class DestinationHealthTests
         health.ReportFailure("refused");
 
         clock.Advance(DestinationHealth.FirstTrialDelay);
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -125,9 +130,9 @@ public sealed class DestinationHealthTests
         health.OnRequestStarted();
 
         clock.Advance(DestinationHealth.TrialTimeout - TimeSpan.FromMilliseconds(1));
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         clock.Advance(TimeSpan.FromMilliseconds(1));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -137,7 +142,7 @@ public sealed class DestinationHealthTests
         var health = Health(clock, Passive with { MaxFailures = 1, ReactivationPeriod = TimeSpan.FromMilliseconds(300) });
         health.ReportFailure("refused");
         clock.Advance(TimeSpan.FromMilliseconds(300));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
         Assert.Equal("ok", health.Reason);
     }
 
@@ -153,7 +158,7 @@ public sealed class DestinationHealthTests
             clock.Advance(TimeSpan.FromSeconds(6));
         }
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -169,7 +174,7 @@ public sealed class DestinationHealthTests
             health.ReportSuccess();
         }
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -180,7 +185,7 @@ public sealed class DestinationHealthTests
 
         health.ReportFailure("refused");
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -191,17 +196,17 @@ public sealed class DestinationHealthTests
 
         Assert.False(health.ReportCheck(false, "status 500"));
         Assert.False(health.ReportCheck(false, "status 500"));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
         Assert.True(health.ReportCheck(false, "status 500"));
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         Assert.Contains("status 500", health.Reason);
 
         Assert.False(health.ReportCheck(true, "status 200"));
         Assert.False(health.ReportCheck(false, "status 500"));
         Assert.False(health.ReportCheck(true, "status 200"));
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         Assert.True(health.ReportCheck(true, "status 200"));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -214,7 +219,7 @@ public sealed class DestinationHealthTests
 
         health.ReportCheck(true, "status 200");
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -227,7 +232,7 @@ public sealed class DestinationHealthTests
 
         health.ReportFailure("refused");
         clock.Advance(Passive.ReactivationPeriod);
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
         Assert.Equal(DestinationHealth.MinSlowStartFactor, health.SlowStartFactor());
         Assert.Equal("ok (slow start)", health.Reason);
 
