@@ -73,7 +73,7 @@ internal sealed class ClusterBalancer
         var count = 0;
         foreach (var d in set)
         {
-            if ((!requireAvailable || d.IsAvailable) && (tried is null || !tried.Contains(d)))
+            if ((!requireAvailable || d.IsCandidate) && (tried is null || !tried.Contains(d)))
             {
                 into[count++] = d;
             }

@@ -66,6 +66,9 @@ internal sealed class DestinationState
 
     public bool IsAvailable => Health.IsAvailable;
 
+    // What the balancer asks: also true for an ejected destination whose trial request is due (Health/DestinationHealth).
+    public bool IsCandidate => Health.IsCandidate;
+
     public string HealthReason => Health.Reason;
 
     // The weight weighted policies use: the configured one, scaled down while the destination slow-starts. In
@@ -76,7 +79,11 @@ internal sealed class DestinationState
 
     public void ReportSuccess() => Health.ReportSuccess();
 
-    public void EnterRequest() => Interlocked.Increment(ref _inFlight);
+    public void EnterRequest()
+    {
+        Interlocked.Increment(ref _inFlight);
+        Health.OnRequestStarted();
+    }
 
     public void LeaveRequest() => Interlocked.Decrement(ref _inFlight);
 }

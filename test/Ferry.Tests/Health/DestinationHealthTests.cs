@@ -29,10 +29,120 @@ public sealed class DestinationHealthTests
         Assert.False(health.IsAvailable);
         Assert.Contains("3 failures in a row", health.Reason);
 
-        clock.Advance(TimeSpan.FromSeconds(29));
+        clock.Advance(DestinationHealth.FirstTrialDelay - TimeSpan.FromMilliseconds(1));
+        Assert.False(health.IsCandidate);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
         Assert.False(health.IsAvailable);
-        clock.Advance(TimeSpan.FromSeconds(1));
+        // Without traffic no trial is made: the ejection simply runs out.
+        clock.Advance(Passive.ReactivationPeriod);
         Assert.True(health.IsAvailable);
+        Assert.Equal("ok", health.Reason);
+    }
+
+    [Fact]
+    public void AnEjectedDestination_TakesOneTrialRequest_AndASuccessRestoresIt()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+        health.ReportFailure("refused");
+        Assert.False(health.IsCandidate);
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        Assert.True(health.IsCandidate);
+        // Still out of rotation for /status and the metrics until the trial succeeds.
+        Assert.False(health.IsAvailable);
+        Assert.Contains("trial request due", health.Reason);
+
+        health.OnRequestStarted();
+        Assert.False(health.IsCandidate);
+        Assert.Contains("trial request in flight", health.Reason);
+        // Another request that raced the first one through the balancer does not start a second trial window.
+        health.OnRequestStarted();
+        Assert.False(health.IsCandidate);
+
+        health.ReportSuccess();
+        Assert.True(health.IsCandidate);
+        Assert.True(health.IsAvailable);
+        Assert.Equal("ok", health.Reason);
+        clock.Advance(Passive.ReactivationPeriod);
+        Assert.True(health.IsCandidate);
+    }
+
+    [Fact]
+    public void AFailedTrial_KeepsTheDestinationOut_AndBacksOffTheNextOne()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 3 });
+        for (var i = 0; i < 3; i++)
+        {
+            health.ReportFailure("refused");
+        }
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        health.OnRequestStarted();
+        // One failed trial is enough, whatever MaxFailures says.
+        health.ReportFailure("refused again");
+        Assert.False(health.IsCandidate);
+        Assert.Contains("trial request failed: refused again", health.Reason);
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        Assert.False(health.IsCandidate);
+        clock.Advance(DestinationHealth.MaxTrialDelay - DestinationHealth.FirstTrialDelay);
+        Assert.True(health.IsCandidate);
+
+        // The wait stops growing at MaxTrialDelay.
+        health.OnRequestStarted();
+        health.ReportFailure("refused");
+        clock.Advance(DestinationHealth.MaxTrialDelay - TimeSpan.FromMilliseconds(1));
+        Assert.False(health.IsCandidate);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(health.IsCandidate);
+
+        // Each failed trial extends the ejection: without traffic it lasts ReactivationPeriod from the last one.
+        health.OnRequestStarted();
+        health.ReportFailure("refused");
+        clock.Advance(Passive.ReactivationPeriod - TimeSpan.FromMilliseconds(1));
+        Assert.Contains("passive", health.Reason);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal("ok", health.Reason);
+    }
+
+    [Fact]
+    public void FailuresOfRequestsSentBeforeTheEjection_DoNotDelayTheTrial()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+        health.ReportFailure("refused");
+        health.ReportFailure("refused");
+        health.ReportFailure("refused");
+
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        Assert.True(health.IsCandidate);
+    }
+
+    [Fact]
+    public void ATrialThatNeverEnds_NoLongerHoldsTheNextOneBack()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1 });
+        health.ReportFailure("response timeout");
+        clock.Advance(DestinationHealth.FirstTrialDelay);
+        health.OnRequestStarted();
+
+        clock.Advance(DestinationHealth.TrialTimeout - TimeSpan.FromMilliseconds(1));
+        Assert.False(health.IsCandidate);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(health.IsCandidate);
+    }
+
+    [Fact]
+    public void ATrialIsNeverLaterThanTheEndOfTheEjection()
+    {
+        var clock = new TestClock();
+        var health = Health(clock, Passive with { MaxFailures = 1, ReactivationPeriod = TimeSpan.FromMilliseconds(300) });
+        health.ReportFailure("refused");
+        clock.Advance(TimeSpan.FromMilliseconds(300));
+        Assert.True(health.IsCandidate);
         Assert.Equal("ok", health.Reason);
     }
 
@@ -48,7 +158,7 @@ public sealed class DestinationHealthTests
             clock.Advance(TimeSpan.FromSeconds(6));
         }
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -64,7 +174,7 @@ public sealed class DestinationHealthTests
             health.ReportSuccess();
         }
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -75,7 +185,7 @@ public sealed class DestinationHealthTests
 
         health.ReportFailure("refused");
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -86,17 +196,17 @@ public sealed class DestinationHealthTests
 
         Assert.False(health.ReportCheck(false, "status 500"));
         Assert.False(health.ReportCheck(false, "status 500"));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
         Assert.True(health.ReportCheck(false, "status 500"));
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         Assert.Contains("status 500", health.Reason);
 
         Assert.False(health.ReportCheck(true, "status 200"));
         Assert.False(health.ReportCheck(false, "status 500"));
         Assert.False(health.ReportCheck(true, "status 200"));
-        Assert.False(health.IsAvailable);
+        Assert.False(health.IsCandidate);
         Assert.True(health.ReportCheck(true, "status 200"));
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -109,7 +219,7 @@ public sealed class DestinationHealthTests
 
         health.ReportCheck(true, "status 200");
 
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
     }
 
     [Fact]
@@ -122,7 +232,7 @@ public sealed class DestinationHealthTests
 
         health.ReportFailure("refused");
         clock.Advance(Passive.ReactivationPeriod);
-        Assert.True(health.IsAvailable);
+        Assert.True(health.IsCandidate);
         Assert.Equal(DestinationHealth.MinSlowStartFactor, health.SlowStartFactor());
         Assert.Equal("ok (slow start)", health.Reason);
 
