@@ -23,6 +23,8 @@ internal enum ProxyError
     ClientAborted,             // the client went away; nothing is sent, the upstream connection is closed
     ClientRequestBodyError,    // the client's request body was malformed or too slow
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
+    AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
+    InvalidRequest,            // a request head Kestrel accepts but a stricter parser downstream might frame differently
 }
 
 internal static class ProxyErrors
@@ -47,6 +49,8 @@ internal static class ProxyErrors
         ProxyError.BodyInactivityTimeout => (504, "http_response_timeout"),
         ProxyError.ClientAborted => (499, "client_aborted"),
         ProxyError.ClientRequestBodyError => (400, "http_request_error"),
+        ProxyError.AmbiguousPath => (400, "http_request_error"),
+        ProxyError.InvalidRequest => (400, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
 

@@ -26,6 +26,13 @@ internal sealed class FerryServer : IAsyncDisposable
     private readonly WebApplication _proxy;
     private readonly WebApplication? _admin;
 
+    static FerryServer()
+    {
+        // Kestrel accepts a bare LF as a line ending in request heads unless this switch is set; a front end and a
+        // back end that disagree on where a line ends disagree on where a request ends (request smuggling).
+        AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
+    }
+
     private FerryServer(WebApplication proxy, WebApplication? admin, ProxyStateHolder state, IReadOnlyList<Uri> listeners, Uri? adminUri)
     {
         _proxy = proxy;
@@ -46,7 +53,7 @@ internal sealed class FerryServer : IAsyncDisposable
         var time = options.TimeProvider;
         var state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
 
-        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols)), services =>
+        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols, (ListenerConfig?)l)), services =>
         {
             services.AddSingleton(state);
             services.AddSingleton(time);
@@ -62,7 +69,7 @@ internal sealed class FerryServer : IAsyncDisposable
             await proxy.StartAsync(cancellationToken);
             if (config.Admin.Enabled)
             {
-                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1)], services => services.AddSingleton(state));
+                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1, null)], services => services.AddSingleton(state));
                 admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
             }
@@ -83,7 +90,7 @@ internal sealed class FerryServer : IAsyncDisposable
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
-    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols)> endPoints, Action<IServiceCollection> services)
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols, ListenerConfig? Listener)> endPoints, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         if (options.ConfigureLogging is { } configureLogging)
@@ -102,11 +109,20 @@ internal sealed class FerryServer : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = null;
             // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field
             // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
-            kestrel.RequestHeaderEncodingSelector = _ => Encoding.Latin1;
+            kestrel.RequestHeaderEncodingSelector = name =>
+                name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase) ? StrictContentLengthEncoding.Instance : Encoding.Latin1;
             kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
-            foreach (var (endPoint, protocols) in endPoints)
+            foreach (var (endPoint, protocols, listener) in endPoints)
             {
-                kestrel.Listen(endPoint, l => l.Protocols = protocols == ListenerProtocols.Http2 ? HttpProtocols.Http2 : HttpProtocols.Http1);
+                kestrel.Listen(endPoint, l =>
+                {
+                    l.Protocols = protocols == ListenerProtocols.Http2 ? HttpProtocols.Http2 : HttpProtocols.Http1;
+                    if (listener is not null)
+                    {
+                        var logger = l.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ListenerConnection).FullName!);
+                        ListenerConnection.Use(l, listener, options.TimeProvider, logger);
+                    }
+                });
             }
         });
         services(builder.Services);
