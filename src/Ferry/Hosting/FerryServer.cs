@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Text;
 using Ferry.Admin;
@@ -120,7 +121,7 @@ internal sealed class FerryServer : IAsyncDisposable
                     if (listener is not null)
                     {
                         var logger = l.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ListenerConnection).FullName!);
-                        ListenerConnection.Use(l, listener, options.TimeProvider, logger);
+                        ListenerConnection.Use(l, listener, options.TimeProvider, logger, l.ApplicationServices.GetService<IMeterFactory>());
                     }
                 });
             }

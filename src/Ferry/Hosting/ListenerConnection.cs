@@ -1,5 +1,7 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using Ferry.Configuration;
+using Ferry.Metrics;
 using Microsoft.AspNetCore.Connections;
 
 namespace Ferry.Hosting;
@@ -25,12 +27,27 @@ internal static partial class ListenerConnection
     // Kestrel's own timeouts take over.
     public static readonly TimeSpan HeaderTimeout = TimeSpan.FromSeconds(10);
 
-    public static void Use(Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions options, ListenerConfig listener, TimeProvider time, ILogger logger) =>
-        options.Use(next => connection => OnConnectionAsync(connection, next, listener, time, logger));
-
-    private static async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next, ListenerConfig listener, TimeProvider time, ILogger logger)
+    public static void Use(Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions options, ListenerConfig listener, TimeProvider time,
+        ILogger logger, IMeterFactory? meters)
     {
-        if (listener.ProxyProtocol && !await AcceptProxyHeaderAsync(connection, listener, time, logger))
+        var refused = new Refusals(listener.Name, logger, meters?.Create(FerryMetrics.MeterName).CreateCounter<long>(
+            "ferry.listener.connections.refused", "{connection}",
+            "Connections closed before HTTP because their PROXY protocol header was missing, invalid, late, or sent by a peer not in TrustedProxies."));
+        options.Use(next => connection => OnConnectionAsync(connection, next, listener, time, refused));
+    }
+
+    private sealed class Refusals(string listener, ILogger logger, Counter<long>? counter)
+    {
+        public void Add(System.Net.EndPoint? peer, string reason, string details)
+        {
+            LogRefused(logger, listener, peer?.ToString(), details);
+            counter?.Add(1, new KeyValuePair<string, object?>("ferry.listener", listener), new KeyValuePair<string, object?>("reason", reason));
+        }
+    }
+
+    private static async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next, ListenerConfig listener, TimeProvider time, Refusals refused)
+    {
+        if (listener.ProxyProtocol && !await AcceptProxyHeaderAsync(connection, listener, time, refused))
         {
             return; // returning closes the connection
         }
@@ -39,13 +56,13 @@ internal static partial class ListenerConnection
         await next(connection);
     }
 
-    private static async Task<bool> AcceptProxyHeaderAsync(ConnectionContext connection, ListenerConfig listener, TimeProvider time, ILogger logger)
+    private static async Task<bool> AcceptProxyHeaderAsync(ConnectionContext connection, ListenerConfig listener, TimeProvider time, Refusals refused)
     {
         var peer = connection.RemoteEndPoint as IPEndPoint;
         if (!listener.Trusts(peer?.Address))
         {
             // Only a trusted load balancer may say who the client is; anyone else could claim any address.
-            LogRefused(logger, listener.Name, peer?.ToString(), "the peer is not in TrustedProxies");
+            refused.Add(peer, "untrusted_peer", "the peer is not in TrustedProxies");
             return false;
         }
         var input = connection.Transport.Input;
@@ -68,24 +85,24 @@ internal static partial class ListenerConnection
                 input.AdvanceTo(read.Buffer.Start, read.Buffer.End);
                 if (status == ProxyHeaderStatus.Invalid)
                 {
-                    LogRefused(logger, listener.Name, peer?.ToString(), error!);
+                    refused.Add(peer, "invalid_header", error!);
                     return false;
                 }
                 if (read.IsCompleted)
                 {
-                    LogRefused(logger, listener.Name, peer?.ToString(), "the connection ended before a complete PROXY protocol header");
+                    refused.Add(peer, "closed", "the connection ended before a complete PROXY protocol header");
                     return false;
                 }
             }
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
-            LogRefused(logger, listener.Name, peer?.ToString(), $"no complete PROXY protocol header within {HeaderTimeout.TotalSeconds:0} s");
+            refused.Add(peer, "timeout", $"no complete PROXY protocol header within {HeaderTimeout.TotalSeconds:0} s");
             return false;
         }
         catch (Exception ex) when (ex is IOException or ConnectionResetException)
         {
-            LogRefused(logger, listener.Name, peer?.ToString(), $"the connection failed before a complete PROXY protocol header: {ex.Message}");
+            refused.Add(peer, "closed", $"the connection failed before a complete PROXY protocol header: {ex.Message}");
             return false;
         }
     }

@@ -256,6 +256,9 @@ public sealed class HostilePeerTests : IDisposable
             missing = await ExchangeAsync(proxy.ProxyUri, Encoding.ASCII.GetBytes(request));
             malformed = await ExchangeAsync(proxy.ProxyUri, Encoding.ASCII.GetBytes("PROXY TCP4 198.51.100.7 127.0.0.1 99999 80\r\n" + request));
             Assert.Contains(proxy.Logs.Lines, l => l.Contains("PROXY v1 port", StringComparison.Ordinal));
+            using var admin = new HttpClient { BaseAddress = proxy.Server.AdminUri };
+            var metrics = await admin.GetStringAsync("/metrics").WaitAsync(Bound);
+            Assert.Contains("ferry_listener_connections_refused_total{ferry_listener=\"main\",reason=\"invalid_header\"} 2\n", metrics);
         }
         await using (var proxy = await ProxyHarness.StartAsync(untrusted, null))
         {
@@ -267,6 +270,28 @@ public sealed class HostilePeerTests : IDisposable
         Assert.Equal("", malformed);
         Assert.Equal("", spoofed);
         Assert.Equal(0, upstream.RequestsReceived);
+    }
+
+    [Fact]
+    public async Task ProxyProtocol_HeaderThatNeverCompletes_ClosesTheConnectionAfterTheTimeout()
+    {
+        var time = new ManualTimeProvider();
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        var settings = ProxyHarness.Settings(("a", upstream.Uri));
+        settings["Listeners:main:ProxyProtocol"] = "true";
+        settings["Listeners:main:TrustedProxies"] = "127.0.0.1";
+        await using var proxy = await ProxyHarness.StartAsync(settings, time, upstream);
+        var timers = time.ScheduledTimers;
+
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(proxy.ProxyUri.Host, proxy.ProxyUri.Port).WaitAsync(Bound);
+        await socket.SendAsync("PROXY TCP4 198.51.100.7 "u8.ToArray());
+        await time.WaitForTimersAsync(timers + 1).WaitAsync(Bound);
+        time.Advance(TimeSpan.FromSeconds(10));
+        var n = await socket.ReceiveAsync(new byte[16].AsMemory()).AsTask().WaitAsync(Bound);
+
+        Assert.Equal(0, n);
+        Assert.Contains(proxy.Logs.Lines, l => l.Contains("no complete PROXY protocol header within 10 s", StringComparison.Ordinal));
     }
 
     private static byte[] ProxyV2(byte command, byte family, byte[] body) =>
