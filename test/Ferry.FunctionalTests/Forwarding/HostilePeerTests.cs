@@ -213,6 +213,15 @@ public sealed class HostilePeerTests : IDisposable
 
         Assert.StartsWith("HTTP/1.1 400", text);
         Assert.Equal(0, upstream.RequestsReceived);
+        // Kestrel answers these itself, without Proxy-Status; its connection metric carries the cause.
+        using var admin = new HttpClient { BaseAddress = proxy.Server.AdminUri };
+        var deadline = DateTime.UtcNow + Bound;
+        while (!(await admin.GetStringAsync("/metrics").WaitAsync(Bound)).Contains(
+            "kestrel_connection_duration_seconds_count{error_type=\"invalid_", StringComparison.Ordinal))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "Kestrel's rejection is not in /metrics");
+            await Task.Delay(10);
+        }
     }
 
     [Fact]
