@@ -175,6 +175,27 @@ public sealed class HostilePeerTests : IDisposable
         Assert.Equal("198.51.100.9", first.GetProperty("client").GetString());
     }
 
+    [Fact]
+    public async Task Http2Listener_SeesItsTrustedProxies()
+    {
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        var settings = ProxyHarness.Settings(("a", upstream.Uri));
+        settings["Listeners:main:Protocols"] = "Http2";
+        settings["Listeners:main:TrustedProxies"] = "127.0.0.1";
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
+        using var h2 = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = proxy.ProxyUri };
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/headers")
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        request.Headers.Add("X-Forwarded-For", "198.51.100.9");
+
+        var text = await (await h2.SendAsync(request).WaitAsync(Bound)).Content.ReadAsStringAsync();
+
+        Assert.Contains("X-Forwarded-For: 198.51.100.9, 127.0.0.1\r\n", text);
+    }
+
     private static string UpstreamOf(string response) =>
         response.Split("\r\n").Single(l => l.StartsWith("X-Upstream: ", StringComparison.Ordinal))["X-Upstream: ".Length..];
 
