@@ -16,7 +16,42 @@ internal sealed record FerryConfig(
 }
 
 /// <summary>A client-facing endpoint. "*:port" binds <see cref="IPAddress.Any"/>.</summary>
-internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint, ListenerProtocols Protocols = ListenerProtocols.Http1);
+internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint, ListenerProtocols Protocols = ListenerProtocols.Http1)
+{
+    // Nobody by default: forwarding headers and PROXY protocol headers say whatever their sender wants.
+    public IReadOnlyList<IPNetwork> TrustedProxies { get; init; } = [];
+
+    public bool ProxyProtocol { get; init; }
+
+    public AmbiguousPaths AmbiguousPaths { get; init; } = AmbiguousPaths.Reject;
+
+    public bool Trusts(IPAddress? peer)
+    {
+        if (peer is null)
+        {
+            return false;
+        }
+        if (peer.IsIPv4MappedToIPv6)
+        {
+            peer = peer.MapToIPv4();
+        }
+        foreach (var network in TrustedProxies)
+        {
+            if (network.Contains(peer))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+}
+
+/// <summary>What a listener does with a request path that servers interpret differently (docs/decisions/2026-12-02-path-normalization.md).</summary>
+internal enum AmbiguousPaths
+{
+    Reject,
+    Normalize,
+}
 
 /// <summary>What clients may speak to a listener. Without TLS there is no ALPN, so HTTP/2 means prior knowledge (h2c)
 /// and excludes HTTP/1.x on the same listener.</summary>

@@ -13,7 +13,7 @@ namespace Ferry.Configuration;
 internal static class FerryConfigLoader
 {
     private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
-    private static readonly string[] ListenerKeys = ["Address", "Protocols"];
+    private static readonly string[] ListenerKeys = ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades"];
@@ -166,9 +166,25 @@ internal static class FerryConfigLoader
             reader.WarnUnknownKeys(entry, ListenerKeys);
             var protocols = reader.Choice(entry, "Protocols", ListenerProtocols.Http1, "a listener protocol",
                 ("Http1", ListenerProtocols.Http1), ("Http2", ListenerProtocols.Http2));
+            var trusted = ReadTrustedProxies(reader, entry);
+            var proxyProtocol = reader.Bool(entry, "ProxyProtocol", false);
+            if (proxyProtocol && trusted.Count == 0)
+            {
+                // Without a trusted sender every connection would be refused; with any sender trusted, any client
+                // could claim any address.
+                reader.Error(entry.GetSection("ProxyProtocol").Path, "requires TrustedProxies: the addresses of the load balancers that send the header");
+            }
+            var ambiguousPaths = reader.Choice(entry, "AmbiguousPaths", AmbiguousPaths.Reject, "an ambiguous path action",
+                ("Reject", AmbiguousPaths.Reject), ("Normalize", AmbiguousPaths.Normalize));
             if (ReadEndPoint(reader, entry, required: true) is { } endPoint)
             {
-                listeners.Add((new ListenerConfig(entry.Key, endPoint.EndPoint, protocols), endPoint.Path, endPoint.Text));
+                var listener = new ListenerConfig(entry.Key, endPoint.EndPoint, protocols)
+                {
+                    TrustedProxies = trusted,
+                    ProxyProtocol = proxyProtocol,
+                    AmbiguousPaths = ambiguousPaths,
+                };
+                listeners.Add((listener, endPoint.Path, endPoint.Text));
             }
         }
 
@@ -182,6 +198,37 @@ internal static class FerryConfigLoader
         }
 
         return listeners;
+    }
+
+    // Addresses ("10.0.0.5") or CIDR blocks ("10.0.0.0/8", "fd00::/8") of the proxies in front of this listener.
+    private static IReadOnlyList<IPNetwork> ReadTrustedProxies(ConfigReader reader, IConfiguration listener)
+    {
+        var networks = new List<IPNetwork>();
+        foreach (var (path, text) in reader.List(listener, "TrustedProxies"))
+        {
+            if (text.Contains('/'))
+            {
+                // "10.0.0.1/8" is refused rather than read as 10.0.0.0/8: bits after the prefix hint at a mistake.
+                if (IPNetwork.TryParse(text, out var network) && IPAddress.TryParse(text.AsSpan(0, text.IndexOf('/')), out var start)
+                    && start.Equals(network.BaseAddress))
+                {
+                    networks.Add(network);
+                }
+                else
+                {
+                    reader.Error(path, $"'{text}' is not a CIDR block (e.g. 10.0.0.0/8) with no bits set after the prefix");
+                }
+            }
+            else if (IPAddress.TryParse(text, out var address))
+            {
+                networks.Add(new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128));
+            }
+            else
+            {
+                reader.Error(path, $"'{text}' is not an IP address or CIDR block");
+            }
+        }
+        return networks.Count == 0 ? [] : [.. networks.Distinct()];
     }
 
     private static AdminConfig ReadAdmin(ConfigReader reader, IConfiguration root,

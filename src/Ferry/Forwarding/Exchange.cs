@@ -366,12 +366,15 @@ internal sealed class Exchange
         var headers = request.Headers;
         var connectionTokens = HopByHop.ConnectionTokens(headers.Connection);
         var xForwarded = cluster.Forwarding.XForwarded;
+        // Forwarding headers from a client are what it wants the destination to believe: dropped, unless the peer is
+        // a trusted proxy whose chain Ferry extends (docs/configuration.md, TrustedProxies).
+        var peerTrusted = _context.Features.Get<Hosting.ListenerConnectionFeature>()?.PeerTrusted == true;
         foreach (var header in headers)
         {
             var name = header.Key;
             if (name.Length == 0 || name[0] == ':' || HopByHop.IsHopByHopOrManaged(name)
                 || (connectionTokens is not null && HopByHop.IsNamedBy(connectionTokens, name))
-                || (xForwarded && IsXForwarded(name))
+                || (peerTrusted ? xForwarded && name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase) : IsForwarding(name))
                 || (_traceParent is not null && name.Equals("traceparent", StringComparison.OrdinalIgnoreCase)))
             {
                 continue;
@@ -390,9 +393,19 @@ internal sealed class Exchange
             {
                 remote = remote.MapToIPv4();
             }
-            WriteAppended(output, "X-Forwarded-For", headers["X-Forwarded-For"], remote?.ToString());
-            WriteAppended(output, "X-Forwarded-Proto", headers["X-Forwarded-Proto"], request.Scheme);
-            WriteAppended(output, "X-Forwarded-Host", headers["X-Forwarded-Host"], request.Host.Value);
+            if (peerTrusted)
+            {
+                // The trusted proxy saw the client's request: its Proto and Host describe it better than Ferry can.
+                WriteAppended(output, "X-Forwarded-For", headers["X-Forwarded-For"], remote?.ToString());
+                WriteIfAbsent(output, "X-Forwarded-Proto", headers, request.Scheme);
+                WriteIfAbsent(output, "X-Forwarded-Host", headers, request.Host.Value);
+            }
+            else
+            {
+                WriteIfAbsent(output, "X-Forwarded-For", null, remote?.ToString());
+                WriteIfAbsent(output, "X-Forwarded-Proto", null, request.Scheme);
+                WriteIfAbsent(output, "X-Forwarded-Host", null, request.Host.Value);
+            }
         }
         if (upgrade is not null)
         {
@@ -420,10 +433,24 @@ internal sealed class Exchange
         return mode;
     }
 
-    private static bool IsXForwarded(string name) =>
-        name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase)
-        || name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase)
-        || name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase);
+    // Every header a proxy uses to tell the destination about the client: X-Forwarded-For/-Proto/-Host/-Port/-Prefix,
+    // Forwarded (RFC 7239) and nginx's X-Real-IP.
+    private static bool IsForwarding(string name) =>
+        name.StartsWith("X-Forwarded-", StringComparison.OrdinalIgnoreCase)
+            && (name.Length == 15 && name.EndsWith("For", StringComparison.OrdinalIgnoreCase)
+                || name.Length == 16 && (name.EndsWith("Host", StringComparison.OrdinalIgnoreCase) || name.EndsWith("Port", StringComparison.OrdinalIgnoreCase))
+                || name.Length == 17 && name.EndsWith("Proto", StringComparison.OrdinalIgnoreCase)
+                || name.Length == 18 && name.EndsWith("Prefix", StringComparison.OrdinalIgnoreCase))
+        || name.Equals("Forwarded", StringComparison.OrdinalIgnoreCase)
+        || name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase);
+
+    private static void WriteIfAbsent(PipeWriter output, string name, IHeaderDictionary? headers, string? value)
+    {
+        if (!string.IsNullOrEmpty(value) && (headers is null || !headers.ContainsKey(name)))
+        {
+            RequestHeadWriter.WriteHeader(output, name, value);
+        }
+    }
 
     private static void WriteAppended(PipeWriter output, string name, Microsoft.Extensions.Primitives.StringValues existing, string? value)
     {

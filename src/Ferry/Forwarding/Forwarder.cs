@@ -1,9 +1,11 @@
 using System.Diagnostics;
 using Ferry.Configuration;
 using Ferry.Health;
+using Ferry.Hosting;
 using Ferry.LoadBalancing;
 using Ferry.Metrics;
 using Ferry.Model;
+using Ferry.Routing;
 using Ferry.Upstream;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
@@ -19,14 +21,16 @@ internal sealed partial class Forwarder(
         var proxy = state.Current;
         var request = context.Request;
         RawConnectionHeader.Restore(request.Headers);
+        var connection = context.Features.Get<ListenerConnectionFeature>();
+        var requestFeature = context.Features.Get<IHttpRequestFeature>();
         var record = new RequestRecord
         {
             StartTime = time.GetUtcNow(),
             StartTimestamp = time.GetTimestamp(),
             Method = request.Method,
-            Target = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? request.Path.Value ?? "/",
+            Target = requestFeature?.RawTarget ?? request.Path.Value ?? "/",
             Protocol = request.Protocol,
-            ClientAddress = context.Connection.RemoteIpAddress?.ToString(),
+            ClientAddress = ClientAddress.Resolve(context, connection)?.ToString(),
             Host = request.Host.Value,
         };
         BufferedBody? body = null;
@@ -40,7 +44,23 @@ internal sealed partial class Forwarder(
                 return;
             }
 
-            // 1. Routing: host + path → route → cluster.
+            // 1. Routing: host + path → route → cluster, on the very path the destination will receive.
+            if (requestFeature is not null)
+            {
+                if (!RequestPath.TryResolve(record.Target, connection?.Listener.AmbiguousPaths ?? AmbiguousPaths.Reject,
+                    out var target, out var changedPath, out var problem))
+                {
+                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.AmbiguousPath, problem!), null);
+                    return;
+                }
+                if (changedPath is not null)
+                {
+                    // From here on the request is the normalized one: the router, PathRemovePrefix and the request
+                    // line written upstream all read it.
+                    requestFeature.RawTarget = target;
+                    request.Path = new PathString(changedPath);
+                }
+            }
             var route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
             if (route is null)
             {
@@ -61,7 +81,7 @@ internal sealed partial class Forwarder(
 
             var retry = cluster.Config.Retry;
             var hashKey = cluster.Config.LoadBalancingPolicy == LoadBalancingPolicies.ConsistentHash
-                ? HashKey.From(context, cluster.Config.Hash)
+                ? HashKey.From(context, cluster.Config.Hash, record.ClientAddress)
                 : null;
             List<DestinationState>? tried = null;
             ProxyException? lastError = null;

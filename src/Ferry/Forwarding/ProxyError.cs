@@ -26,6 +26,8 @@ internal enum ProxyError
     RequestNotExpressible,     // the request cannot be written as HTTP/1.1 (bad method, target, field name or value)
     MethodNotImplemented,      // CONNECT: Ferry opens no tunnels to arbitrary authorities
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
+    AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
+    InvalidRequest,            // a request head Kestrel accepts but a stricter parser downstream might frame differently
 }
 
 internal static class ProxyErrors
@@ -53,6 +55,8 @@ internal static class ProxyErrors
         ProxyError.ClientRequestBodyError => (400, "http_request_error"),
         ProxyError.RequestNotExpressible => (400, "http_request_error"),
         ProxyError.MethodNotImplemented => (501, "http_request_error"),
+        ProxyError.AmbiguousPath => (400, "http_request_error"),
+        ProxyError.InvalidRequest => (400, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
 

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Text;
 using Ferry.Admin;
@@ -26,6 +27,13 @@ internal sealed class FerryServer : IAsyncDisposable
     private readonly WebApplication _proxy;
     private readonly WebApplication? _admin;
 
+    static FerryServer()
+    {
+        // Kestrel accepts a bare LF as a line ending in request heads unless this switch is set; a front end and a
+        // back end that disagree on where a line ends disagree on where a request ends (request smuggling).
+        AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
+    }
+
     private FerryServer(WebApplication proxy, WebApplication? admin, ProxyStateHolder state, IReadOnlyList<Uri> listeners, Uri? adminUri)
     {
         _proxy = proxy;
@@ -46,7 +54,7 @@ internal sealed class FerryServer : IAsyncDisposable
         var time = options.TimeProvider;
         var state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
 
-        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols)), captureConnection: true, services =>
+        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols, (ListenerConfig?)l)), captureConnection: true, services =>
         {
             services.AddSingleton(state);
             services.AddSingleton(time);
@@ -62,7 +70,7 @@ internal sealed class FerryServer : IAsyncDisposable
             await proxy.StartAsync(cancellationToken);
             if (config.Admin.Enabled)
             {
-                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1)], captureConnection: false, services => services.AddSingleton(state));
+                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(state));
                 admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
             }
@@ -80,10 +88,14 @@ internal sealed class FerryServer : IAsyncDisposable
         return new FerryServer(proxy, admin, state, Addresses(proxy), admin is null ? null : Addresses(admin)[0]);
     }
 
+    // Content-Length through a decoder that fails on anything but digits, so that Kestrel refuses "+5" (StrictContentLengthEncoding).
+    private static Encoding StrictLatin1(string name) =>
+        name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase) ? StrictContentLengthEncoding.Instance : Encoding.Latin1;
+
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
-    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols)> endPoints,
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols, ListenerConfig? Listener)> endPoints,
         bool captureConnection, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -105,12 +117,20 @@ internal sealed class FerryServer : IAsyncDisposable
             // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
             // Connection's decoder also keeps the raw value, which Kestrel may shorten (RawConnectionHeader).
             kestrel.RequestHeaderEncodingSelector = captureConnection
-                ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : Encoding.Latin1
-                : static _ => Encoding.Latin1;
+                ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : StrictLatin1(name)
+                : StrictLatin1;
             kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
-            foreach (var (endPoint, protocols) in endPoints)
+            foreach (var (endPoint, protocols, listener) in endPoints)
             {
-                kestrel.Listen(endPoint, l => l.Protocols = protocols == ListenerProtocols.Http2 ? HttpProtocols.Http2 : HttpProtocols.Http1);
+                kestrel.Listen(endPoint, l =>
+                {
+                    l.Protocols = protocols == ListenerProtocols.Http2 ? HttpProtocols.Http2 : HttpProtocols.Http1;
+                    if (listener is not null)
+                    {
+                        var logger = l.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ListenerConnection).FullName!);
+                        ListenerConnection.Use(l, listener, options.TimeProvider, logger, l.ApplicationServices.GetService<IMeterFactory>());
+                    }
+                });
             }
         });
         services(builder.Services);

@@ -48,8 +48,8 @@ internal static class Http1Syntax
     {
         if (lineBeforeLf.IsEmpty || lineBeforeLf[^1] != (byte)'\r')
         {
-            // Kestrel also rejects a bare LF by default; accepting it is how parsers come to disagree on where a
-            // message ends.
+            // Accepting a bare LF is how parsers come to disagree on where a message ends. Kestrel accepts it in
+            // requests unless its DisableHttp1LineFeedTerminators switch is set, which FerryServer does.
             throw new Http1Exception(Http1Error.InvalidLineEnding);
         }
 

@@ -4,9 +4,10 @@ namespace Ferry.LoadBalancing;
 
 internal static class HashKey
 {
-    // What ConsistentHash hashes for this request. A missing header or cookie falls back to the client address, so
-    // such requests still spread instead of all landing on the destination that owns the empty key.
-    public static string From(HttpContext context, HashConfig config)
+    // What ConsistentHash hashes for this request. A missing header or cookie falls back to the client address (the
+    // real client's behind a trusted proxy, see ClientAddress), so such requests still spread instead of all landing
+    // on the destination that owns the empty key.
+    public static string From(HttpContext context, HashConfig config, string? clientAddress)
     {
         var value = config.Key switch
         {
@@ -14,6 +15,6 @@ internal static class HashKey
             HashKeyKind.Cookie => context.Request.Cookies[config.Name!],
             _ => null,
         };
-        return string.IsNullOrEmpty(value) ? context.Connection.RemoteIpAddress?.ToString() ?? "" : value;
+        return string.IsNullOrEmpty(value) ? clientAddress ?? "" : value;
     }
 }

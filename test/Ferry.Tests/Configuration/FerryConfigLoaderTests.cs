@@ -8,11 +8,35 @@ namespace Ferry.Tests.Configuration;
 public sealed class FerryConfigLoaderTests
 {
     [Fact]
+    public void ListenerTrustAndPathSettings()
+    {
+        var config = LoadValid(Minimal().Replace("\"public\": { \"Address\": \"127.0.0.1:8080\" }", """
+            "public": { "Address": "127.0.0.1:8080", "TrustedProxies": [ "10.0.0.0/8", "192.0.2.7", "fd00::/8" ],
+                        "ProxyProtocol": true, "AmbiguousPaths": "normalize" }
+            """, StringComparison.Ordinal));
+
+        var listener = Assert.Single(config.Listeners);
+        Assert.True(listener.ProxyProtocol);
+        Assert.Equal(AmbiguousPaths.Normalize, listener.AmbiguousPaths);
+        Assert.Equal(["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"], listener.TrustedProxies.Select(n => n.ToString()));
+        Assert.True(listener.Trusts(IPAddress.Parse("10.1.2.3")));
+        Assert.True(listener.Trusts(IPAddress.Parse("::ffff:10.1.2.3")));
+        Assert.True(listener.Trusts(IPAddress.Parse("192.0.2.7")));
+        Assert.True(listener.Trusts(IPAddress.Parse("fd12::1")));
+        Assert.False(listener.Trusts(IPAddress.Parse("192.0.2.8")));
+        Assert.False(listener.Trusts(IPAddress.Parse("11.0.0.1")));
+        Assert.False(listener.Trusts(null));
+    }
+
+    [Fact]
     public void MinimalConfigGetsEveryDefault()
     {
         var config = LoadValid(Minimal());
 
         Assert.Equal([new ListenerConfig("public", new IPEndPoint(IPAddress.Loopback, 8080))], config.Listeners);
+        Assert.Empty(config.Listeners[0].TrustedProxies);
+        Assert.False(config.Listeners[0].ProxyProtocol);
+        Assert.Equal(AmbiguousPaths.Reject, config.Listeners[0].AmbiguousPaths);
         Assert.Equal(new AdminConfig(true, new IPEndPoint(IPAddress.Loopback, 9901)), config.Admin);
         Assert.Equal(AdminConfig.Default, config.Admin);
         Assert.False(config.ProxyStatus.IncludeDetails);

@@ -126,6 +126,14 @@ public sealed class ValidationTests
         "Listeners:a:Address: 'example.com:80' is not a listen address (host:port, [ipv6]:port or *:port, with an IP address host)")]
     [InlineData("\"a\": { }", "Listeners:a:Address: required")]
     [InlineData("\"a\": \"127.0.0.1:8080\"", "Listeners:a: expected a section, found the value '127.0.0.1:8080'")]
+    [InlineData("\"a\": { \"Address\": \"127.0.0.1:8080\", \"ProxyProtocol\": true }",
+        "Listeners:a:ProxyProtocol: requires TrustedProxies: the addresses of the load balancers that send the header")]
+    [InlineData("\"a\": { \"Address\": \"127.0.0.1:8080\", \"TrustedProxies\": [ \"10.0.0.0/8\", \"lb.internal\" ] }",
+        "Listeners:a:TrustedProxies:1: 'lb.internal' is not an IP address or CIDR block")]
+    [InlineData("\"a\": { \"Address\": \"127.0.0.1:8080\", \"TrustedProxies\": \"10.0.0.1/8\" }",
+        "Listeners:a:TrustedProxies: '10.0.0.1/8' is not a CIDR block (e.g. 10.0.0.0/8) with no bits set after the prefix")]
+    [InlineData("\"a\": { \"Address\": \"127.0.0.1:8080\", \"AmbiguousPaths\": \"Forward\" }",
+        "Listeners:a:AmbiguousPaths: 'Forward' is not an ambiguous path action (Reject, Normalize)")]
     public void ListenerErrors(string listeners, string error) =>
         AssertSingleError(Minimal().Replace("\"public\": { \"Address\": \"127.0.0.1:8080\" }", listeners, StringComparison.Ordinal), error);
 
