@@ -7,7 +7,7 @@ namespace Ferry.FunctionalTests.Support;
 // A private CA made for the test run, a server certificate for 127.0.0.1 and localhost, and a client certificate, all
 // signed by it; plus a second, unrelated CA for the "untrusted" cases. The CA is also written as a PEM file, which is
 // what Tls:CaFile takes.
-internal sealed class TestCertificates : IDisposable
+internal sealed class TestCertificates
 {
     private static readonly Lazy<TestCertificates> s_shared = new(() => new TestCertificates());
 
@@ -16,6 +16,7 @@ internal sealed class TestCertificates : IDisposable
     private TestCertificates()
     {
         _directory = Directory.CreateTempSubdirectory("ferry-tls-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Directory.Delete(_directory, recursive: true);
         Ca = CreateCa("Ferry Test CA");
         OtherCa = CreateCa("Unrelated Test CA");
         Server = Issue(Ca, "localhost", server: true, names: ["localhost"], addresses: [IPAddress.Loopback]);
@@ -84,10 +85,5 @@ internal sealed class TestCertificates : IDisposable
         // Through PKCS#12 so that the key is usable by the TLS stack like a loaded certificate's.
         using var withKey = issued.CopyWithPrivateKey(key);
         return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
-    }
-
-    public void Dispose()
-    {
-        Directory.Delete(_directory, recursive: true);
     }
 }
