@@ -27,6 +27,9 @@ internal sealed class TestCertificates
         ClientCertificateFile = Write("client.pem", Client.ExportCertificatePem());
         using var key = Client.GetECDsaPrivateKey()!;
         ClientKeyFile = Write("client.key", key.ExportPkcs8PrivateKeyPem());
+        ServerCertificateFile = Write("server.pem", Server.ExportCertificatePem());
+        using var serverKey = Server.GetECDsaPrivateKey()!;
+        ServerKeyFile = Write("server.key", serverKey.ExportPkcs8PrivateKeyPem());
     }
 
     public static TestCertificates Shared => s_shared.Value;
@@ -40,6 +43,8 @@ internal sealed class TestCertificates
     public string OtherCaFile { get; }
     public string ClientCertificateFile { get; }
     public string ClientKeyFile { get; }
+    public string ServerCertificateFile { get; }  // Server, for real servers that read PEM files
+    public string ServerKeyFile { get; }
 
     private string Write(string name, string pem)
     {
