@@ -224,4 +224,27 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
         serverDone.SetResult();
         await server.WaitAsync(Bound);
     }
+
+    [Fact]
+    public async Task ActiveHealthCheck_OfAnHttpsDestination_IsMadeOverTls_WithTheClusterSettings()
+    {
+        await using var upstream = Https("checked");
+        var settings = Settings(upstream, ("Tls:CaFile", Certificates.CaFile), ("HealthCheck:Active:Enabled", "true"),
+            ("HealthCheck:Active:Interval", "1h"), ("HealthCheck:Active:Path", "/"));
+        await using (var proxy = await ProxyHarness.StartAsync(settings, null))
+        {
+            var checker = proxy.Server.State.Current.Clusters["c"].HealthChecker!;
+            var (passed, reason) = await checker.CheckAsync(proxy.Destination("checked"), CancellationToken.None).WaitAsync(Bound);
+            Assert.True(passed, reason);
+            Assert.Equal("status 200", reason);
+        }
+        settings["Clusters:c:Tls:CaFile"] = Certificates.OtherCaFile;
+        await using (var proxy = await ProxyHarness.StartAsync(settings, null, upstream))
+        {
+            var checker = proxy.Server.State.Current.Clusters["c"].HealthChecker!;
+            var (passed, reason) = await checker.CheckAsync(proxy.Destination("checked"), CancellationToken.None).WaitAsync(Bound);
+            Assert.False(passed);
+            Assert.Contains("the certificate chain is not trusted", reason, StringComparison.Ordinal);
+        }
+    }
 }
