@@ -846,7 +846,7 @@ internal sealed class Exchange
                 _record.BytesIn += n;
                 silence.CancelAfter(idle);
             }
-            connection.ShutdownSend();
+            await connection.ShutdownSendAsync();
         }
         finally
         {

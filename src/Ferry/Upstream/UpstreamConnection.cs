@@ -184,13 +184,19 @@ internal sealed class UpstreamConnection : IDisposable
         }
     }
 
-    public void ShutdownSend()
+    // The end of what Ferry sends (a tunnel whose client finished): over TLS a close_notify first, so that the
+    // destination reads a clean end rather than a truncation.
+    public async ValueTask ShutdownSendAsync()
     {
         try
         {
+            if (_tls is not null)
+            {
+                await _tls.ShutdownAsync();
+            }
             _socket.Shutdown(SocketShutdown.Send);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             // Already closed by the peer: nothing left to shut down.
         }

@@ -247,4 +247,24 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
             Assert.Contains("the certificate chain is not trusted", reason, StringComparison.Ordinal);
         }
     }
+
+    [Fact]
+    public async Task WebSocket_ToAnHttpsDestination_IsTunnelledOverTls()
+    {
+        await using var upstream = Https("ws");
+        await using var proxy = await ProxyHarness.StartAsync(Settings(upstream, ("Tls:CaFile", Certificates.CaFile)), null, upstream);
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        var uri = new UriBuilder(proxy.ProxyUri) { Scheme = "ws", Path = "/ws" }.Uri;
+
+        await socket.ConnectAsync(uri, CancellationToken.None).WaitAsync(Bound);
+        await socket.SendAsync("over tls"u8.ToArray(), System.Net.WebSockets.WebSocketMessageType.Text, true, CancellationToken.None).WaitAsync(Bound);
+        var buffer = new byte[64];
+        var received = await socket.ReceiveAsync(buffer, CancellationToken.None).WaitAsync(Bound);
+        await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None).WaitAsync(Bound);
+
+        Assert.Equal("over tls", System.Text.Encoding.UTF8.GetString(buffer, 0, received.Count));
+        Assert.Equal(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
+        await Wait.Until(() => proxy.Destination("ws").Pool.Active == 0);
+        Assert.Empty(upstream.Errors);
+    }
 }
