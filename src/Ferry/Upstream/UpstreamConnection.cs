@@ -59,6 +59,21 @@ internal sealed class UpstreamConnection : IDisposable
     // For a TLS connection: the negotiated protocol ("TLSv1.3") and how long the handshake took.
     public string? TlsProtocol => _tls is null ? null : TlsProtocolName(_tls.SslProtocol);
     public TimeSpan? TlsHandshakeTime { get; init; }
+
+    // A read or write that the TLS layer failed (an alert from the destination, a record that does not decrypt), as
+    // opposed to the socket (FIN, RST): the innermost message, which names the alert. Null for anything else.
+    public string? TlsFailure(Exception? error)
+    {
+        if (_tls is null || error is not IOException { InnerException: { } inner } || inner is System.Net.Sockets.SocketException or IOException)
+        {
+            return null;
+        }
+        while (inner.InnerException is not null)
+        {
+            inner = inner.InnerException;
+        }
+        return inner.Message;
+    }
     public PipeReader Input { get; }
     public PipeWriter Output { get; }
     public ResponseHeadParser Parser { get; }
