@@ -72,6 +72,8 @@ internal static class AccessLogFormatter
                 json.WriteString("address"u8, attempt.Destination.NextHop);
                 json.WriteNumber("status"u8, attempt.Status);
                 WriteMilliseconds(json, "connect_ms"u8, attempt.ConnectTime);
+                WriteOptional(json, "tls"u8, attempt.TlsProtocol);
+                WriteMilliseconds(json, "tls_handshake_ms"u8, attempt.TlsHandshakeTime);
                 WriteMilliseconds(json, "head_ms"u8, attempt.HeadTime);
                 WriteMilliseconds(json, "response_ms"u8, attempt.ResponseTime);
                 json.WriteBoolean("reused"u8, attempt.Reused);
@@ -129,6 +131,12 @@ internal static class AccessLogFormatter
         AppendList(line, " ups_addr=", attempts, static (l, a) => l.Append(a.Destination.NextHop));
         AppendList(line, " ups_status=", attempts, static (l, a) => l.Append(a.Status == 0 ? "-" : a.Status.ToString(CultureInfo.InvariantCulture)));
         AppendList(line, " ups_connect=", attempts, static (l, a) => AppendMilliseconds(l, a.ConnectTime));
+        if (attempts.Exists(static a => a.TlsProtocol is not null))
+        {
+            // Only when an attempt opened a TLS connection: plain-HTTP lines keep their fields.
+            AppendList(line, " ups_tls=", attempts, static (l, a) => l.Append(a.TlsProtocol ?? "-"));
+            AppendList(line, " ups_tls_handshake=", attempts, static (l, a) => AppendMilliseconds(l, a.TlsHandshakeTime));
+        }
         AppendList(line, " ups_head=", attempts, static (l, a) => AppendMilliseconds(l, a.HeadTime));
         AppendList(line, " ups_response=", attempts, static (l, a) => AppendMilliseconds(l, a.ResponseTime));
         AppendList(line, " ups_reused=", attempts, static (l, a) => l.Append(a.Reused ? '1' : '0'));

@@ -14,14 +14,17 @@ internal static class ProxyCommand
         var to = new Option<string[]>("--to", "-t") { Description = "destination URL (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };
         var admin = new Option<string?>("--admin") { Description = "admin listener address (default 127.0.0.1:9901)" };
         var noAdmin = new Option<bool>("--no-admin") { Description = "do not start the admin listener" };
+        var ca = new Option<string?>("--ca") { Description = "PEM file of the CAs that https destinations' certificates must chain to (default: the system trust store)" };
+        var insecure = new Option<bool>("--insecure") { Description = "accept any certificate from https destinations (tests only)" };
         var command = new Command("proxy", "Proxy one listener to one or more destinations, without a configuration file.")
         {
-            listen, to, admin, noAdmin,
+            listen, to, admin, noAdmin, ca, insecure,
         };
         command.TreatUnmatchedTokensAsErrors = false;
         command.SetAction((parse, stop) =>
         {
-            var settings = FerryConfigLoader.ProxyCommandSettings(parse.GetValue(listen)!, parse.GetRequiredValue(to), parse.GetValue(admin), !parse.GetValue(noAdmin));
+            var settings = FerryConfigLoader.ProxyCommandSettings(parse.GetValue(listen)!, parse.GetRequiredValue(to), parse.GetValue(admin), !parse.GetValue(noAdmin),
+                parse.GetValue(ca), parse.GetValue(insecure));
             var configuration = new ConfigurationBuilder()
                 .AddInMemoryCollection(settings)
                 .AddConfiguration(FerryConfigLoader.Build(null, parse.UnmatchedTokens, Environment.GetEnvironmentVariables()))

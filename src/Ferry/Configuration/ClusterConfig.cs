@@ -26,6 +26,9 @@ internal sealed record ClusterConfig(
 
     public DnsConfig Dns { get; init; } = DnsConfig.Default;
 
+    // Used by https destinations only.
+    public TlsConfig Tls { get; init; } = TlsConfig.Default;
+
     /// <summary>A cluster with every setting at its default, as `ferry proxy --to` builds it.</summary>
     public static ClusterConfig WithDefaults(string clusterId, IReadOnlyList<DestinationConfig> destinations) =>
         new(clusterId, destinations, LoadBalancingPolicies.Default, KeepAliveConfig.Default, TimeoutsConfig.Default,
@@ -41,6 +44,12 @@ internal sealed record DestinationConfig(string DestinationId, Uri Address, stri
     public const int DefaultWeight = 1;
 
     public string Authority => Address.Authority;
+
+    public bool IsHttps => Address.Scheme == Uri.UriSchemeHttps;
+
+    // Destinations:<id>:Tls:ServerName: the name sent as SNI and checked against the certificate, when it is not the
+    // host of the address (an address given as an IP, a certificate issued for another name).
+    public string? ServerName { get; init; }
 }
 
 /// <summary>Policy names accepted in configuration, spelled as YARP spells them.</summary>
@@ -137,4 +146,18 @@ internal sealed record DnsConfig(TimeSpan RefreshInterval)
     // longer than KeepAlive:MaxLifetime already allows.
     public static TimeSpan Floor { get; } = TimeSpan.FromSeconds(1);
     public static TimeSpan Ceiling { get; } = TimeSpan.FromHours(1);
+}
+
+/// <summary>
+/// How Ferry speaks TLS to a cluster's https destinations (Clusters:&lt;id&gt;:Tls). Everything a handshake needs from
+/// files is read at load time, so an unreadable CA bundle or client certificate is a configuration error, never a 502.
+/// </summary>
+internal sealed record TlsConfig(
+    string? ServerName,
+    System.Security.Cryptography.X509Certificates.X509Certificate2Collection? TrustedCertificates,
+    System.Net.Security.SslStreamCertificateContext? ClientCertificate,
+    bool DangerousAcceptAnyServerCertificate)
+{
+    // The system trust store, SNI and name check against the destination's host, no client certificate.
+    public static TlsConfig Default { get; } = new(null, null, null, false);
 }

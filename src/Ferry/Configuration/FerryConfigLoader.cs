@@ -1,5 +1,8 @@
 using System.Collections;
 using System.Net;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 
@@ -20,7 +23,10 @@ internal static class FerryConfigLoader
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
-         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash", "SourceAddresses", "Dns"];
+         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash", "SourceAddresses", "Dns", "Tls"];
+    private static readonly string[] TlsKeys = ["ServerName", "CaFile", "ClientCertificate", "DangerousAcceptAnyServerCertificate"];
+    private static readonly string[] ClientCertificateKeys = ["Path", "KeyPath", "Password"];
+    private static readonly string[] DestinationTlsKeys = ["ServerName"];
     private static readonly string[] HealthCheckKeys = ["Passive", "Active"];
     private static readonly string[] PassiveKeys = ["Enabled", "MaxFailures", "FailureWindow", "ReactivationPeriod", "FailureStatuses"];
     private static readonly string[] ActiveKeys = ["Enabled", "Interval", "Timeout", "Method", "Path", "ExpectedStatuses", "Rise", "Fall", "Jitter"];
@@ -29,7 +35,7 @@ internal static class FerryConfigLoader
     private static readonly string[] DnsKeys = ["RefreshInterval"];
     private static readonly string[] RetryKeys = ["Tries", "Timeout", "OnErrors", "Statuses"];
     private static readonly string[] HashKeys = ["Key", "Name", "VirtualNodes"];
-    private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup"];
+    private static readonly string[] DestinationKeys = ["Address", "Weight", "Backup", "Tls"];
     private static readonly string[] KeepAliveKeys = ["MaxIdle", "IdleTimeout", "AutoIdleTimeoutCap", "MaxRequests", "MaxLifetime"];
     private static readonly string[] TimeoutsKeys = ["Connect", "SendRequest", "ResponseHead", "BodyInactivity", "TunnelIdle"];
     private static readonly string[] LimitsKeys = ["MaxResponseHeaderBytes", "MaxResponseHeaderCount"];
@@ -74,7 +80,8 @@ internal static class FerryConfigLoader
     /// listener, one catch-all route and one cluster named "proxy", destinations "1".."n", every other setting at its
     /// default. The command loads them through <see cref="Load"/>, so it validates and defaults exactly like a file.
     /// </summary>
-    public static Dictionary<string, string?> ProxyCommandSettings(string listen, IReadOnlyList<string> destinations, string? admin = null, bool adminEnabled = true)
+    public static Dictionary<string, string?> ProxyCommandSettings(string listen, IReadOnlyList<string> destinations, string? admin = null, bool adminEnabled = true,
+        string? caFile = null, bool insecure = false)
     {
         var settings = new Dictionary<string, string?>
         {
@@ -90,6 +97,16 @@ internal static class FerryConfigLoader
         {
             // Keeps the cluster present so that the error is "at least one destination", not "unknown cluster".
             settings[$"Clusters:{ProxyCommandName}:Destinations"] = "";
+        }
+
+        if (caFile is not null)
+        {
+            settings[$"Clusters:{ProxyCommandName}:Tls:CaFile"] = caFile;
+        }
+
+        if (insecure)
+        {
+            settings[$"Clusters:{ProxyCommandName}:Tls:DangerousAcceptAnyServerCertificate"] = "true";
         }
 
         if (!adminEnabled)
@@ -337,7 +354,103 @@ internal static class FerryConfigLoader
             Hash = ReadHash(reader, section, policy),
             SourceAddresses = ReadSourceAddresses(reader, section),
             Dns = ReadDns(reader, section),
+            Tls = ReadTls(reader, section, destinations.Any(d => d.IsHttps)),
         };
+    }
+
+    private static TlsConfig ReadTls(ConfigReader reader, IConfiguration cluster, bool anyHttps)
+    {
+        var section = reader.Section(cluster, "Tls");
+        reader.WarnUnknownKeys(section, TlsKeys);
+        if (!section.GetChildren().Any())
+        {
+            return TlsConfig.Default;
+        }
+        if (!anyHttps)
+        {
+            reader.Warning(section.Path, "has no effect: no destination of this cluster is https");
+        }
+        var serverName = reader.String(section, "ServerName");
+        if (serverName is not null && Uri.CheckHostName(serverName) != UriHostNameType.Dns)
+        {
+            reader.Error(section.GetSection("ServerName").Path, $"'{serverName}' is not a DNS host name");
+            serverName = null;
+        }
+        var accept = reader.Bool(section, "DangerousAcceptAnyServerCertificate", defaultValue: false);
+        X509Certificate2Collection? trusted = null;
+        if (reader.String(section, "CaFile") is { } caFile)
+        {
+            var path = section.GetSection("CaFile").Path;
+            try
+            {
+                trusted = [];
+                trusted.ImportFromPemFile(caFile);
+                if (trusted.Count == 0)
+                {
+                    reader.Error(path, $"'{caFile}' holds no PEM certificate");
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException)
+            {
+                reader.Error(path, $"'{caFile}' cannot be read as a PEM CA bundle: {ex.Message}");
+            }
+            if (accept)
+            {
+                reader.Warning(path, "has no effect with DangerousAcceptAnyServerCertificate");
+            }
+        }
+        if (accept)
+        {
+            reader.Warning(section.GetSection("DangerousAcceptAnyServerCertificate").Path,
+                "Ferry does not check who it talks to: anyone on the path can read and change the traffic");
+        }
+        return new TlsConfig(serverName, trusted, ReadClientCertificate(reader, section), accept);
+    }
+
+    // A PEM certificate with its key (in KeyPath, or in the same file), or a PKCS#12 file (.pfx, .p12); Password
+    // decrypts an encrypted PEM key or the PKCS#12 file.
+    private static SslStreamCertificateContext? ReadClientCertificate(ConfigReader reader, IConfiguration tls)
+    {
+        var section = reader.Section(tls, "ClientCertificate");
+        reader.WarnUnknownKeys(section, ClientCertificateKeys);
+        if (!section.GetChildren().Any())
+        {
+            return null;
+        }
+        var path = reader.RequiredString(section, "Path");
+        if (path is null)
+        {
+            return null;
+        }
+        var keyPath = reader.String(section, "KeyPath");
+        var password = reader.String(section, "Password");
+        try
+        {
+            X509Certificate2 certificate;
+            if (keyPath is null && (path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase)))
+            {
+                certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password);
+            }
+            else
+            {
+                certificate = password is null
+                    ? X509Certificate2.CreateFromPemFile(path, keyPath)
+                    : X509Certificate2.CreateFromEncryptedPemFile(path, password, keyPath);
+            }
+            if (!certificate.HasPrivateKey)
+            {
+                reader.Error(section.GetSection("Path").Path, $"'{path}' has no private key");
+                return null;
+            }
+            // One context for every connection of the cluster: the chain is built once, and the TLS session cache
+            // sees the same client credentials each time.
+            return SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
+        {
+            reader.Error(section.Path, $"the client certificate cannot be loaded: {ex.Message}");
+            return null;
+        }
     }
 
     private static DnsConfig ReadDns(ConfigReader reader, IConfiguration cluster)
@@ -547,31 +660,37 @@ internal static class FerryConfigLoader
             || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps)
             || uri.Host.Length == 0)
         {
-            reader.Error(path, $"'{text}' is not an http URI");
-            return null;
-        }
-
-        if (uri.Scheme == Uri.UriSchemeHttps)
-        {
-            reader.Error(path, $"'{text}' uses https, which is not supported yet (destinations are plain HTTP/1.1)");
+            reader.Error(path, $"'{text}' is not an http or https URI");
             return null;
         }
 
         if (uri.AbsolutePath != "/")
         {
-            reader.Error(path, $"'{text}' has a path; a destination address is http://host[:port] (path empty or '/')");
+            reader.Error(path, $"'{text}' has a path; a destination address is http[s]://host[:port] (path empty or '/')");
             return null;
         }
 
         if (uri.UserInfo.Length > 0 || uri.Query.Length > 0 || uri.Fragment.Length > 0)
         {
-            reader.Error(path, $"'{text}' has user info, a query or a fragment; a destination address is http://host[:port]");
+            reader.Error(path, $"'{text}' has user info, a query or a fragment; a destination address is http[s]://host[:port]");
             return null;
         }
 
         // Uri.Host keeps IPv6 brackets; DnsSafeHost removes them, which is what IPAddress.Parse and DNS expect.
         var host = uri.HostNameType == UriHostNameType.IPv6 ? uri.DnsSafeHost : uri.IdnHost;
-        return new DestinationConfig(section.Key, uri, host, uri.Port, weight, backup);
+        var tls = reader.Section(section, "Tls");
+        reader.WarnUnknownKeys(tls, DestinationTlsKeys);
+        var serverName = reader.String(tls, "ServerName");
+        if (serverName is not null && Uri.CheckHostName(serverName) != UriHostNameType.Dns)
+        {
+            reader.Error(tls.GetSection("ServerName").Path, $"'{serverName}' is not a DNS host name");
+            serverName = null;
+        }
+        else if (serverName is not null && uri.Scheme != Uri.UriSchemeHttps)
+        {
+            reader.Warning(tls.Path, "has no effect: the destination is not https");
+        }
+        return new DestinationConfig(section.Key, uri, host, uri.Port, weight, backup) { ServerName = serverName };
     }
 
     private static KeepAliveConfig ReadKeepAlive(ConfigReader reader, IConfiguration cluster)

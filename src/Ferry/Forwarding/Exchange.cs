@@ -306,6 +306,15 @@ internal sealed class Exchange
         var connection = _reused
             ? $"reused connection (request {_connection.RequestCount} on it, idle {_attempt.IdleTime.TotalMilliseconds:0} ms before)"
             : "new connection";
+        if (_connection.TlsFailure(inner) is { } alert)
+        {
+            // Not a close: the destination's TLS layer refused the session (a TLS 1.3 server rejects a missing or
+            // unacceptable client certificate only after the client's handshake has completed).
+            return new ProxyException(ProxyError.TlsProtocolError, $"TLS error on the {connection} {where}: {alert}", inner)
+            {
+                BeforeResponse = beforeResponse,
+            };
+        }
         var evidence = proven ? "; it never received the request" : "";
         return new ProxyException(ProxyError.ConnectionTerminated, $"the destination {HowClosed(inner)} the {connection} {where}{evidence}", inner)
         {
@@ -873,7 +882,7 @@ internal sealed class Exchange
                 _record.BytesIn += n;
                 silence.CancelAfter(idle);
             }
-            connection.ShutdownSend();
+            await connection.ShutdownSendAsync();
         }
         finally
         {

@@ -155,6 +155,11 @@ internal sealed partial class Forwarder(
                     }
                     attempt.Reused = lease.Reused;
                     attempt.ConnectTime = lease.ConnectTime;
+                    if (!lease.Reused && lease.Connection.TlsHandshakeTime is { } handshake)
+                    {
+                        attempt.TlsProtocol = lease.Connection.TlsProtocol;
+                        attempt.TlsHandshakeTime = handshake;
+                    }
                     attempt.IdleTime = lease.IdleTime;
                     attempt.ConnectionAge = lease.Age;
                     attempt.ConnectionRequests = lease.Connection.RequestCount;

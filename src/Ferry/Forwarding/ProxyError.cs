@@ -13,6 +13,8 @@ internal enum ProxyError
     ConnectionRefused,         // connect refused or reset during connect
     ConnectionTimeout,         // connect did not complete in time (SYN lost, backlog full)
     LocalResourcesExhausted,   // EADDRNOTAVAIL / EMFILE: Ferry's problem, not the destination's
+    TlsProtocolError,          // the TLS handshake with an https destination failed (alert, version, not TLS at all)
+    TlsCertificateError,       // the https destination's certificate is untrusted, expired or for another name
     ConnectionTerminated,      // the destination closed or reset before any response byte
     RequestSendTimeout,        // the destination did not take the request in time
     ResponseTimeout,           // no response head in time
@@ -43,6 +45,8 @@ internal static class ProxyErrors
         ProxyError.ConnectionRefused => (502, "connection_refused"),
         ProxyError.ConnectionTimeout => (504, "connection_timeout"),
         ProxyError.LocalResourcesExhausted => (502, "proxy_internal_error"),
+        ProxyError.TlsProtocolError => (502, "tls_protocol_error"),
+        ProxyError.TlsCertificateError => (502, "tls_certificate_error"),
         ProxyError.ConnectionTerminated => (502, "connection_terminated"),
         ProxyError.RequestSendTimeout => (504, "http_request_error"),
         ProxyError.ResponseTimeout => (504, "http_response_timeout"),
@@ -63,7 +67,8 @@ internal static class ProxyErrors
     // Whether the failure says something about the destination's health (DESIGN.md §4): local resource exhaustion,
     // client behaviour and keep-alive races on reused connections never do.
     public static bool IsConnectFailure(ProxyError error) =>
-        error is ProxyError.ConnectionRefused or ProxyError.ConnectionTimeout or ProxyError.DestinationUnroutable or ProxyError.DnsError;
+        error is ProxyError.ConnectionRefused or ProxyError.ConnectionTimeout or ProxyError.DestinationUnroutable or ProxyError.DnsError
+            or ProxyError.TlsProtocolError or ProxyError.TlsCertificateError;
 }
 
 // Raised inside the engine; caught once by the forwarder, which turns it into a response or an abort.

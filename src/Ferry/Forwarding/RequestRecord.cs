@@ -39,6 +39,8 @@ internal sealed class AttemptRecord
     public required DestinationState Destination { get; init; }
     public int Status { get; set; }                     // response status from the destination; 0 when none arrived
     public TimeSpan? ConnectTime { get; set; }          // null when a pooled connection was reused
+    public string? TlsProtocol { get; set; }            // a new TLS connection's protocol ("TLSv1.3"); null otherwise
+    public TimeSpan? TlsHandshakeTime { get; set; }     // a new TLS connection's handshake, after ConnectTime
     public TimeSpan? HeadTime { get; set; }             // attempt start to complete response head
     public TimeSpan? ResponseTime { get; set; }         // attempt start to end of the response body
     public bool Reused { get; set; }

@@ -10,6 +10,9 @@ internal static class FailureClassifier
     {
         // Nothing connected: the destination refused, did not answer the SYN, or cannot be reached or resolved.
         ProxyError.ConnectionRefused or ProxyError.ConnectionTimeout or ProxyError.DestinationUnroutable or ProxyError.DnsError => true,
+        // The handshake of a new connection failed: the destination presented a certificate that does not check out,
+        // or does not speak TLS as configured. An unreadable CA bundle never gets here: it fails the configuration.
+        ProxyError.TlsProtocolError or ProxyError.TlsCertificateError => true,
         // Closed before any response byte: on a fresh connection the destination dropped a request it had accepted;
         // on a reused one it is a keep-alive race (the destination closed an idle connection as the request went
         // out), which says nothing about whether it can serve requests.

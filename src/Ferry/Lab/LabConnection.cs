@@ -1,6 +1,9 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 
 namespace Ferry.Lab;
 
@@ -13,6 +16,7 @@ internal sealed class LabConnection
 
     private readonly LabUpstream _upstream;
     private readonly Socket _socket;
+    private SslStream? _tls;          // over the socket when the upstream serves HTTPS, once the handshake is done
     private readonly CancellationToken _stopping;
     private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state; // ConnectionOpen, ConnectionClosing (lingering), ConnectionReset or ConnectionClosedNow
@@ -25,13 +29,17 @@ internal sealed class LabConnection
         _socket = socket;
         _stopping = stopping;
         socket.NoDelay = true;
-        var stream = new NetworkStream(socket, ownsSocket: false);
-        Input = PipeReader.Create(stream);
-        Output = PipeWriter.Create(stream);
+        if (upstream.Options.ServerCertificate is null)
+        {
+            var stream = new NetworkStream(socket, ownsSocket: false);
+            Input = PipeReader.Create(stream);
+            Output = PipeWriter.Create(stream);
+        }
     }
 
-    public PipeReader Input { get; }
-    public PipeWriter Output { get; }
+    // Set once the TLS handshake completes, for an HTTPS upstream.
+    public PipeReader Input { get; private set; } = null!;
+    public PipeWriter Output { get; private set; } = null!;
     public LabUpstreamOptions Options => _upstream.Options;
     /// <summary>Cancelled when the upstream is disposed.</summary>
     public CancellationToken Stopping => _stopping;
@@ -56,6 +64,7 @@ internal sealed class LabConnection
         {
             // FIN now. Disposing right away is the plain close(), but with a receive still pending .NET closes
             // abortively (RST), so the idle path leaves the dispose to the connection's loop, microseconds later.
+            SendCloseNotify();
             _socket.Shutdown(SocketShutdown.Send);
             if (!_readPending)
             {
@@ -74,6 +83,7 @@ internal sealed class LabConnection
         {
             try
             {
+                SendCloseNotify();
                 _socket.Shutdown(SocketShutdown.Send);
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException)
@@ -100,10 +110,64 @@ internal sealed class LabConnection
         }
     }
 
+    // A TLS server ends a connection with close_notify, then FIN (nginx's SSL_shutdown before close). A few bytes on a
+    // socket with room for them: the write completes at once.
+    private void SendCloseNotify()
+    {
+        if (_tls is null)
+        {
+            return;
+        }
+        try
+        {
+            _tls.ShutdownAsync().Wait(TimeSpan.FromSeconds(1));
+        }
+        catch (Exception)
+        {
+            // The peer is gone or a write is in progress: the FIN alone still ends the connection.
+        }
+    }
+
+    private async Task<bool> HandshakeAsync(X509Certificate2 certificate)
+    {
+        var check = Options.ClientCertificateCheck;
+        var tls = new SslStream(new NetworkStream(_socket, ownsSocket: false), leaveInnerStreamOpen: false);
+        try
+        {
+            await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+            {
+                ServerCertificate = certificate,
+                EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                ApplicationProtocols = [SslApplicationProtocol.Http11],
+                ClientCertificateRequired = check is not null,
+                RemoteCertificateValidationCallback = check is null
+                    ? null
+                    : (_, cert, _, _) => cert is X509Certificate2 c && check(c),
+            }, _stopping).WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (Exception e) when (e is IOException or AuthenticationException or OperationCanceledException or TimeoutException
+                                      or ObjectDisposedException or SocketException)
+        {
+            _upstream.OnTlsHandshake(null, failed: true);
+            await tls.DisposeAsync();
+            return false;
+        }
+        _upstream.OnTlsHandshake(tls.RemoteCertificate?.Subject, failed: false);
+        _tls = tls;
+        Input = PipeReader.Create(tls);
+        Output = PipeWriter.Create(tls);
+        return true;
+    }
+
     public async Task RunAsync()
     {
         try
         {
+            if (Options.ServerCertificate is { } certificate && !await HandshakeAsync(certificate))
+            {
+                Interlocked.Exchange(ref _state, ConnectionClosedNow);
+                return;
+            }
             await ServeAsync();
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException
@@ -122,11 +186,12 @@ internal sealed class LabConnection
             {
                 Close();
             }
-            if (Volatile.Read(ref _state) == ConnectionClosing && !_stopping.IsCancellationRequested)
+            if (Volatile.Read(ref _state) == ConnectionClosing && !_stopping.IsCancellationRequested && Input is not null)
             {
                 await LingerAsync();
             }
             _socket.Dispose();
+            _tls?.Dispose();
             _upstream.OnConnectionEnded(this);
             _completed.TrySetResult();
         }

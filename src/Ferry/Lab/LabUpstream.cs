@@ -23,6 +23,8 @@ internal sealed class LabUpstream : IAsyncDisposable
     private int _connectionsAccepted;                                                // sockets accepted since start
     private int _requestsReceived;                                                   // request heads parsed
     private int _openConnections;                                                    // accepted and not yet released
+    private int _tlsHandshakeFailures;
+    private readonly ConcurrentQueue<string> _clientCertificates = new();
     private CancellationTokenSource? _acceptWhileIdle;                               // cancels the pending accept when the last slot is taken
     private readonly ConcurrentDictionary<LabConnection, (long Since, CancellationTokenSource Idle)> _idle = new(); // waiting for a request, when an event loop closes them
     private readonly ITimer? _idleSweep;                                             // the periodic idle check (IdleCheckInterval)
@@ -48,7 +50,7 @@ internal sealed class LabUpstream : IAsyncDisposable
             throw;
         }
         EndPoint = (IPEndPoint)_listener.LocalEndPoint!;
-        Uri = new Uri($"http://{(EndPoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{EndPoint.Address}]" : EndPoint.Address.ToString())}:{EndPoint.Port}/");
+        Uri = new Uri($"{(options.ServerCertificate is null ? "http" : "https")}://{(EndPoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{EndPoint.Address}]" : EndPoint.Address.ToString())}:{EndPoint.Port}/");
         if (options.IdleCheckInterval is { } interval && options.IdleTimeout is not null)
         {
             _idleSweep = options.TimeProvider.CreateTimer(static s => ((LabUpstream)s!).SweepIdle(), this, interval, interval);
@@ -66,6 +68,10 @@ internal sealed class LabUpstream : IAsyncDisposable
     public int ConnectionsAccepted => Volatile.Read(ref _connectionsAccepted);
     public int RequestsReceived => Volatile.Read(ref _requestsReceived);
     public int OpenConnections => Volatile.Read(ref _openConnections);
+    /// <summary>Connections whose TLS handshake failed (<see cref="LabUpstreamOptions.ServerCertificate"/>).</summary>
+    public int TlsHandshakeFailures => Volatile.Read(ref _tlsHandshakeFailures);
+    /// <summary>Client certificates seen in completed handshakes, by subject.</summary>
+    public IReadOnlyCollection<string> ClientCertificateSubjects => _clientCertificates;
     /// <summary>Connections waiting for their next request, counted only when a periodic check closes them
     /// (<see cref="LabUpstreamOptions.IdleCheckInterval"/>).</summary>
     public int IdleConnections => _idle.Count;
@@ -121,6 +127,18 @@ internal sealed class LabUpstream : IAsyncDisposable
     }
 
     internal void ReportError(Exception e) => _errors.Enqueue(e);
+
+    internal void OnTlsHandshake(string? clientCertificate, bool failed)
+    {
+        if (failed)
+        {
+            Interlocked.Increment(ref _tlsHandshakeFailures);
+        }
+        else if (clientCertificate is not null)
+        {
+            _clientCertificates.Enqueue(clientCertificate);
+        }
+    }
 
     internal async Task HandleAsync(LabExchange exchange, CancellationToken ct)
     {

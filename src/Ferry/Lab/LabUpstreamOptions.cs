@@ -59,6 +59,14 @@ internal sealed record LabUpstreamOptions
     /// <summary>Added before each request is handled (built-in routes and scripts alike).</summary>
     public TimeSpan HandlerDelay { get; init; }
 
+    /// <summary>Serve HTTPS: each accepted connection is wrapped in TLS (1.2 or 1.3) with this certificate, and every
+    /// close sends a close_notify before the FIN, as nginx does. Null: plain HTTP.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? ServerCertificate { get; init; }
+
+    /// <summary>With <see cref="ServerCertificate"/>: ask for a client certificate and accept only one this returns
+    /// true for; a connection without one fails its handshake. Null: no client certificate is asked for.</summary>
+    public Func<System.Security.Cryptography.X509Certificates.X509Certificate2, bool>? ClientCertificateCheck { get; init; }
+
     /// <summary>Replaces the built-in routes for every request when set (see <see cref="LabScripts"/>).
     /// A script may fall back to the routes with <see cref="LabRoutes.HandleAsync"/>.</summary>
     public Func<LabExchange, CancellationToken, Task>? Script { get; init; }

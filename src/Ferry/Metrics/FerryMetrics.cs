@@ -25,6 +25,7 @@ internal sealed class FerryMetrics
     private readonly Counter<long> _attempts;
     private readonly Counter<long> _retries;
     private readonly Histogram<double> _connect;
+    private readonly Histogram<double> _tlsHandshake;
     private readonly Histogram<double> _head;
     private readonly Histogram<double> _upstream;
 
@@ -43,6 +44,8 @@ internal sealed class FerryMetrics
             "Attempts after the first of a request: replays after a keep-alive race on a reused connection, or another destination after a failure or a status listed in Retry:Statuses.");
         _connect = meter.CreateHistogram<double>("ferry.upstream.connect.duration", "s",
             "Time to establish a new connection to a destination.", advice: upstreamAdvice);
+        _tlsHandshake = meter.CreateHistogram<double>("ferry.upstream.tls_handshake.duration", "s",
+            "Time of the TLS handshake on a new connection to an https destination, after the TCP connect.", advice: upstreamAdvice);
         _head = meter.CreateHistogram<double>("ferry.upstream.head.duration", "s",
             "Time from the start of an attempt to the complete response head.", advice: upstreamAdvice);
         _upstream = meter.CreateHistogram<double>("ferry.upstream.duration", "s",
@@ -133,6 +136,11 @@ internal sealed class FerryMetrics
             if (attempt.ConnectTime is { } connect)
             {
                 _connect.Record(connect.TotalSeconds, where);
+            }
+            if (attempt.TlsHandshakeTime is { } handshake)
+            {
+                _tlsHandshake.Record(handshake.TotalSeconds, new TagList { { "ferry.cluster", destination.Cluster.Id },
+                    { "ferry.destination", destination.Id }, { "tls.protocol.version", attempt.TlsProtocol } });
             }
             if (attempt.HeadTime is { } head)
             {

@@ -30,6 +30,10 @@ internal sealed class DestinationState
             Resolver = new DestinationResolver(config.Host, config.Port, cluster.Config.Dns.RefreshInterval, cluster.Config.Timeouts.Connect,
                 resolve ?? DestinationResolver.Default, time);
         }
+        if (config.IsHttps)
+        {
+            Tls = new UpstreamTls(cluster.Config.Tls, config.Host, config.ServerName);
+        }
         Pool = poolFactory(this);
         if (Resolver is not null)
         {
@@ -43,6 +47,9 @@ internal sealed class DestinationState
 
     // For a destination given by host name: its addresses, resolved again periodically; null for an IP address.
     public DestinationResolver? Resolver { get; }
+
+    // For an https destination: the handshake every new connection makes; null for http.
+    public UpstreamTls? Tls { get; }
 
     public ClusterState Cluster { get; }
     public DestinationConfig Config { get; }

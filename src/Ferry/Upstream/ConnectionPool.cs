@@ -257,10 +257,32 @@ internal sealed class ConnectionPool : IAsyncDisposable
         var socket = _destination.Resolver is { } resolver
             ? await ConnectResolvedAsync(resolver, source, requestAborted)
             : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+        var connected = _time.GetTimestamp();
+        UpstreamConnection connection;
+        if (_destination.Tls is { } tls)
+        {
+            System.Net.Security.SslStream stream;
+            try
+            {
+                stream = await tls.HandshakeAsync(socket, _connectTimeout, _time, requestAborted);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+            var handshaken = _time.GetTimestamp();
+            connection = new UpstreamConnection(_destination, socket, limits, handshaken, stream)
+            {
+                TlsHandshakeTime = _time.GetElapsedTime(connected, handshaken),
+            };
+        }
+        else
+        {
+            connection = new UpstreamConnection(_destination, socket, limits, connected);
+        }
         Interlocked.Increment(ref _opened);
         Interlocked.Increment(ref _active);
-        var connected = _time.GetTimestamp();
-        var connection = new UpstreamConnection(_destination, socket, limits, connected);
         if (socket.RemoteEndPoint is System.Net.IPEndPoint remote)
         {
             var key = new PortSpaceKey(source, remote);
@@ -437,14 +459,26 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private void ObserveClose(UpstreamConnection connection, long now, IdleRead read)
     {
         var idle = _time.GetElapsedTime(connection.IdleSince, now);
-        var reset = read.Error is IOException { InnerException: SocketException { SocketErrorCode: SocketError.ConnectionReset } }
-            or SocketException { SocketErrorCode: SocketError.ConnectionReset };
+        var reset = IsReset(read.Error);
         if (read.Error is null && !read.Result.Buffer.IsEmpty)
         {
             return; // a stray byte: a broken destination, not a keep-alive limit
         }
         Interlocked.Increment(ref reset ? ref _closedByReset : ref _closedByFin);
         Learner.ObserveIdleClose(idle, connection.RequestCount);
+    }
+
+    // A TLS stream can wrap the socket's error one level deeper than a plain stream does.
+    private static bool IsReset(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is SocketException { SocketErrorCode: SocketError.ConnectionReset })
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private RetireReason? RequestLimitReason(UpstreamConnection c)

@@ -24,6 +24,7 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
 {
     private readonly UpstreamConnection _connection;
     private readonly Socket _socket;
+    private readonly bool _waitOnSocket;
     private readonly Action _readable;
     private readonly Action _readEnded;
     // Completed once per idle period with how the read ended; its continuation is the exchange's, run inline.
@@ -38,10 +39,14 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
     private CancellationTokenRegistration _cancel;     // the exchange's token, while it waits for the read
     private CancellationToken _exchangeToken;
 
-    public IdleWatch(UpstreamConnection connection, Socket socket)
+    // `waitOnSocket` false (TLS): the pipe read waits from the start. A TLS stream can hold received records in its
+    // own buffer (a close_notify read along with the last response bytes) where the socket shows nothing to wait for;
+    // and a record arriving while idle may be a session ticket, not a close: only the TLS stream's read can tell.
+    public IdleWatch(UpstreamConnection connection, Socket socket, bool waitOnSocket = true)
     {
         _connection = connection;
         _socket = socket;
+        _waitOnSocket = waitOnSocket;
         _readable = Readable;
         _readEnded = ReadEnded;
     }
@@ -67,6 +72,11 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
             {
                 // Bytes or the end of the stream already in the pipe: what a pipe read would return at once.
                 End(new IdleRead(buffered, null));
+                return;
+            }
+            if (!_waitOnSocket)
+            {
+                Read();
                 return;
             }
             wait = _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, _cancelWait.Token);
@@ -118,11 +128,9 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
 
     private void Readable()
     {
-        ValueTask<ReadResult> read;
         try
         {
             _wait.GetResult();
-            read = _connection.Input.ReadAsync();
         }
         catch (Exception ex)
         {
@@ -131,6 +139,21 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
             return;
         }
         _wait = default;
+        Read();
+    }
+
+    private void Read()
+    {
+        ValueTask<ReadResult> read;
+        try
+        {
+            read = _connection.Input.ReadAsync();
+        }
+        catch (Exception ex)
+        {
+            End(new IdleRead(default, AsReadError(ex)));
+            return;
+        }
         _read = read.ConfigureAwait(false).GetAwaiter();
         if (_read.IsCompleted)
         {

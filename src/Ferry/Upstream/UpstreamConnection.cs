@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.IO.Pipelines;
+using System.Net.Security;
 using System.Net.Sockets;
 using Ferry.Http1;
 using Ferry.Model;
@@ -27,6 +28,7 @@ internal enum RetireReason
 internal sealed class UpstreamConnection : IDisposable
 {
     private readonly Socket _socket;
+    private readonly SslStream? _tls;
     private readonly Lock _deadlineLock = new();
     private CancellationTokenSource? _cancellation; // cancels the current exchange; reused while nothing cancels it
     private ITimer? _deadlineTimer;                  // fires the current exchange's timeout
@@ -34,23 +36,44 @@ internal sealed class UpstreamConnection : IDisposable
     private TimeProvider? _time;
     private int _disposed;
 
-    public UpstreamConnection(DestinationState destination, Socket socket, Http1Limits limits, long createdAt)
+    // `tls`: the authenticated stream over `socket` for an https destination; null for plain TCP.
+    public UpstreamConnection(DestinationState destination, Socket socket, Http1Limits limits, long createdAt, SslStream? tls = null)
     {
         Destination = destination;
         _socket = socket;
-        var stream = new NetworkStream(socket, ownsSocket: false);
+        _tls = tls;
+        Stream stream = tls is null ? new NetworkStream(socket, ownsSocket: false) : tls;
         // 16 KiB reads keep a typical response head and small body in one segment; larger bodies stream through.
         Input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
         Output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 4 * 1024, leaveOpen: true));
         Parser = new ResponseHeadParser(limits);
         Head = new ResponseHead();
         Chunked = new ChunkedDecoder(limits);
-        Watch = new IdleWatch(this, socket);
+        Watch = new IdleWatch(this, socket, waitOnSocket: tls is null);
         CreatedAt = createdAt;
         IdleSince = createdAt;
     }
 
     public DestinationState Destination { get; }
+
+    // For a TLS connection: the negotiated protocol ("TLSv1.3") and how long the handshake took.
+    public string? TlsProtocol => _tls is null ? null : TlsProtocolName(_tls.SslProtocol);
+    public TimeSpan? TlsHandshakeTime { get; init; }
+
+    // A read or write that the TLS layer failed (an alert from the destination, a record that does not decrypt), as
+    // opposed to the socket (FIN, RST): the innermost message, which names the alert. Null for anything else.
+    public string? TlsFailure(Exception? error)
+    {
+        if (_tls is null || error is not IOException { InnerException: { } inner } || inner is System.Net.Sockets.SocketException or IOException)
+        {
+            return null;
+        }
+        while (inner.InnerException is not null)
+        {
+            inner = inner.InnerException;
+        }
+        return inner.Message;
+    }
     public PipeReader Input { get; }
     public PipeWriter Output { get; }
     public ResponseHeadParser Parser { get; }
@@ -161,11 +184,14 @@ internal sealed class UpstreamConnection : IDisposable
 
     // An idle HTTP/1.1 connection has nothing to read: readability means FIN, RST or a stray byte, all fatal. The idle
     // watch notices them too, but a close can be in the socket's queue before its continuation has run.
+    // Over TLS, bytes can also be a record the idle read has yet to consume (a TLS 1.3 session ticket); only readable
+    // with nothing to read, FIN or RST, is certain. A close_notify that has not been consumed yet is left to the
+    // exchange, which sees the close as a keep-alive race on a reused connection.
     public bool IsReadableWhileIdle()
     {
         try
         {
-            return _socket.Poll(0, SelectMode.SelectRead);
+            return _socket.Poll(0, SelectMode.SelectRead) && (_tls is null || _socket.Available == 0);
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
         {
@@ -173,13 +199,19 @@ internal sealed class UpstreamConnection : IDisposable
         }
     }
 
-    public void ShutdownSend()
+    // The end of what Ferry sends (a tunnel whose client finished): over TLS a close_notify first, so that the
+    // destination reads a clean end rather than a truncation.
+    public async ValueTask ShutdownSendAsync()
     {
         try
         {
+            if (_tls is not null)
+            {
+                await _tls.ShutdownAsync();
+            }
             _socket.Shutdown(SocketShutdown.Send);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             // Already closed by the peer: nothing left to shut down.
         }
@@ -194,6 +226,11 @@ internal sealed class UpstreamConnection : IDisposable
         // The socket goes first: a request body the destination stopped reading can still sit in the writer, and
         // flushing it to a live socket could block for as long as the destination keeps its window shut.
         _socket.Dispose();
+        if (_tls is not null)
+        {
+            // Frees the TLS session's native state; with the socket gone, nothing is written.
+            try { _tls.Dispose(); } catch (Exception) { }
+        }
         lock (_deadlineLock)
         {
             _deadlineTimer?.Dispose();
@@ -205,6 +242,13 @@ internal sealed class UpstreamConnection : IDisposable
         CompleteQuietly(Input, Output);
         Debug.Assert(IsDisposed);
     }
+
+    internal static string TlsProtocolName(System.Security.Authentication.SslProtocols protocol) => protocol switch
+    {
+        System.Security.Authentication.SslProtocols.Tls13 => "TLSv1.3",
+        System.Security.Authentication.SslProtocols.Tls12 => "TLSv1.2",
+        _ => protocol.ToString(),
+    };
 
     private static readonly ObjectDisposedException s_closed = new(nameof(UpstreamConnection), "the upstream connection was closed");
 

@@ -48,13 +48,28 @@ public sealed class KeepAliveRaceTests(ITestOutputHelper output)
         ? TimeSpan.FromMilliseconds(3500 + random.Next(0, 3001))
         : TimeSpan.FromMilliseconds(1900 + random.Next(0, 201));
 
+    // The same destinations over TLS, closing with close_notify and FIN (or RST for e), as nginx does.
+    public static TheoryData<string> TlsScenarios => new(((IEnumerable<object[]>)Scenarios).Select(row => (string)row[0]).Where(s => s[0] <= 'f'));
+
     [Theory]
     [MemberData(nameof(Scenarios))]
-    public async Task DefaultSettings_GiveNo5xx_AndLearningConverges(string scenario)
+    public Task DefaultSettings_GiveNo5xx_AndLearningConverges(string scenario) => RunScenarioAsync(scenario, tls: false);
+
+    [Theory]
+    [MemberData(nameof(TlsScenarios))]
+    public Task DefaultSettings_GiveNo5xx_AndLearningConverges_OverTls(string scenario) => RunScenarioAsync(scenario, tls: true);
+
+    private async Task RunScenarioAsync(string scenario, bool tls)
     {
         var time = new ManualTimeProvider();
-        await using var upstream = LabUpstream.Start(Upstream(scenario, time));
-        await using var proxy = await ProxyHarness.StartAsync(ProxyHarness.Settings((upstream.Name, upstream.Uri)), time, upstream);
+        var options = Upstream(scenario, time);
+        await using var upstream = LabUpstream.Start(tls ? options with { ServerCertificate = TestCertificates.Shared.Server } : options);
+        var settings = ProxyHarness.Settings((upstream.Name, upstream.Uri));
+        if (tls)
+        {
+            settings["Clusters:c:Tls:CaFile"] = TestCertificates.Shared.CaFile;
+        }
+        await using var proxy = await ProxyHarness.StartAsync(settings, time, upstream);
         var destination = proxy.Destination(upstream.Name);
         var pool = destination.Pool;
         var random = new Random(7);
@@ -80,7 +95,7 @@ public sealed class KeepAliveRaceTests(ITestOutputHelper output)
             time.Advance(Pause(scenario, random));
         }
 
-        output.WriteLine($"{scenario}: statuses {string.Join(", ", statuses.Select(s => $"{(int)s.Key}×{s.Value}"))}; "
+        output.WriteLine($"{scenario}{(tls ? " over TLS" : "")}: statuses {string.Join(", ", statuses.Select(s => $"{(int)s.Key}×{s.Value}"))}; "
             + $"upstream connections {upstream.ConnectionsAccepted}, Ferry opened {pool.Opened}, reused {pool.Reused}, replays {destination.Replays}, "
             + $"closed while idle {pool.Retired(RetireReason.ClosedWhileIdle)} (FIN {pool.ClosedByFin}, RST {pool.ClosedByReset}), "
             + $"announced {pool.Retired(RetireReason.AnnouncedLimit)}, learned {pool.Retired(RetireReason.LearnedLimit)}, "

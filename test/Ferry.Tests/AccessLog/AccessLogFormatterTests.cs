@@ -61,6 +61,17 @@ public sealed class AccessLogFormatterTests : IAsyncLifetime
     }
 
     [Fact]
+    public void NewTlsConnection_ShowsItsProtocolAndHandshakeTime_InBothFormats()
+    {
+        var record = _records.Replayed();
+        record.Attempts[1].TlsProtocol = "TLSv1.3";
+        record.Attempts[1].TlsHandshakeTime = TimeSpan.FromMilliseconds(1.5);
+
+        Assert.Contains(""","connect_ms":0.250,"tls":"TLSv1.3","tls_handshake_ms":1.500,"head_ms":9.000,""", Format(AccessLogFormat.Json, record));
+        Assert.Contains(" ups_connect=-,0.250 ups_tls=-,TLSv1.3 ups_tls_handshake=-,1.500 ups_head=-,9.000 ", Format(AccessLogFormat.Combined, record));
+    }
+
+    [Fact]
     public void Combined_ReusedConnection()
     {
         Assert.Equal(

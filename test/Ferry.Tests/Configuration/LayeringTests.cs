@@ -82,7 +82,7 @@ public sealed class LayeringTests : IDisposable
 
         Assert.Equal(
             [
-                "Clusters:api:Destinations:a:Address: 'htp://x' is not an http URI",
+                "Clusters:api:Destinations:a:Address: 'htp://x' is not an http or https URI",
                 "Clusters:api:Timeouts:Connect: 'soon' is not a duration (e.g. 250ms, 5s, 1.5s, 2m, 1h, 00:00:05)",
             ],
             result.Errors);

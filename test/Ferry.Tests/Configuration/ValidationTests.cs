@@ -5,14 +5,14 @@ namespace Ferry.Tests.Configuration;
 public sealed class ValidationTests
 {
     [Theory]
-    [InlineData("\"Address\": \"htp://x\"", "Clusters:backend:Destinations:a:Address: 'htp://x' is not an http URI")]
-    [InlineData("\"Address\": \"127.0.0.1:9000\"", "Clusters:backend:Destinations:a:Address: '127.0.0.1:9000' is not an http URI")]
-    [InlineData("\"Address\": \"https://x\"",
-        "Clusters:backend:Destinations:a:Address: 'https://x' uses https, which is not supported yet (destinations are plain HTTP/1.1)")]
+    [InlineData("\"Address\": \"htp://x\"", "Clusters:backend:Destinations:a:Address: 'htp://x' is not an http or https URI")]
+    [InlineData("\"Address\": \"127.0.0.1:9000\"", "Clusters:backend:Destinations:a:Address: '127.0.0.1:9000' is not an http or https URI")]
+    [InlineData("\"Address\": \"ftp://x\"", "Clusters:backend:Destinations:a:Address: 'ftp://x' is not an http or https URI")]
+    [InlineData("\"Tls\": { \"ServerName\": \"10.0.0.1\" }", "Clusters:backend:Destinations:a:Tls:ServerName: '10.0.0.1' is not a DNS host name")]
     [InlineData("\"Address\": \"http://x/api\"",
-        "Clusters:backend:Destinations:a:Address: 'http://x/api' has a path; a destination address is http://host[:port] (path empty or '/')")]
+        "Clusters:backend:Destinations:a:Address: 'http://x/api' has a path; a destination address is http[s]://host[:port] (path empty or '/')")]
     [InlineData("\"Address\": \"http://x/?a=1\"",
-        "Clusters:backend:Destinations:a:Address: 'http://x/?a=1' has user info, a query or a fragment; a destination address is http://host[:port]")]
+        "Clusters:backend:Destinations:a:Address: 'http://x/?a=1' has user info, a query or a fragment; a destination address is http[s]://host[:port]")]
     [InlineData("\"Address\": \"\"", "Clusters:backend:Destinations:a:Address: required")]
     [InlineData("\"Address\": { \"Host\": \"x\" }", "Clusters:backend:Destinations:a:Address: expected a value, found a section")]
     [InlineData("\"Weight\": 0", "Clusters:backend:Destinations:a:Weight: '0' must be between 1 and 1000")]
@@ -196,8 +196,7 @@ public sealed class ValidationTests
                 "ProxyStatus:IncludeDetails: 'maybe' is not a boolean (true or false)",
                 "Clusters:c:LoadBalancingPolicy: 'Fastest' is not a load balancing policy (RoundRobin, PowerOfTwoChoices, LeastRequests, Random, ConsistentHash)",
                 "Clusters:c:Destinations:d1:Weight: '0' must be between 1 and 1000",
-                "Clusters:c:Destinations:d1:Address: 'htp://x' is not an http URI",
-                "Clusters:c:Destinations:d2:Address: 'https://y' uses https, which is not supported yet (destinations are plain HTTP/1.1)",
+                "Clusters:c:Destinations:d1:Address: 'htp://x' is not an http or https URI",
                 "Clusters:c:KeepAlive:IdleTimeout: 'later' is not a duration (e.g. 250ms, 5s, 1.5s, 2m, 1h, 00:00:05)",
                 "Clusters:c:KeepAlive:MaxIdle: '-1' must be >= 0",
                 "Clusters:c:Timeouts:Connect: '0' must be greater than zero",

@@ -11,6 +11,9 @@ public sealed class FailureClassifierTests
     [InlineData(nameof(ProxyError.DnsError), false, true)]
     [InlineData(nameof(ProxyError.DestinationUnroutable), false, true)]
     [InlineData(nameof(ProxyError.ConnectionTerminated), false, true)]
+    // An https destination whose certificate does not check out, or whose port does not speak TLS.
+    [InlineData(nameof(ProxyError.TlsCertificateError), false, true)]
+    [InlineData(nameof(ProxyError.TlsProtocolError), false, true)]
     [InlineData(nameof(ProxyError.ResponseTimeout), true, true)]
     [InlineData(nameof(ProxyError.ProtocolError), true, true)]
     [InlineData(nameof(ProxyError.ResponseIncomplete), true, true)]
