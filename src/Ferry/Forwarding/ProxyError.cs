@@ -25,6 +25,7 @@ internal enum ProxyError
     ClientRequestBodyError,    // the client's request body was malformed or too slow
     RequestNotExpressible,     // the request cannot be written as HTTP/1.1 (bad method, target, field name or value)
     MethodNotImplemented,      // CONNECT: Ferry opens no tunnels to arbitrary authorities
+    RequestBodyTooLarge,       // the request body is over the route's MaxRequestBodySize
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
 }
 
@@ -53,6 +54,7 @@ internal static class ProxyErrors
         ProxyError.ClientRequestBodyError => (400, "http_request_error"),
         ProxyError.RequestNotExpressible => (400, "http_request_error"),
         ProxyError.MethodNotImplemented => (501, "http_request_error"),
+        ProxyError.RequestBodyTooLarge => (413, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
 
