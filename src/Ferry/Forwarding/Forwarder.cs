@@ -4,6 +4,7 @@ using Ferry.Health;
 using Ferry.LoadBalancing;
 using Ferry.Metrics;
 using Ferry.Model;
+using Ferry.Routing;
 using Ferry.Upstream;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
@@ -30,7 +31,7 @@ internal sealed partial class Forwarder(
             Host = request.Host.Value,
         };
         BufferedBody? body = null;
-        ResponseHeaderRule[] responseRules = [];
+        RouteState? route = null; // its response header rules apply to Ferry's own error responses
         var span = tracing.StartRequest(request);
         try
         {
@@ -42,7 +43,7 @@ internal sealed partial class Forwarder(
             }
 
             // 1. Routing: host + path → route → cluster.
-            var route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
+            route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
             if (route is null)
             {
                 await FailAsync(context, proxy, record, new ProxyException(ProxyError.NoRoute, "no route matches the request"), null);
@@ -51,7 +52,6 @@ internal sealed partial class Forwarder(
             var cluster = route.Cluster;
             record.RouteId = route.Config.RouteId;
             record.ClusterId = cluster.Id;
-            responseRules = route.Config.Transforms.ResponseHeaders;
 
             // A body over the route's limit is refused before anything is sent when its length is announced; one of
             // unknown length is held to the same limit by Kestrel while it streams (Exchange classifies the abort).
@@ -59,7 +59,7 @@ internal sealed partial class Forwarder(
             if (maxBody > 0 && request.ContentLength > maxBody)
             {
                 await FailAsync(context, proxy, record, new ProxyException(ProxyError.RequestBodyTooLarge,
-                    $"Content-Length {request.ContentLength} is over the route's MaxRequestBodySize ({maxBody} bytes)"), null, responseRules);
+                    $"Content-Length {request.ContentLength} is over the route's MaxRequestBodySize ({maxBody} bytes)"), null, route.Config.Transforms.ResponseHeaders);
                 return;
             }
             if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
@@ -213,7 +213,7 @@ internal sealed partial class Forwarder(
                         replayTo = null;
                         continue;
                     }
-                    await FailAsync(context, proxy, record, ex, destination, responseRules);
+                    await FailAsync(context, proxy, record, ex, destination, route.Config.Transforms.ResponseHeaders);
                     return;
                 }
                 finally
@@ -223,11 +223,11 @@ internal sealed partial class Forwarder(
             }
             await FailAsync(context, proxy, record,
                 lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "every destination is out of rotation and panic is disabled"),
-                lastDestination, responseRules);
+                lastDestination, route.Config.Transforms.ResponseHeaders);
         }
         catch (ProxyException ex)
         {
-            await FailAsync(context, proxy, record, ex, null, responseRules);
+            await FailAsync(context, proxy, record, ex, null, route?.Config.Transforms.ResponseHeaders);
         }
         finally
         {
