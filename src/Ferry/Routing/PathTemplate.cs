@@ -71,7 +71,7 @@ internal sealed class PathTemplate
             var segment = _segments[i];
             if (segment.CatchAll)
             {
-                values?.Add(segment.Name!, position <= path.Length ? path[Math.Min(position, path.Length)..] : "");
+                values?.Add(segment.Name!, position < path.Length ? path[position..] : "");
                 return true;
             }
             if (position > path.Length)
