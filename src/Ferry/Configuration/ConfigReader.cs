@@ -143,6 +143,52 @@ internal sealed class ConfigReader
         return value;
     }
 
+    /// <summary>A size in bytes: a plain integer, or one followed by k, m or g (KiB, MiB, GiB; nginx's spelling, "KiB",
+    /// "MiB" and "GiB" are accepted too). Never negative.</summary>
+    public long Size(IConfiguration parent, string key, long defaultValue)
+    {
+        if (!TryScalar(parent, key, out var text, out var path) || text is null)
+        {
+            return defaultValue;
+        }
+
+        if (!TryParseSize(text, out var value))
+        {
+            Error(path, $"'{text}' is not a size in bytes (e.g. 1048576, 512k, 100m, 2g)");
+            return defaultValue;
+        }
+
+        return value;
+    }
+
+    public static bool TryParseSize(string text, out long value)
+    {
+        value = 0;
+        var span = text.AsSpan().Trim();
+        var unit = 1L;
+        var suffix = span.IndexOfAnyExceptInRange('0', '9');
+        if (suffix >= 0)
+        {
+            unit = span[suffix..].ToString().ToLowerInvariant() switch
+            {
+                "k" or "kib" => 1024L,
+                "m" or "mib" => 1024L * 1024,
+                "g" or "gib" => 1024L * 1024 * 1024,
+                _ => 0,
+            };
+            span = span[..suffix];
+        }
+
+        if (unit == 0 || span.IsEmpty || !long.TryParse(span, NumberStyles.None, CultureInfo.InvariantCulture, out var number)
+            || number > long.MaxValue / unit)
+        {
+            return false;
+        }
+
+        value = number * unit;
+        return true;
+    }
+
     public bool Bool(IConfiguration parent, string key, bool defaultValue)
     {
         if (!TryScalar(parent, key, out var text, out var path) || text is null)

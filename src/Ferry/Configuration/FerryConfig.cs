@@ -10,6 +10,7 @@ internal sealed record FerryConfig(
     IReadOnlyList<RouteConfig> Routes,
     IReadOnlyDictionary<string, ClusterConfig> Clusters)
 {
+    public RequestLimitsConfig Limits { get; init; } = RequestLimitsConfig.Default;
     public AccessLogConfig AccessLog { get; init; } = AccessLogConfig.Default;
     public MetricsConfig Metrics { get; init; } = MetricsConfig.Default;
     public TracingConfig Tracing { get; init; } = TracingConfig.Default;
@@ -80,4 +81,16 @@ internal sealed record ProxyStatusConfig(bool IncludeDetails)
     // Next-hop addresses and connection details are internal; by default clients only see the error type
     // (RFC 9209 §2 lets a proxy omit any parameter) and the details go to the access log.
     public static ProxyStatusConfig Default { get; } = new(IncludeDetails: false);
+}
+
+/// <summary>The root Limits section: Limits:MaxRequestBodySize is the default of every route's MaxRequestBodySize.</summary>
+internal sealed record RequestLimitsConfig(long MaxRequestBodySize)
+{
+    // 100 MiB: nginx's 1 MiB breaks ordinary uploads behind a proxy that knows nothing of the application, and
+    // Kestrel's 30 MB still stops video and archive uploads. Ferry streams bodies, so the limit protects destinations
+    // from runaway or hostile uploads rather than Ferry's memory; 100 MiB is also the request size common CDN plans
+    // accept, which applications on the internet are already built around.
+    public const long DefaultMaxRequestBodySize = 100L * 1024 * 1024;
+
+    public static RequestLimitsConfig Default { get; } = new(DefaultMaxRequestBodySize);
 }

@@ -15,11 +15,12 @@ namespace Ferry.Configuration;
 /// </summary>
 internal static class FerryConfigLoader
 {
-    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
+    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
+    private static readonly string[] RootLimitsKeys = ["MaxRequestBodySize"];
     private static readonly string[] ListenerKeys = ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
-    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades"];
+    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades", "Transforms", "MaxRequestBodySize"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
@@ -141,10 +142,14 @@ internal static class FerryConfigLoader
             clusters[entry.Key] = ReadCluster(reader, entry);
         }
 
+        var limitsSection = reader.Section(configuration, "Limits");
+        reader.WarnUnknownKeys(limitsSection, RootLimitsKeys);
+        var limits = new RequestLimitsConfig(reader.Size(limitsSection, "MaxRequestBodySize", RequestLimitsConfig.DefaultMaxRequestBodySize));
+
         var routes = new List<RouteConfig>();
         foreach (var entry in reader.Entries(configuration, "Routes"))
         {
-            routes.Add(ReadRoute(reader, entry, clusters));
+            routes.Add(ReadRoute(reader, entry, clusters, limits));
         }
 
         // Counted on the configuration, not on the valid listeners: an invalid listener already has its own error.
@@ -167,6 +172,7 @@ internal static class FerryConfigLoader
         var config = reader.Errors.Count == 0
             ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
             {
+                Limits = limits,
                 AccessLog = accessLog,
                 Metrics = metrics,
                 Tracing = tracing,
@@ -764,7 +770,7 @@ internal static class FerryConfigLoader
     }
 
     private static RouteConfig ReadRoute(ConfigReader reader, IConfigurationSection section,
-        IReadOnlyDictionary<string, ClusterConfig> clusters)
+        IReadOnlyDictionary<string, ClusterConfig> clusters, RequestLimitsConfig limits)
     {
         reader.WarnUnknownKeys(section, RouteKeys);
 
@@ -787,7 +793,12 @@ internal static class FerryConfigLoader
         var order = reader.Int(section, "Order", defaultValue: 0);
         var match = ReadMatch(reader, reader.Section(section, "Match"));
         var removePrefix = ReadPathRemovePrefix(reader, section, match);
-        return new RouteConfig(section.Key, clusterId ?? "", order, match, removePrefix) { Upgrades = ReadUpgrades(reader, section) };
+        return new RouteConfig(section.Key, clusterId ?? "", order, match, removePrefix)
+        {
+            Upgrades = ReadUpgrades(reader, section),
+            Transforms = TransformsReader.Read(reader, section, match, removePrefix),
+            MaxRequestBodySize = reader.Size(section, "MaxRequestBodySize", limits.MaxRequestBodySize),
+        };
     }
 
     private static IReadOnlyList<string> ReadUpgrades(ConfigReader reader, IConfigurationSection section)
@@ -843,6 +854,15 @@ internal static class FerryConfigLoader
 
         var exact = ReadPath(reader, section, "Path");
         var prefix = ReadPath(reader, section, "PathPrefix");
+        Routing.PathTemplate? template = null;
+        if (exact is not null && Routing.PathTemplate.HasParameters(exact))
+        {
+            template = Routing.PathTemplate.Parse(exact, out var templateError);
+            if (template is null)
+            {
+                reader.Error(section.GetSection("Path").Path, templateError!);
+            }
+        }
         if (exact is not null && prefix is not null)
         {
             reader.Error(section.Path, "Path and PathPrefix cannot both be set");
@@ -855,10 +875,10 @@ internal static class FerryConfigLoader
             prefix = prefix.Length == 0 ? "/" : prefix;
         }
 
-        return new RouteMatchConfig(hosts, exact, prefix, methods.Distinct().ToArray());
+        return new RouteMatchConfig(hosts, exact, prefix, methods.Distinct().ToArray()) { Template = template };
     }
 
-    private static string? ReadPath(ConfigReader reader, IConfigurationSection section, string key)
+    internal static string? ReadPath(ConfigReader reader, IConfigurationSection section, string key)
     {
         if (reader.String(section, key) is not { } path)
         {

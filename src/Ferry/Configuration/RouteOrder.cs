@@ -21,6 +21,13 @@ internal static class RouteOrder
             return c;
         }
 
+        // "/items/new" is more specific than "/items/{id}", which would also match it.
+        c = (a.Match.Template is not null).CompareTo(b.Match.Template is not null);
+        if (c != 0)
+        {
+            return c;
+        }
+
         c = (b.Match.PathPrefix?.Length ?? 0).CompareTo(a.Match.PathPrefix?.Length ?? 0);
         if (c != 0)
         {

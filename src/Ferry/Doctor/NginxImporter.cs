@@ -13,8 +13,9 @@ internal sealed record NginxImport(string Json, int Listeners, int Routes, int C
 
 /// <summary>
 /// Translates the proxying subset of an nginx configuration: listen, server_name, prefix and exact locations,
-/// proxy_pass (with a URI part when Ferry's PathRemovePrefix means the same), upstream servers and the proxy
-/// timeouts and upstream keep-alive settings. Everything else is listed as a note, never silently dropped.
+/// proxy_pass (with a URI part when Ferry's path rules mean the same), upstream servers, the proxy timeouts and
+/// upstream keep-alive settings, and per location: proxy_set_header and proxy_hide_header, add_header, a prefix
+/// rewrite with break, and client_max_body_size. Everything else is listed as a note, never silently dropped.
 /// </summary>
 internal sealed class NginxImporter
 {
@@ -31,7 +32,9 @@ internal sealed class NginxImporter
     private readonly List<Route> _routes = [];
     private readonly Dictionary<string, Cluster?> _clusters = new(StringComparer.OrdinalIgnoreCase);  // null: could not be translated
 
-    private sealed record Route(string Id, int Order, IReadOnlyList<string> Hosts, string? Path, string? PathPrefix, string? RemovePrefix, string ClusterId);
+    // Transforms: each rule's keys and values in the order they are written (the first key names the rule).
+    private sealed record Route(string Id, int Order, IReadOnlyList<string> Hosts, string? Path, string? PathPrefix,
+        IReadOnlyList<(string Key, string Value)[]> Transforms, string? MaxRequestBodySize, string ClusterId);
 
     private sealed class Cluster(string id)
     {
@@ -219,6 +222,9 @@ internal sealed class NginxImporter
     {
         switch (directive.Name)
         {
+            case "rewrite" when level == "location":
+                // ImportLocation translates what it can.
+                break;
             case "rewrite" or "return" or "if" or "try_files" or "root" or "alias" or "fastcgi_pass" or "uwsgi_pass" or "grpc_pass" or "auth_request":
                 Note(directive, $"\"{directive.Name}\" in a {level} not translated: Ferry only proxies");
                 break;
@@ -263,22 +269,32 @@ internal sealed class NginxImporter
         }
 
         var exact = modifier == "=";
-        string? removePrefix = null;
-        if (target.Uri is { } uri && uri != path)
+        var transforms = new List<(string Key, string Value)[]>();
+        // With a rewrite ... break in the location, nginx ignores proxy_pass's URI part and sends the rewritten URI.
+        var rewritten = ImportRewrite(location, transforms);
+        if (!rewritten && target.Uri is { } uri && uri != path)
         {
-            // nginx replaces the matched prefix with the URI: "location /api/ { proxy_pass http://b/; }" sends /api/x as
-            // /x, which is PathRemovePrefix /api. Any other replacement has no Ferry equivalent.
-            if (!exact && uri == "/" && path.Length > 1 && path.EndsWith('/'))
+            // nginx replaces the matched part with the URI: "location /api/ { proxy_pass http://b/v2/; }" sends /api/x
+            // as /v2/x, which is PathRemovePrefix /api then PathPrefix /v2; an exact location's path is replaced
+            // whole. Other replacements cut a segment in two, which Ferry's segment-aligned rules cannot express.
+            if (exact)
             {
-                removePrefix = path.TrimEnd('/');
+                transforms.Add([("PathSet", uri)]);
+            }
+            else if (path.EndsWith('/') && uri.EndsWith('/'))
+            {
+                AddPrefixChange(transforms, path, uri);
             }
             else
             {
-                Note(proxyPass, $"\"{proxyPass}\" in \"{location}\" replaces the path prefix \"{path}\" with \"{uri}\"; Ferry can only remove a prefix " +
-                                "that ends on a segment boundary (location /api/ with proxy_pass http://backend/). Route not translated");
+                Note(proxyPass, $"\"{proxyPass}\" in \"{location}\" replaces the path prefix \"{path}\" with \"{uri}\"; Ferry can only replace a prefix " +
+                                "that ends on a segment boundary (location /api/ with proxy_pass http://backend/v2/). Route not translated");
                 return;
             }
         }
+
+        ImportHeaderRules(scope, transforms);
+        var maxBody = ImportMaxBodySize(scope);
 
         var clusterId = ClusterFor(target, proxyPass, upstreams);
         if (clusterId is null)
@@ -288,7 +304,189 @@ internal sealed class NginxImporter
 
         ApplyLocationSettings(_clusters[clusterId]!, scope, location);
         var id = UniqueRouteId($"{(hosts.Count > 0 ? hosts[0] : "_")}{(exact ? "=" : "")}{path}");
-        _routes.Add(new Route(id, order, hosts, exact ? path : null, exact ? null : path, removePrefix, clusterId));
+        _routes.Add(new Route(id, order, hosts, exact ? path : null, exact ? null : path, transforms, maxBody, clusterId));
+    }
+
+    // "/old/" → "/new/": PathRemovePrefix /old, then PathPrefix /new; either is left out when it is "/".
+    private static void AddPrefixChange(List<(string Key, string Value)[]> transforms, string from, string to)
+    {
+        if (from.Length > 1)
+        {
+            transforms.Add([("PathRemovePrefix", from.TrimEnd('/'))]);
+        }
+
+        if (to.Length > 1)
+        {
+            transforms.Add([("PathPrefix", to.TrimEnd('/'))]);
+        }
+    }
+
+    /// <summary>
+    /// "rewrite ^/old/(.*)$ /new/$1 break;" is a prefix change on a segment boundary. Returns whether the location's
+    /// rewrite was translated; one that is not (another regular expression, another flag, several rewrites) is noted
+    /// and the route is forwarded without it. Ferry's prefix comparison ignores case where nginx's regex does not.
+    /// </summary>
+    private bool ImportRewrite(NginxDirective location, List<(string Key, string Value)[]> transforms)
+    {
+        var rewrites = location.Children("rewrite").ToList();
+        if (rewrites.Count == 0)
+        {
+            return false;
+        }
+
+        if (rewrites.Count == 1 && rewrites[0] is { Args.Count: 3 } rewrite && rewrite.Arg(2) == "break"
+            && RegexPrefix(rewrite.Arg(0)) is { } from
+            && rewrite.Arg(1) is var replacement && replacement.EndsWith("/$1", StringComparison.Ordinal)
+            && replacement[..^2] is var to && to.StartsWith('/') && to.IndexOfAny(['$', '?', '#', ' ']) < 0)
+        {
+            AddPrefixChange(transforms, from, to);
+            return true;
+        }
+
+        foreach (var untranslated in rewrites)
+        {
+            Note(untranslated, $"\"{untranslated}\" not translated: Ferry expresses a single \"rewrite ^/old/(.*)$ /new/$1 break;\" per location " +
+                               "(a prefix change); the route forwards the path unchanged");
+        }
+
+        return false;
+    }
+
+    // "^/old/(.*)$" → "/old/"; null for any other regular expression.
+    private static string? RegexPrefix(string regex)
+    {
+        if (!regex.StartsWith("^/", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var end = regex.EndsWith("(.*)$", StringComparison.Ordinal) ? regex.Length - 5
+            : regex.EndsWith("(.*)", StringComparison.Ordinal) ? regex.Length - 4
+            : -1;
+        if (end < 2)
+        {
+            return null;
+        }
+
+        var prefix = new StringBuilder();
+        for (var i = 1; i < end; i++)
+        {
+            var c = regex[i];
+            if (c == '\\' && i + 1 < end && regex[i + 1] is '.' or '-' or '/')
+            {
+                prefix.Append(regex[++i]);
+            }
+            else if (char.IsAsciiLetterOrDigit(c) || c is '/' or '-' or '_' or '~')
+            {
+                prefix.Append(c);
+            }
+            else
+            {
+                return null;
+            }
+        }
+
+        var text = prefix.ToString();
+        return text.EndsWith('/') && !text.Contains("//", StringComparison.Ordinal) ? text : null;
+    }
+
+    /// <summary>
+    /// proxy_set_header, proxy_hide_header and add_header of the location, each inherited only by levels that set
+    /// none of the same directive (nginx's rule). Headers Ferry handles itself (Host, Connection, X-Forwarded-*) are
+    /// left to the cluster settings. add_header without "always" becomes When=Success, which nginx limits to a list
+    /// of success and redirect statuses; Ferry applies it to every status below 400.
+    /// </summary>
+    private void ImportHeaderRules(IReadOnlyList<NginxDirective> scope, List<(string Key, string Value)[]> transforms)
+    {
+        foreach (var header in Effective(scope, "proxy_set_header").Where(h => !ForwardedHeaders.Contains(h.Arg(0))))
+        {
+            if (Untranslatable(header, header.Arg(0), header.Arg(1), response: false) is { } why)
+            {
+                Note(header, $"\"{header}\" not translated: {why}");
+            }
+            else if (header.Arg(1).Length == 0)
+            {
+                // An empty value: nginx does not pass the field at all.
+                transforms.Add([("RequestHeaderRemove", header.Arg(0))]);
+            }
+            else
+            {
+                transforms.Add([("RequestHeader", header.Arg(0)), ("Set", header.Arg(1))]);
+            }
+        }
+
+        foreach (var hide in Effective(scope, "proxy_hide_header"))
+        {
+            if (Untranslatable(hide, hide.Arg(0), "", response: true) is { } why)
+            {
+                Note(hide, $"\"{hide}\" not translated: {why}");
+            }
+            else
+            {
+                transforms.Add([("ResponseHeaderRemove", hide.Arg(0)), ("When", "Always")]);
+            }
+        }
+
+        foreach (var add in Effective(scope, "add_header"))
+        {
+            var always = add.Args.Count > 2 && add.Arg(2) == "always";
+            if (Untranslatable(add, add.Arg(0), add.Arg(1), response: true) is { } why)
+            {
+                Note(add, $"\"{add}\" not translated: {why}");
+            }
+            else
+            {
+                transforms.Add([("ResponseHeader", add.Arg(0)), ("Append", add.Arg(1)), ("When", always ? "Always" : "Success")]);
+            }
+        }
+    }
+
+    private static IEnumerable<NginxDirective> Effective(IReadOnlyList<NginxDirective> scope, string directive) =>
+        scope.Select(level => level.Children(directive).ToList()).LastOrDefault(d => d.Count > 0) ?? [];
+
+    // Why Ferry's configuration would refuse the rule, or null.
+    private static string? Untranslatable(NginxDirective directive, string name, string value, bool response)
+    {
+        if (directive.Args.Count < (directive.Name == "proxy_hide_header" ? 1 : 2))
+        {
+            return "incomplete";
+        }
+
+        if (value.Contains('$') || name.Contains('$'))
+        {
+            return "variables are resolved per request";
+        }
+
+        if (!Http1.HeadWriting.IsToken(name) || !Http1.HeadWriting.IsValue(value))
+        {
+            return "not a valid header name or value";
+        }
+
+        if (Forwarding.HopByHop.IsHopByHopOrManaged(name) || (response && name.Equals("Proxy-Status", StringComparison.OrdinalIgnoreCase)))
+        {
+            return "Ferry writes this header itself";
+        }
+
+        return null;
+    }
+
+    // client_max_body_size of the innermost level that sets it; nginx's own default (1m) is not carried over: Ferry's
+    // default (Limits:MaxRequestBodySize, 100m) is what a configuration that never chose a limit gets.
+    private string? ImportMaxBodySize(IReadOnlyList<NginxDirective> scope)
+    {
+        var effective = scope.Select(level => level.Child("client_max_body_size")).LastOrDefault(d => d is not null);
+        if (effective is null)
+        {
+            return null;
+        }
+
+        if (!ConfigReader.TryParseSize(effective.Arg(0), out _))
+        {
+            Note(effective, $"\"{effective}\" not translated: not a size Ferry reads (bytes, or k, m, g)");
+            return null;
+        }
+
+        return effective.Arg(0).ToLowerInvariant();
     }
 
     private static (string Modifier, string Path) LocationMatch(NginxDirective location)
@@ -466,11 +664,6 @@ internal sealed class NginxImporter
             Note(host, $"\"{host}\" not translated: Ferry sends either the client's Host or the destination's address");
         }
 
-        foreach (var header in headers.Where(h => !ForwardedHeaders.Contains(h.Arg(0))))
-        {
-            Note(header, $"\"{header}\" not translated: Ferry does not add custom request headers yet");
-        }
-
         if (cluster.SettingsFrom is null)
         {
             cluster.Timeouts = timeouts;
@@ -528,9 +721,26 @@ internal sealed class NginxImporter
                 }
 
                 json.WriteEndObject();
-                if (route.RemovePrefix is not null)
+                if (route.MaxRequestBodySize is not null)
                 {
-                    json.WriteString("PathRemovePrefix", route.RemovePrefix);
+                    json.WriteString("MaxRequestBodySize", route.MaxRequestBodySize);
+                }
+
+                if (route.Transforms.Count > 0)
+                {
+                    json.WriteStartArray("Transforms");
+                    foreach (var rule in route.Transforms)
+                    {
+                        json.WriteStartObject();
+                        foreach (var (key, value) in rule)
+                        {
+                            json.WriteString(key, value);
+                        }
+
+                        json.WriteEndObject();
+                    }
+
+                    json.WriteEndArray();
                 }
 
                 json.WriteEndObject();

@@ -37,6 +37,7 @@ internal sealed class Exchange
     private Phase _phase;
     private volatile bool _headReceived;
     private volatile bool _clientBodyFailed;
+    private volatile bool _bodyTooLarge;
     private volatile bool _sendTimedOut;
     private bool _anyResponseByte;
     private long _bytesAckedBefore = -1;
@@ -242,6 +243,11 @@ internal sealed class Exchange
 
     private ProxyException Classify(Exception ex)
     {
+        if (_bodyTooLarge)
+        {
+            return new ProxyException(ProxyError.RequestBodyTooLarge,
+                $"the request body grew past the route's MaxRequestBodySize ({_route.Config.MaxRequestBodySize} bytes) while it was forwarded", ex);
+        }
         if (_clientBodyFailed)
         {
             return new ProxyException(ProxyError.ClientRequestBodyError, "the client's request body could not be read", ex);
@@ -369,8 +375,10 @@ internal sealed class Exchange
         var request = _context.Request;
         var cluster = _route.Cluster.Config;
         RequestHeadWriter.WriteRequestLine(output, request.Method, RequestTarget());
-        var host = cluster.Forwarding.PreserveHost && request.Host.HasValue ? request.Host.Value! : _destination.Authority;
+        var rules = _route.Config.Transforms;
+        var host = (rules.OriginalHost ?? cluster.Forwarding.PreserveHost) && request.Host.HasValue ? request.Host.Value! : _destination.Authority;
         RequestHeadWriter.WriteHeader(output, "Host", host);
+        var dropsHeaders = rules.DroppedRequestHeaders.Length > 0;
 
         var headers = request.Headers;
         var connectionTokens = HopByHop.ConnectionTokens(headers.Connection);
@@ -384,11 +392,16 @@ internal sealed class Exchange
             if (name.Length == 0 || name[0] == ':' || HopByHop.IsHopByHopOrManaged(name)
                 || (connectionTokens is not null && HopByHop.IsNamedBy(connectionTokens, name))
                 || (peerTrusted ? xForwarded && name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase) : IsForwarding(name))
-                || (_traceParent is not null && name.Equals("traceparent", StringComparison.OrdinalIgnoreCase)))
+                || (_traceParent is not null && name.Equals("traceparent", StringComparison.OrdinalIgnoreCase))
+                || (dropsHeaders && rules.DropsRequestHeader(name)))
             {
                 continue;
             }
             RequestHeadWriter.WriteHeader(output, name, header.Value);
+        }
+        foreach (var rule in rules.AddedRequestHeaders)
+        {
+            RequestHeadWriter.WriteHeader(output, rule.Name, rule.Value);
         }
         if (_traceParent is not null)
         {
@@ -474,31 +487,23 @@ internal sealed class Exchange
         RequestHeadWriter.WriteHeader(output, name, existing.Count == 0 ? value : $"{string.Join(", ", existing.ToArray())}, {value}");
     }
 
-    // The target as the client sent it, so that percent-encoding survives untouched; re-encoded from the parsed path
-    // only when a prefix is removed and the raw form does not start with it.
+    // The target as the client sent it, so that percent-encoding survives untouched; the route's path and query rules
+    // (Transforms) start from that raw form too.
     private string RequestTarget()
     {
         var request = _context.Request;
         var raw = _context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "";
-        var prefix = _route.Config.PathRemovePrefix;
-        if (prefix is null)
+        var rules = _route.Config.Transforms;
+        var usable = raw.Length > 0 && (raw[0] == '/' || raw == "*");
+        if (!rules.RewritesTarget || raw == "*")
         {
-            return raw.Length > 0 && (raw[0] == '/' || raw == "*") ? raw : request.Path.ToUriComponent() + request.QueryString.ToUriComponent();
+            return usable ? raw : request.Path.ToUriComponent() + request.QueryString.ToUriComponent();
         }
-        var trimmed = prefix.EndsWith('/') ? prefix[..^1] : prefix;
-        if (raw.StartsWith(trimmed, StringComparison.OrdinalIgnoreCase)
-            && (raw.Length == trimmed.Length || raw[trimmed.Length] is '/' or '?'))
-        {
-            var rest = raw[trimmed.Length..];
-            return rest.Length == 0 || rest[0] == '?' ? "/" + rest : rest;
-        }
-        var path = request.Path.Value ?? "/";
-        var stripped = RouteMatcher.IsPathPrefix(path, trimmed) ? path[trimmed.Length..] : path;
-        if (stripped.Length == 0)
-        {
-            stripped = "/";
-        }
-        return new PathString(stripped).ToUriComponent() + request.QueryString.ToUriComponent();
+        var question = raw.IndexOf('?');
+        var (rawPath, rawQuery) = usable && raw[0] == '/'
+            ? (question < 0 ? (raw, "") : (raw[..question], raw[question..]))
+            : (request.Path.ToUriComponent(), request.QueryString.ToUriComponent());
+        return Transforms.Target(rawPath, rawQuery, request.Path.Value ?? "/", rules, _route.Config.Match.Template);
     }
 
     private async Task FlushUpstreamAsync(PipeWriter output, CancellationToken ct)
@@ -541,7 +546,9 @@ internal sealed class Exchange
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                // Malformed chunked framing, a body over a limit, or a client that stopped sending.
+                // Malformed chunked framing, a body over a limit, or a client that stopped sending. Kestrel enforces
+                // the route's MaxRequestBodySize (set per request by the forwarder) on a body of unknown length.
+                _bodyTooLarge = ex is BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge };
                 _clientBodyFailed = true;
                 _connection.CancelExchange();
                 return false;
@@ -675,6 +682,10 @@ internal sealed class Exchange
         if (head.ContentLength >= 0 && head.StatusCode != StatusCodes.Status204NoContent && !head.IsInformational)
         {
             response.ContentLength = head.ContentLength;
+        }
+        if (_route.Config.Transforms.ResponseHeaders is { Length: > 0 } rules)
+        {
+            Transforms.ApplyResponse(headers, rules, head.StatusCode);
         }
     }
 

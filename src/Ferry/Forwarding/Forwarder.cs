@@ -34,6 +34,7 @@ internal sealed partial class Forwarder(
             Host = request.Host.Value,
         };
         BufferedBody? body = null;
+        RouteState? route = null; // its response header rules apply to Ferry's own error responses
         var span = tracing.StartRequest(request);
         try
         {
@@ -61,7 +62,7 @@ internal sealed partial class Forwarder(
                     request.Path = new PathString(changedPath);
                 }
             }
-            var route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
+            route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
             if (route is null)
             {
                 await FailAsync(context, proxy, record, new ProxyException(ProxyError.NoRoute, "no route matches the request"), null);
@@ -70,6 +71,20 @@ internal sealed partial class Forwarder(
             var cluster = route.Cluster;
             record.RouteId = route.Config.RouteId;
             record.ClusterId = cluster.Id;
+
+            // A body over the route's limit is refused before anything is sent when its length is announced; one of
+            // unknown length is held to the same limit by Kestrel while it streams (Exchange classifies the abort).
+            var maxBody = route.Config.MaxRequestBodySize;
+            if (maxBody > 0 && request.ContentLength > maxBody)
+            {
+                await FailAsync(context, proxy, record, new ProxyException(ProxyError.RequestBodyTooLarge,
+                    $"Content-Length {request.ContentLength} is over the route's MaxRequestBodySize ({maxBody} bytes)"), null, route.Config.Transforms.ResponseHeaders);
+                return;
+            }
+            if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+            {
+                bodySize.MaxRequestBodySize = maxBody > 0 ? maxBody : null;
+            }
 
             // Small bodies are read whole first, so that a keep-alive race can be replayed (docs/replay.md).
             var replay = cluster.Config.Replay;
@@ -222,7 +237,7 @@ internal sealed partial class Forwarder(
                         replayTo = null;
                         continue;
                     }
-                    await FailAsync(context, proxy, record, ex, destination);
+                    await FailAsync(context, proxy, record, ex, destination, route.Config.Transforms.ResponseHeaders);
                     return;
                 }
                 finally
@@ -232,11 +247,11 @@ internal sealed partial class Forwarder(
             }
             await FailAsync(context, proxy, record,
                 lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "every destination is out of rotation and panic is disabled"),
-                lastDestination);
+                lastDestination, route.Config.Transforms.ResponseHeaders);
         }
         catch (ProxyException ex)
         {
-            await FailAsync(context, proxy, record, ex, null);
+            await FailAsync(context, proxy, record, ex, null, route?.Config.Transforms.ResponseHeaders);
         }
         finally
         {
@@ -278,7 +293,9 @@ internal sealed partial class Forwarder(
     }
 
     // Every response Ferry generates itself comes from here: status, Proxy-Status and a log line agree on the cause.
-    private async Task FailAsync(HttpContext context, ProxyState proxy, RequestRecord record, ProxyException ex, DestinationState? destination)
+    // The route's response header rules apply to these as to relayed responses: When=Always and When=Failure ones.
+    private async Task FailAsync(HttpContext context, ProxyState proxy, RequestRecord record, ProxyException ex, DestinationState? destination,
+        ResponseHeaderRule[]? responseRules = null)
     {
         var (status, type) = ProxyErrors.Describe(ex.Error);
         var nextHop = destination?.NextHop;
@@ -304,6 +321,10 @@ internal sealed partial class Forwarder(
         response.StatusCode = status;
         response.Headers[ProxyStatusHeader.Name] = ProxyStatusHeader.Format(type, ex.Details, nextHop, proxy.Config.ProxyStatus.IncludeDetails);
         response.ContentType = "text/plain; charset=utf-8";
+        if (responseRules is { Length: > 0 })
+        {
+            Transforms.ApplyResponse(response.Headers, responseRules, status);
+        }
         if (!HttpMethods.IsHead(context.Request.Method))
         {
             await response.WriteAsync($"{status} {ReasonPhrases.GetReasonPhrase(status)} ({type})\n", context.RequestAborted);

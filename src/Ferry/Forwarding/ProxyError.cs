@@ -27,6 +27,7 @@ internal enum ProxyError
     ClientRequestBodyError,    // the client's request body was malformed or too slow
     RequestNotExpressible,     // the request cannot be written as HTTP/1.1 (bad method, target, field name or value)
     MethodNotImplemented,      // CONNECT: Ferry opens no tunnels to arbitrary authorities
+    RequestBodyTooLarge,       // the request body is over the route's MaxRequestBodySize
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
     AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
     InvalidRequest,            // a request head Kestrel accepts but a stricter parser downstream might frame differently
@@ -61,6 +62,7 @@ internal static class ProxyErrors
         ProxyError.MethodNotImplemented => (501, "http_request_error"),
         ProxyError.AmbiguousPath => (400, "http_request_error"),
         ProxyError.InvalidRequest => (400, "http_request_error"),
+        ProxyError.RequestBodyTooLarge => (413, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
 

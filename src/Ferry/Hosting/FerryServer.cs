@@ -111,7 +111,7 @@ internal sealed class FerryServer : IAsyncDisposable
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            // The proxy streams bodies; the destination decides how large a body may be.
+            // No server-wide limit: the forwarder sets each request's limit to its route's MaxRequestBodySize.
             kestrel.Limits.MaxRequestBodySize = null;
             // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field
             // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).

@@ -42,6 +42,10 @@ internal static class RouteMatcher
         {
             return false;
         }
+        if (match.Template is { } template)
+        {
+            return template.TryMatch(path, null);
+        }
         if (match.Path is { } exact)
         {
             return string.Equals(path, exact, StringComparison.OrdinalIgnoreCase);

@@ -91,7 +91,9 @@ public sealed class StreamingTests(ITestOutputHelper output)
     public async Task Upload200MB_StreamsWithFlatMemory(bool knownLength)
     {
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "big" });
-        await using var proxy = await ProxyHarness.StartAsync(upstream);
+        var settings = ProxyHarness.Settings((upstream.Name, upstream.Uri));
+        settings["Routes:all:MaxRequestBodySize"] = "0"; // 200 MB is over the default limit (100 MiB)
+        await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
         await WarmUpAsync(proxy);
         using var sampler = new HeapSampler();
         var meter = AllocationMeter.Start();

@@ -188,7 +188,7 @@ public sealed class FerryConfigLoaderTests
         Assert.Equal([], result.Errors);
         Assert.Equal([], result.Warnings);
         Assert.True(result.IsValid);
-        Assert.Equal(["health", "api", "site"], result.Config!.Routes.Select(r => r.RouteId));
+        Assert.Equal(["health", "item", "api", "legacy", "site"], result.Config!.Routes.Select(r => r.RouteId));
     }
 
     [Fact]

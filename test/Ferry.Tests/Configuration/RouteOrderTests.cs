@@ -19,6 +19,7 @@ public sealed class RouteOrderTests
                 "long-prefix":  { "ClusterId": "c", "Match": { "PathPrefix": "/a/b/c" } },
                 "prefix-hosts": { "ClusterId": "c", "Match": { "PathPrefix": "/a/b/c", "Hosts": [ "a.com" ] } },
                 "exact":        { "ClusterId": "c", "Match": { "Path": "/" } },
+                "a-template":   { "ClusterId": "c", "Match": { "Path": "/{x}" } },
                 "early":        { "ClusterId": "c", "Order": -1 },
                 "late-exact":   { "ClusterId": "c", "Order": 10, "Match": { "Path": "/x/y/z" } }
               },
@@ -27,7 +28,7 @@ public sealed class RouteOrderTests
             """);
 
         Assert.Equal(
-            ["early", "exact", "prefix-hosts", "long-prefix", "short-prefix", "a-hosts", "z-hosts", "methods", "catchall", "late-exact"],
+            ["early", "exact", "a-template", "prefix-hosts", "long-prefix", "short-prefix", "a-hosts", "z-hosts", "methods", "catchall", "late-exact"],
             config.Routes.Select(r => r.RouteId));
     }
 

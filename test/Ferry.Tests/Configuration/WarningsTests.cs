@@ -14,7 +14,7 @@ public sealed class WarningsTests
               "Listeners": { "l": { "Address": "127.0.0.1:1", "Adress": "x" } },
               "Admin": { "Enable": false },
               "ProxyStatus": { "IncludeDetail": true },
-              "Routes": { "r": { "ClusterId": "api", "Oder": 1, "Match": { "PathPrefx": "/a", "Host": [ "a.com" ] }, "Transforms": [] } },
+              "Routes": { "r": { "ClusterId": "api", "Oder": 1, "Match": { "PathPrefx": "/a", "Host": [ "a.com" ] }, "AuthorizationPolicy": "x" } },
               "Clusters": {
                 "api": {
                   "Destinations": { "a": { "Address": "http://127.0.0.1:9000", "Wieght": 2 } },
@@ -46,8 +46,8 @@ public sealed class WarningsTests
                 "Clusters:api:Limits:MaxResponseHeadersBytes: unknown setting (did you mean 'MaxResponseHeaderBytes'?)",
                 "Clusters:api:Forwarding:XForwardedFor: unknown setting (did you mean 'XForwarded'?)",
                 "Clusters:api:HealthCheck:Activ: unknown setting (did you mean 'Active'?)",
+                "Routes:r:AuthorizationPolicy: unknown setting",
                 "Routes:r:Oder: unknown setting (did you mean 'Order'?)",
-                "Routes:r:Transforms: unknown setting",
                 "Routes:r:Match:Host: unknown setting (did you mean 'Hosts'?)",
                 "Routes:r:Match:PathPrefx: unknown setting (did you mean 'PathPrefix'?)",
             ],

@@ -96,12 +96,15 @@ public sealed class NginxImporterTests
         Assert.Equal([new IPEndPoint(IPAddress.Any, 80), new IPEndPoint(IPAddress.Any, 8080)], config.Listeners.Select(l => l.EndPoint));
 
         var routes = config.Routes.ToDictionary(r => r.RouteId);
-        Assert.Equal(["example.com=/healthz", "example.com/api/", "example.com/"], config.Routes.Select(r => r.RouteId));
+        Assert.Equal(["example.com=/healthz", "example.com/api/", "example.com/v1/", "example.com/"], config.Routes.Select(r => r.RouteId));
         Assert.Equal(["example.com", "example.org", "*.example.org"], routes["example.com/api/"].Match.Hosts);
         Assert.Equal("/api", routes["example.com/api/"].Match.PathPrefix);
-        Assert.Equal("/api", routes["example.com/api/"].PathRemovePrefix);
+        Assert.Equal([new PathRule(PathRuleKind.RemovePrefix, "/api")], routes["example.com/api/"].Transforms.Path);
+        Assert.Equal(
+            [new PathRule(PathRuleKind.RemovePrefix, "/v1"), new PathRule(PathRuleKind.Prefix, "/v2")],
+            routes["example.com/v1/"].Transforms.Path);
         Assert.Equal("/healthz", routes["example.com=/healthz"].Match.Path);
-        Assert.Null(routes["example.com=/healthz"].PathRemovePrefix);
+        Assert.Same(TransformsConfig.None, routes["example.com=/healthz"].Transforms);
         Assert.Equal("api", routes["example.com/api/"].ClusterId);
         Assert.Equal("10.0.0.20-8080", routes["example.com/"].ClusterId);
 
@@ -147,7 +150,6 @@ public sealed class NginxImporterTests
         Noted(site, 4, "TLS");
         Noted(site, 16, "\"root\" in a location not translated");
         Noted(site, 19, "regular expression");
-        Noted(site, 24, "replaces the path prefix \"/v1/\" with \"/v2/\"");
         Noted(site, 28, "\"proxy_set_header X-Id $request_id\" not translated");
         Noted(site, 37, "variables are resolved per request");
         Noted(site, 40, "Ferry speaks plain HTTP");
@@ -156,6 +158,7 @@ public sealed class NginxImporterTests
 
     [Theory]
     [InlineData("location /api/ { proxy_pass http://b/; }", "/api", "/api")]
+    [InlineData("location /api/ { proxy_pass http://b/v2/; }", "/api", "/api")]
     [InlineData("location /api/ { proxy_pass http://b/api/; }", "/api", null)]
     [InlineData("location /api { proxy_pass http://b; }", "/api", null)]
     [InlineData("location / { proxy_pass http://b/; }", "/", null)]
@@ -166,7 +169,7 @@ public sealed class NginxImporterTests
         var import = NginxImporter.Import(NginxConfigParser.ParseText(text, "x.conf", "/nonexistent"), "x.conf");
         var route = Assert.Single(LoadValid(import.Json).Routes);
         Assert.Equal(prefix, route.Match.PathPrefix);
-        Assert.Equal(removePrefix, route.PathRemovePrefix);
+        Assert.Equal(removePrefix, route.Transforms.Path.FirstOrDefault(r => r.Kind == PathRuleKind.RemovePrefix)?.Value);
     }
 
     [Fact]
@@ -177,6 +180,141 @@ public sealed class NginxImporterTests
         var import = NginxImporter.Import(NginxConfigParser.ParseText(text, "x.conf", "/nonexistent"), "x.conf");
         Assert.Empty(LoadValid(import.Json).Routes);
         Assert.Contains(import.Notes, n => n.Line == 2 && n.Message.Contains("Route not translated"));
+    }
+
+    private static (NginxImport Import, RouteConfig Route) ImportOneRoute(string text)
+    {
+        var import = NginxImporter.Import(NginxConfigParser.ParseText(text, "x.conf", "/nonexistent"), "x.conf");
+        return (import, Assert.Single(LoadValid(import.Json).Routes));
+    }
+
+    [Fact]
+    public void ProxyPassUriReplacingThePrefix_BecomesRemoveThenAddPrefix()
+    {
+        var (_, route) = ImportOneRoute("server { location /v1/ { proxy_pass http://10.0.0.1/api/v2/; } }");
+
+        Assert.Equal([new PathRule(PathRuleKind.RemovePrefix, "/v1"), new PathRule(PathRuleKind.Prefix, "/api/v2")], route.Transforms.Path);
+    }
+
+    [Fact]
+    public void ProxyPassUriOfAnExactLocation_BecomesPathSet()
+    {
+        var (_, route) = ImportOneRoute("server { location = /login { proxy_pass http://10.0.0.1/auth/login; } }");
+
+        Assert.Equal("/login", route.Match.Path);
+        Assert.Equal([new PathRule(PathRuleKind.Set, "/auth/login")], route.Transforms.Path);
+    }
+
+    [Theory]
+    [InlineData("rewrite ^/old/(.*)$ /new/$1 break;", "/old", "/new")]
+    [InlineData("rewrite ^/old/(.*) /new/v2/$1 break;", "/old", "/new/v2")]
+    [InlineData("rewrite ^/old/(.*)$ /$1 break;", "/old", null)]
+    [InlineData("rewrite ^/a\\.b/(.*)$ /c/$1 break;", "/a.b", "/c")]
+    public void PrefixRewriteWithBreak_BecomesPathRules(string rewrite, string remove, string? prefix)
+    {
+        // proxy_pass's URI part is ignored by nginx after a rewrite ... break.
+        var (import, route) = ImportOneRoute($"server {{ location /old/ {{ {rewrite} proxy_pass http://10.0.0.1/ignored/; }} }}");
+
+        PathRule[] expected = prefix is null
+            ? [new(PathRuleKind.RemovePrefix, remove)]
+            : [new(PathRuleKind.RemovePrefix, remove), new(PathRuleKind.Prefix, prefix)];
+        Assert.Equal(expected, route.Transforms.Path);
+        Assert.Empty(import.Notes);
+    }
+
+    [Theory]
+    [InlineData("rewrite ^/old/(.*)$ /new/$1 last;")]
+    [InlineData("rewrite ^/old/(.*)$ /new/$1;")]
+    [InlineData("rewrite ^/old/(\\d+)$ /new/$1 break;")]
+    [InlineData("rewrite ^/old/(.*)$ /new?x=$1 break;")]
+    [InlineData("rewrite ^/old/(.*)$ http://other/$1 break;")]
+    public void OtherRewrites_AreNotedAndTheRouteForwardsUnchanged(string rewrite)
+    {
+        var (import, route) = ImportOneRoute($"server {{ location /old/ {{ {rewrite} proxy_pass http://10.0.0.1; }} }}");
+
+        Assert.Empty(route.Transforms.Path);
+        var note = Assert.Single(import.Notes);
+        Assert.Contains("not translated: Ferry expresses a single \"rewrite ^/old/(.*)$ /new/$1 break;\"", note.Message);
+    }
+
+    [Fact]
+    public void ProxySetHeader_BecomesRequestHeaderRules_InheritedOnlyByLevelsWithoutAny()
+    {
+        var (import, route) = ImportOneRoute("""
+            server {
+                proxy_set_header X-Server 1;
+                location / {
+                    proxy_set_header Host $host;
+                    proxy_set_header X-Env prod;
+                    proxy_set_header Cookie "";
+                    proxy_set_header X-Id $request_id;
+                    proxy_set_header Content-Length 0;
+                    proxy_pass http://10.0.0.1;
+                }
+            }
+            """);
+
+        Assert.Equal(
+            [new HeaderRule("X-Env", HeaderAction.Set, "prod"), new HeaderRule("Cookie", HeaderAction.Remove, "")],
+            route.Transforms.RequestHeaders);
+        Assert.Equal(
+            ["\"proxy_set_header X-Id $request_id\" not translated: variables are resolved per request",
+             "\"proxy_set_header Content-Length 0\" not translated: Ferry writes this header itself"],
+            import.Notes.Select(n => n.Message));
+    }
+
+    [Fact]
+    public void ProxyHideHeaderAndAddHeader_BecomeResponseHeaderRules()
+    {
+        var (import, route) = ImportOneRoute("""
+            server {
+                add_header X-Frame-Options DENY;
+                location / {
+                    proxy_hide_header Server;
+                    add_header Strict-Transport-Security "max-age=31536000" always;
+                    add_header Cache-Control no-store;
+                    add_header X-Request $request_id;
+                    proxy_pass http://10.0.0.1;
+                }
+            }
+            """);
+
+        Assert.Equal(
+            [new ResponseHeaderRule("Server", HeaderAction.Remove, "", ResponseCondition.Always),
+             new ResponseHeaderRule("Strict-Transport-Security", HeaderAction.Append, "max-age=31536000", ResponseCondition.Always),
+             new ResponseHeaderRule("Cache-Control", HeaderAction.Append, "no-store", ResponseCondition.Success)],
+            route.Transforms.ResponseHeaders);
+        Assert.Equal(["\"add_header X-Request $request_id\" not translated: variables are resolved per request"], import.Notes.Select(n => n.Message));
+    }
+
+    [Fact]
+    public void AddHeaderOfTheServer_IsInheritedByALocationWithoutAny()
+    {
+        var (_, route) = ImportOneRoute("server { add_header X-Frame-Options DENY; location / { proxy_pass http://10.0.0.1; } }");
+
+        Assert.Equal([new ResponseHeaderRule("X-Frame-Options", HeaderAction.Append, "DENY", ResponseCondition.Success)], route.Transforms.ResponseHeaders);
+    }
+
+    [Theory]
+    [InlineData("client_max_body_size 10m;", "", 10L * 1024 * 1024)]
+    [InlineData("client_max_body_size 10m;", "client_max_body_size 0;", 0)]
+    [InlineData("", "client_max_body_size 512K;", 512 * 1024)]
+    [InlineData("", "", RequestLimitsConfig.DefaultMaxRequestBodySize)]
+    public void ClientMaxBodySize_BecomesMaxRequestBodySize(string server, string location, long expected)
+    {
+        var (import, route) = ImportOneRoute($"server {{ {server} location / {{ {location} proxy_pass http://10.0.0.1; }} }}");
+
+        Assert.Equal(expected, route.MaxRequestBodySize);
+        Assert.Empty(import.Notes);
+    }
+
+    [Fact]
+    public void ClientMaxBodySizeFerryCannotRead_IsNoted()
+    {
+        var (import, route) = ImportOneRoute("server { location / { client_max_body_size 1.5m; proxy_pass http://10.0.0.1; } }");
+
+        Assert.Equal(RequestLimitsConfig.DefaultMaxRequestBodySize, route.MaxRequestBodySize);
+        Assert.Contains("\"client_max_body_size 1.5m\" not translated", Assert.Single(import.Notes).Message);
     }
 
     private static FerryConfig LoadValid(string json)
