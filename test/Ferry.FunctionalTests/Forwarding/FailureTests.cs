@@ -16,7 +16,7 @@ public sealed class FailureTests
     [Fact]
     public async Task Refused_Is502ConnectionRefused()
     {
-        var port = FreePort();
+        var port = Loopback.FreePort();
         var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{port}/")));
         await using var proxy = await ProxyHarness.StartAsync(settings, null);
 
@@ -32,7 +32,7 @@ public sealed class FailureTests
     public async Task RefusedDestination_IsSkippedForTheNextOne()
     {
         await using var live = LabUpstream.Start(new LabUpstreamOptions { Name = "live" });
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{FreePort()}/")), ("live", live.Uri));
+        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{Loopback.FreePort()}/")), ("live", live.Uri));
         await using var proxy = await ProxyHarness.StartAsync(settings, null, live);
 
         for (var i = 0; i < 4; i++)
@@ -170,7 +170,7 @@ public sealed class FailureTests
     [Fact]
     public async Task ProxyStatusDetails_AreHiddenByDefault()
     {
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{FreePort()}/")));
+        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{Loopback.FreePort()}/")));
         settings.Remove("ProxyStatus:IncludeDetails");
         await using var proxy = await ProxyHarness.StartAsync(settings, null);
 
@@ -207,12 +207,5 @@ public sealed class FailureTests
             await Task.WhenAny(pending, Task.Delay(20));
         }
         return await pending.WaitAsync(Bound);
-    }
-
-    internal static int FreePort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 }

@@ -36,7 +36,7 @@ public sealed class HaproxyProxyProtocolTests
         settings["Listeners:main:ProxyProtocol"] = "true";
         settings["Listeners:main:TrustedProxies"] = "127.0.0.1";
         await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
-        var port = FreePort();
+        var port = Loopback.FreePort();
         var directory = Directory.CreateTempSubdirectory("ferry-haproxy-").FullName;
         var config = System.IO.Path.Combine(directory, "haproxy.cfg");
         await File.WriteAllTextAsync(config, $"""
@@ -80,13 +80,6 @@ public sealed class HaproxyProxyProtocolTests
             await haproxy.WaitForExitAsync().WaitAsync(Bound);
             Directory.Delete(directory, recursive: true);
         }
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     // HAProxy needs a moment to bind: connects are retried for a bounded time.

@@ -187,7 +187,7 @@ public sealed class ProbeTests(ITestOutputHelper output)
     [Fact]
     public async Task RefusedPort_ExitsWith2()
     {
-        int port = FreePort();
+        int port = Loopback.FreePort();
         var output = new StringWriter();
         var error = new StringWriter();
 
@@ -247,12 +247,5 @@ public sealed class ProbeTests(ITestOutputHelper output)
         var report = ProbeReport.FromJson(json);
         Assert.Equal(LimitEnd.Silent, report.MaxRequestsEnd);
         Assert.InRange(report.IdleTimeoutSeconds!.Value, 0.4 - Tolerance, 0.4 + Tolerance);
-    }
-
-    private static int FreePort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 }

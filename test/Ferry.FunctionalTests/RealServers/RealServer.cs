@@ -1,3 +1,4 @@
+using Ferry.FunctionalTests.Support;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -81,18 +82,11 @@ internal sealed class RealServer : IAsyncDisposable
 
     private static string AppsDirectory => Path.Combine(AppContext.BaseDirectory, "RealServers", "Apps");
 
-    public static int FreePort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
-    }
-
     // gunicorn 20.1, gthread workers, keep-alive 2 s (its default is 2 s too; said explicitly because that is the case).
     public static Task<RealServer> StartGunicornAsync()
     {
         Require(Gunicorn);
-        var port = FreePort();
+        var port = Loopback.FreePort();
         return StartAsync(Gunicorn, port, Python,
             ["-m", "gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "4", "--keep-alive", "2",
              "--bind", $"127.0.0.1:{port}", "--chdir", AppsDirectory, "wsgi_app:app"],
@@ -103,7 +97,7 @@ internal sealed class RealServer : IAsyncDisposable
     public static Task<RealServer> StartTornadoAsync(string name)
     {
         Require(Tornado);
-        var port = FreePort();
+        var port = Loopback.FreePort();
         return StartAsync(name, port, Python, [Path.Combine(AppsDirectory, "tornado_app.py"), port.ToString()], (_, _) => { });
     }
 
@@ -111,7 +105,7 @@ internal sealed class RealServer : IAsyncDisposable
     public static Task<RealServer> StartNodeAsync()
     {
         Require(Node);
-        var port = FreePort();
+        var port = Loopback.FreePort();
         return StartAsync(Node, port, NodeExecutable, [Path.Combine(AppsDirectory, "node_app.js"), port.ToString()], (_, _) => { });
     }
 
@@ -120,7 +114,7 @@ internal sealed class RealServer : IAsyncDisposable
     public static Task<RealServer> StartTomcatAsync(string name, string connectorAttributes)
     {
         Require(Tomcat);
-        var port = FreePort();
+        var port = Loopback.FreePort();
         return StartAsync(name, port, Path.Combine(CatalinaHome, "bin", "catalina.sh"), ["run"], (start, directory) =>
         {
             var conf = Directory.CreateDirectory(Path.Combine(directory, "conf")).FullName;

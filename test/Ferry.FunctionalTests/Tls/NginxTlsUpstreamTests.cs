@@ -30,7 +30,7 @@ public sealed class NginxTlsUpstreamTests(ITestOutputHelper output)
     {
         var certificates = TestCertificates.Shared;
         var prefix = Directory.CreateTempSubdirectory("ferry-nginx-tls-").FullName;
-        var port = FreePort();
+        var port = Loopback.FreePort();
         File.WriteAllText(Path.Combine(prefix, "nginx.conf"), $$"""
             worker_processes 1;
             pid {{prefix}}/nginx.pid;
@@ -61,7 +61,11 @@ public sealed class NginxTlsUpstreamTests(ITestOutputHelper output)
         using var nginx = Process.Start(start)!;
         try
         {
-            await WaitListeningAsync(port, nginx, prefix);
+            await Loopback.WaitListeningAsync(port, nginx, Bound, async () =>
+            {
+                var log = File.Exists(Path.Combine(prefix, "error.log")) ? await File.ReadAllTextAsync(Path.Combine(prefix, "error.log")) : "";
+                return $"nginx exited with code {nginx.ExitCode}: {await nginx.StandardError.ReadToEndAsync()}{log}";
+            });
             // A host name, not 127.0.0.1: the runtime resumes TLS sessions by server name, and sends no SNI for an IP.
             var settings = ProxyHarness.Settings(("nginx", new Uri($"https://localhost:{port}/")));
             settings["Clusters:c:Tls:CaFile"] = certificates.CaFile;
@@ -99,35 +103,5 @@ public sealed class NginxTlsUpstreamTests(ITestOutputHelper output)
             await nginx.WaitForExitAsync().WaitAsync(Bound);
             Directory.Delete(prefix, recursive: true);
         }
-    }
-
-    private static async Task WaitListeningAsync(int port, Process nginx, string prefix)
-    {
-        var started = Stopwatch.GetTimestamp();
-        while (true)
-        {
-            if (nginx.HasExited)
-            {
-                var log = File.Exists(Path.Combine(prefix, "error.log")) ? await File.ReadAllTextAsync(Path.Combine(prefix, "error.log")) : "";
-                throw new InvalidOperationException($"nginx exited with code {nginx.ExitCode}: {await nginx.StandardError.ReadToEndAsync()}{log}");
-            }
-            using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                await probe.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
-                return;
-            }
-            catch (SocketException) when (Stopwatch.GetElapsedTime(started) < Bound)
-            {
-                await Task.Delay(50);
-            }
-        }
-    }
-
-    private static int FreePort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 }

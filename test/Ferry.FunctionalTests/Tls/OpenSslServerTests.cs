@@ -28,7 +28,7 @@ public sealed class OpenSslServerTests
         // With TLS 1.3 the client's handshake completes before the server checks its certificate: the refusal is an
         // alert ("certificate required") that arrives in place of the response.
         var certificates = TestCertificates.Shared;
-        var port = FreePort();
+        var port = Loopback.FreePort();
         var start = new ProcessStartInfo(OpenSsl) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         foreach (var argument in new[] { "s_server", "-accept", $"127.0.0.1:{port}", "-cert", certificates.ServerCertificateFile,
                      "-key", certificates.ServerKeyFile, "-CAfile", certificates.CaFile, "-Verify", "1", "-www", "-tls1_3" })
@@ -38,7 +38,7 @@ public sealed class OpenSslServerTests
         using var server = Process.Start(start)!;
         try
         {
-            await WaitListeningAsync(port, server);
+            await Loopback.WaitListeningAsync(port, server, Bound, async () => $"openssl exited with code {server.ExitCode}: {await server.StandardError.ReadToEndAsync()}");
             var settings = ProxyHarness.Settings(("ossl", new Uri($"https://127.0.0.1:{port}/")));
             settings["Clusters:c:Tls:CaFile"] = certificates.CaFile;
             await using var proxy = await ProxyHarness.StartAsync(settings, null);
@@ -55,34 +55,5 @@ public sealed class OpenSslServerTests
             server.Kill(entireProcessTree: true);
             await server.WaitForExitAsync().WaitAsync(Bound);
         }
-    }
-
-    private static async Task WaitListeningAsync(int port, Process server)
-    {
-        var started = Stopwatch.GetTimestamp();
-        while (true)
-        {
-            if (server.HasExited)
-            {
-                throw new InvalidOperationException($"openssl exited with code {server.ExitCode}: {await server.StandardError.ReadToEndAsync()}");
-            }
-            using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                await probe.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
-                return;
-            }
-            catch (SocketException) when (Stopwatch.GetElapsedTime(started) < Bound)
-            {
-                await Task.Delay(50);
-            }
-        }
-    }
-
-    private static int FreePort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 }
