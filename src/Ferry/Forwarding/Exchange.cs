@@ -119,6 +119,11 @@ internal sealed class Exchange
             _headReceived = true;
             _attempt.Status = head.StatusCode;
             _attempt.HeadTime = _time.GetElapsedTime(_start);
+            if (bodyTask is null && !isUpgrade)
+            {
+                // The destination's own latency: a streamed request body would add the client's upload time.
+                _destination.Pool.ObserveResponseHead(_attempt.HeadTime.Value);
+            }
             var framing = ResponseFraming.Decide(HttpMethods.IsHead(request.Method), isUpgrade, head);
             if (head.KeepAliveTimeoutSeconds >= 0)
             {

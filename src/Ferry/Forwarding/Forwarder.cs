@@ -133,6 +133,10 @@ internal sealed partial class Forwarder(
                         LogPortSpace(destination.Cluster.Id, destination.Id, space.Source?.ToString() ?? "any", space.Remote.ToString(),
                             ports.Used, ports.RangeSize, ports.Open);
                     }
+                    if (destination.Pool.Adaptive?.TakeMove() is { } move)
+                    {
+                        LogLimitMoved(destination.Cluster.Id, destination.Id, move.From, move.To, move.Reason);
+                    }
                     attempt.Reused = lease.Reused;
                     attempt.ConnectTime = lease.ConnectTime;
                     attempt.IdleTime = lease.IdleTime;
@@ -316,6 +320,10 @@ internal sealed partial class Forwarder(
             + "within 60 s and likely in TIME_WAIT); at the end of the range connects fail with EADDRNOTAVAIL. More keep-alive "
             + "(KeepAlive:MaxIdle) or more SourceAddresses widen it")]
     private partial void LogPortSpace(string cluster, string destination, string source, string remote, int used, int range, int open);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Information,
+        Message = "{Cluster}/{Destination}: adaptive concurrency limit {From} -> {To} ({Reason}); requests above it wait in Ferry's queue")]
+    private partial void LogLimitMoved(string cluster, string destination, int from, int to, string reason);
 }
 
 // Retry:Statuses for one attempt: a listed status moves the request on only while another destination may still be

@@ -56,7 +56,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
-    private int _slotsInUse;     // leases holding one of the MaxConnections slots (connecting or in use); guarded by _lock
+    private int _slotsInUse;     // leases holding a slot under the connection limit (connecting or in use); guarded by _lock
+    private readonly ConcurrencyLimit? _adaptive;
     private readonly LinkedList<TaskCompletionSource> _waiters = []; // FIFO of requests waiting for a slot; guarded by _lock
     private readonly IReadOnlyList<System.Net.IPAddress> _sources; // local addresses new connections bind to, in turn
     private int _nextSource;     // round-robin position in _sources
@@ -69,6 +70,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _connectTimeout = connectTimeout;
         _time = time;
         _limit = destination.Cluster.Config.ConnectionLimit;
+        if (_limit.Adaptive.Enabled)
+        {
+            _adaptive = new ConcurrencyLimit(time, Math.Min(_limit.Adaptive.Min, _limit.AdaptiveMax), _limit.AdaptiveMax, _limit.Adaptive.Initial);
+        }
         Learner = new KeepAliveLearner(time);
         _sources = destination.Cluster.Config.SourceAddresses;
         Ports = new PortSpace(EphemeralRange.Read().Size, time);
@@ -97,7 +102,17 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public int Queued { get { lock (_lock) { return _waiters.Count; } } }
 
     // Whether a lease now would start at once instead of queueing for a connection slot.
-    public bool HasFreeSlot => _limit.MaxConnections == 0 || Volatile.Read(ref _slotsInUse) < _limit.MaxConnections;
+    public bool HasFreeSlot => !_limit.Limited || Volatile.Read(ref _slotsInUse) < CurrentLimit;
+
+    // The adaptive estimate, null when switched off.
+    public ConcurrencyLimit? Adaptive => _adaptive;
+
+    // Requests allowed to hold a connection at once: the adaptive limit (below MaxConnections), else MaxConnections;
+    // int.MaxValue without either.
+    public int CurrentLimit => _adaptive?.Limit ?? (_limit.MaxConnections > 0 ? _limit.MaxConnections : int.MaxValue);
+
+    // Requests holding a slot (connecting or in use).
+    public int InFlight => Volatile.Read(ref _slotsInUse);
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
 
     // The idle timeout in force for every request: the configured one (or the automatic cap), tightened by what was
@@ -115,26 +130,78 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
     // again if this connection turns out to be closed, so it may take an older connection.
-    // With a connection limit, waits first for a slot (FIFO, bounded queue and wait); the slot is held until Release.
+    // With a connection limit (MaxConnections or the adaptive one), waits first for a slot (FIFO, bounded queue and
+    // wait); the slot is held until Release.
     public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
     {
-        if (_limit.MaxConnections > 0)
+        if (_limit.Limited)
         {
             await AcquireSlotAsync(requestAborted);
         }
         _demand.Begin();
         try
         {
-            return await LeaseAsync(limits, replayable, forceNew, requestAborted);
+            var lease = await LeaseAsync(limits, replayable, forceNew, requestAborted);
+            if (lease.ConnectTime >= ConcurrencyLimit.SlowConnect)
+            {
+                _adaptive?.Overload(InFlight, $"a connect took {lease.ConnectTime.Value.TotalSeconds:0.#} s (SYN retransmitted: listen queue full)");
+            }
+            return lease;
+        }
+        catch (ProxyException ex) when (ex.Error == ProxyError.ConnectionRefused && _adaptive is not null && Active > 0)
+        {
+            // Refused while other connections to it work: not down, its listen queue overflowed (tcp_abort_on_overflow).
+            _adaptive.Overload(InFlight, "a connect was refused while other connections work");
+            ReleaseAfterFailedLease();
+            throw;
         }
         catch
         {
-            _demand.End();
-            if (_limit.MaxConnections > 0)
-            {
-                ReleaseSlot();
-            }
+            ReleaseAfterFailedLease();
             throw;
+        }
+    }
+
+    private void ReleaseAfterFailedLease()
+    {
+        _demand.End();
+        if (_limit.Limited)
+        {
+            ReleaseSlot();
+        }
+    }
+
+    // A response head arrived `latency` after the request went out (the adaptive limit's sample).
+    public void ObserveResponseHead(TimeSpan latency)
+    {
+        if (_adaptive is null)
+        {
+            return;
+        }
+        var before = _adaptive.Limit;
+        _adaptive.Sample(latency, InFlight);
+        if (_adaptive.Limit > before)
+        {
+            GrantWaiters();
+        }
+    }
+
+    // The limit rose: the oldest waiters take the new slots.
+    private void GrantWaiters()
+    {
+        List<TaskCompletionSource>? granted = null;
+        lock (_lock)
+        {
+            while (_waiters.First is { } first && _slotsInUse < CurrentLimit)
+            {
+                _waiters.RemoveFirst();
+                _slotsInUse++;
+                (granted ??= []).Add(first.Value);
+            }
+        }
+        foreach (var waiter in granted ?? [])
+        {
+            waiter.TrySetResult();
         }
     }
 
@@ -144,7 +211,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         lock (_lock)
         {
             // Nobody overtakes the queue: a free slot goes to the oldest waiter, handed over in ReleaseSlot.
-            if (_slotsInUse < _limit.MaxConnections && _waiters.Count == 0)
+            if (_slotsInUse < CurrentLimit && _waiters.Count == 0)
             {
                 _slotsInUse++;
                 return ValueTask.CompletedTask;
@@ -152,7 +219,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             if (_waiters.Count >= _limit.QueueSize || _disposed)
             {
                 throw new ProxyException(ProxyError.ConnectionLimitReached,
-                    $"{_limit.MaxConnections} connections in use and {_limit.QueueSize} requests already queued");
+                    $"{_slotsInUse} connections in use (limit {CurrentLimit}) and {_limit.QueueSize} requests already queued");
             }
             node = _waiters.AddLast(new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         }
@@ -186,7 +253,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 throw new ProxyException(ProxyError.ClientAborted, "client went away while queued for a connection", ex);
             }
             throw new ProxyException(ProxyError.ConnectionLimitReached,
-                $"waited {_limit.QueueTimeout.TotalMilliseconds:0} ms for one of {_limit.MaxConnections} connections", ex);
+                $"waited {_limit.QueueTimeout.TotalMilliseconds:0} ms for one of {CurrentLimit} connections", ex);
         }
     }
 
@@ -196,7 +263,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
         lock (_lock)
         {
             Debug.Assert(_slotsInUse > 0);
-            if (_waiters.First is { } first)
+            // After the limit fell, slots above it are freed instead of handed on.
+            if (_waiters.First is { } first && _slotsInUse <= CurrentLimit)
             {
                 // The slot changes hands without being freed, so a newcomer cannot take it first.
                 _waiters.RemoveFirst();
@@ -329,7 +397,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
         Interlocked.Decrement(ref _active);
-        if (_limit.MaxConnections > 0)
+        if (_limit.Limited)
         {
             ReleaseSlot();
         }
