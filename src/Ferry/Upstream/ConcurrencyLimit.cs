@@ -74,6 +74,7 @@ internal sealed class ConcurrencyLimit
         _limit = _reported = Math.Clamp(initial, min, max);
         _windowStart = time.GetTimestamp();
         _lastDecrease = _windowStart - time.TimestampFrequency; // no decrease yet: the first evidence counts at once
+
     }
 
     public int Min { get; }
@@ -91,20 +92,28 @@ internal sealed class ConcurrencyLimit
     // A move by more than half of the limit since the last one taken: the caller logs it.
     public LimitMove? TakeMove() => Volatile.Read(ref _move) is null ? null : Interlocked.Exchange(ref _move, null);
 
-    // One request's time from sending to the response head, with `inFlight` requests holding a slot at the time.
-    public void Sample(TimeSpan latency, int inFlight)
+    // One request's time from its connect (if it made one) to the response head, with `inFlight` requests holding a
+    // slot and `connecting` of them still connecting at the time.
+    public void Sample(TimeSpan latency, int inFlight, int connecting = 0)
     {
         lock (_lock)
         {
             var now = _time.GetTimestamp();
             var ticks = Math.Max(0, latency.Ticks);
             _baseline = Math.Min(_baseline, ticks);
+            if (_time.GetElapsedTime(_lastDecrease, now) < latency)
+            {
+                // Sent before the limit last fell: it says how the higher limit did, and would cut again for it.
+                // Samples from before a rise are kept: a higher limit only queues more than the lower one did.
+                return;
+            }
             _windowMin = Math.Min(_windowMin, ticks);
             _windowTicks += ticks;
             _windowCount++;
             _windowPeak = Math.Max(_windowPeak, inFlight);
-            // A window needs a few samples when the limit allows them: one request is not an average.
-            if (_time.GetElapsedTime(_windowStart, now) < Window || _windowCount < Math.Min(_limit, 4))
+            // A window needs a round of samples, as many as the limit up to 16: the first answers of a round are the
+            // ones that queued least, and a window of them alone would grow the limit again and again.
+            if (_time.GetElapsedTime(_windowStart, now) < Window || _windowCount < Math.Min(_limit, 16))
             {
                 return;
             }
@@ -129,7 +138,9 @@ internal sealed class ConcurrencyLimit
                 return;
             }
             _atMinSince = -1;
-            if (peak * 2 >= _limit)
+            // A connect still pending is a request the destination has not even accepted: its latency is not in the
+            // window yet, and it may be waiting for a retransmitted SYN. No growth before it is known.
+            if (peak * 2 >= _limit && connecting == 0)
             {
                 var grow = average <= Headroom * _baseline + NoiseFloor.Ticks ? Math.Max(1, _limit / 2) : 1;
                 SetLimit(_limit + grow, now, decrease: false, "latency steady");

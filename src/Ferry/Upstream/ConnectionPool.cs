@@ -49,6 +49,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private long _reused;        // leases served by an idle connection
     private long _closedByFin;   // idle closes seen as FIN
     private long _closedByReset; // idle closes seen as RST
+    private int _connecting;     // connects in progress
+    private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
     private long _provenIdleTicks; // longest idle time a connection was seen to survive (nothing learned yet)
     private long _learnedLimitHits; // connections that reached a learned request limit
@@ -93,6 +95,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public long ClosedByFin => Interlocked.Read(ref _closedByFin);
     public long ClosedByReset => Interlocked.Read(ref _closedByReset);
     public long SkippedUnsafe => Interlocked.Read(ref _skippedUnsafe);
+    public long SlowConnects => Interlocked.Read(ref _slowConnects);
     public int Active => Volatile.Read(ref _active);
 
     // The most requests that held or opened a connection at once over the last 30 to 60 s: what the pool keeps.
@@ -144,6 +147,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             var lease = await LeaseAsync(limits, replayable, forceNew, requestAborted);
             if (lease.ConnectTime >= ConcurrencyLimit.SlowConnect)
             {
+                Interlocked.Increment(ref _slowConnects);
                 _adaptive?.Overload(InFlight, $"a connect took {lease.ConnectTime.Value.TotalSeconds:0.#} s (SYN retransmitted: listen queue full)");
             }
             return lease;
@@ -179,7 +183,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             return;
         }
         var before = _adaptive.Limit;
-        _adaptive.Sample(latency, InFlight);
+        _adaptive.Sample(latency, InFlight, Volatile.Read(ref _connecting));
         if (_adaptive.Limit > before)
         {
             GrantWaiters();
@@ -322,9 +326,18 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
         // Each source address is a 4-tuple space of its own: taking them in turn multiplies the ports available.
         var source = _sources.Count == 0 ? null : _sources[(int)((uint)Interlocked.Increment(ref _nextSource) % (uint)_sources.Count)];
-        var socket = _destination.Resolver is { } resolver
-            ? await ConnectResolvedAsync(resolver, source, requestAborted)
-            : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+        Socket socket;
+        Interlocked.Increment(ref _connecting);
+        try
+        {
+            socket = _destination.Resolver is { } resolver
+                ? await ConnectResolvedAsync(resolver, source, requestAborted)
+                : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _connecting);
+        }
         Interlocked.Increment(ref _opened);
         Interlocked.Increment(ref _active);
         var connected = _time.GetTimestamp();
