@@ -115,7 +115,8 @@ internal sealed partial class Forwarder(
                     Lease lease;
                     try
                     {
-                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted);
+                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted,
+                            upgrade: context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true);
                     }
                     catch (ProxyException ex) when (ProxyErrors.IsConnectFailure(ex.Error))
                     {

@@ -134,10 +134,13 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
     // again if this connection turns out to be closed, so it may take an older connection.
     // With a connection limit (MaxConnections or the adaptive one), waits first for a slot (FIFO, bounded queue and
-    // wait); the slot is held until Release.
-    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
+    // wait); the slot is held until Release. `upgrade`: the request may become a tunnel (a WebSocket) that holds its
+    // connection for as long as the client stays; under the adaptive limit it takes no slot, since a few of them would
+    // hold every slot of a limit measured on short requests and starve the rest.
+    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted, bool upgrade = false)
     {
-        if (_limit.Limited)
+        var slot = _adaptive is null ? _limit.MaxConnections > 0 : !upgrade;
+        if (slot)
         {
             await AcquireSlotAsync(requestAborted);
         }
@@ -145,6 +148,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         try
         {
             var lease = await LeaseAsync(limits, replayable, forceNew, requestAborted);
+            lease.Connection.HoldsSlot = slot;
             if (lease.ConnectTime >= ConcurrencyLimit.SlowConnect)
             {
                 Interlocked.Increment(ref _slowConnects);
@@ -156,20 +160,20 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             // Refused while other connections to it work: not down, its listen queue overflowed (tcp_abort_on_overflow).
             _adaptive.Overload(InFlight, "a connect was refused while other connections work");
-            ReleaseAfterFailedLease();
+            ReleaseAfterFailedLease(slot);
             throw;
         }
         catch
         {
-            ReleaseAfterFailedLease();
+            ReleaseAfterFailedLease(slot);
             throw;
         }
     }
 
-    private void ReleaseAfterFailedLease()
+    private void ReleaseAfterFailedLease(bool slot)
     {
         _demand.End();
-        if (_limit.Limited)
+        if (slot)
         {
             ReleaseSlot();
         }
@@ -410,8 +414,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
         Interlocked.Decrement(ref _active);
-        if (_limit.Limited)
+        if (connection.HoldsSlot)
         {
+            connection.HoldsSlot = false;
             ReleaseSlot();
         }
         var now = _time.GetTimestamp();
