@@ -38,8 +38,8 @@ internal sealed class ConcurrencyLimit
     public const double Tolerance = 2.0;
     public static readonly TimeSpan NoiseFloor = TimeSpan.FromMilliseconds(10);
 
-    // Below this, latency is at its baseline and the limit grows by half instead of by one: a fast destination
-    // reaches what its traffic needs within a few windows.
+    // Below this × baseline (plus what the baseline lacks of NoiseFloor), latency is at its baseline and the limit grows
+    // by half instead of by one: a fast destination reaches what its traffic needs within a few windows.
     public const double Headroom = 1.5;
 
     // A connect that took this long had its SYN retransmitted: Linux's initial retransmission timeout is 1 s.
@@ -52,6 +52,7 @@ internal sealed class ConcurrencyLimit
     private int _windowCount;
     private long _windowTicks;      // sum of the window's latencies
     private int _windowPeak;        // most requests in flight seen in the window
+    private int _windowConnecting;  // most connects pending seen in the window
     private long _windowMin = long.MaxValue;  // ticks; lowest latency of the window
     private long _baseline = long.MaxValue;   // ticks; lowest latency seen (since the last rebase)
     private long _atMinSince = -1;            // since when latency stayed risen with the limit at Min
@@ -111,6 +112,7 @@ internal sealed class ConcurrencyLimit
             _windowTicks += ticks;
             _windowCount++;
             _windowPeak = Math.Max(_windowPeak, inFlight);
+            _windowConnecting = Math.Max(_windowConnecting, connecting);
             // A window needs a round of samples, as many as the limit up to 16: the first answers of a round are the
             // ones that queued least, and a window of them alone would grow the limit again and again.
             if (_time.GetElapsedTime(_windowStart, now) < Window || _windowCount < Math.Min(_limit, 16))
@@ -121,6 +123,7 @@ internal sealed class ConcurrencyLimit
             _lastAverage = average;
             var windowMin = _windowMin;
             var peak = _windowPeak;
+            var connectsPending = _windowConnecting > 0;
             ResetWindow(now);
             var risen = Tolerance * _baseline + NoiseFloor.Ticks;
             if (average > risen)
@@ -139,10 +142,13 @@ internal sealed class ConcurrencyLimit
             }
             _atMinSince = -1;
             // A connect still pending is a request the destination has not even accepted: its latency is not in the
-            // window yet, and it may be waiting for a retransmitted SYN. No growth before it is known.
-            if (peak * 2 >= _limit && connecting == 0)
+            // window yet, and it may be waiting for a retransmitted SYN. No growth in a window that saw one.
+            if (peak * 2 >= _limit && !connectsPending)
             {
-                var grow = average <= Headroom * _baseline + NoiseFloor.Ticks ? Math.Max(1, _limit / 2) : 1;
+                // Growth by half needs latency at the baseline; the noise floor only helps a destination answering faster
+                // than the floor itself (at 20 ms, two requests queued in a serial backend already make 40 ms).
+                var atBaseline = Headroom * _baseline + Math.Max(0, NoiseFloor.Ticks - _baseline);
+                var grow = average <= atBaseline ? Math.Max(1, _limit / 2) : 1;
                 SetLimit(_limit + grow, now, decrease: false, "latency steady");
             }
         }
@@ -193,6 +199,7 @@ internal sealed class ConcurrencyLimit
         _windowCount = 0;
         _windowTicks = 0;
         _windowPeak = 0;
+        _windowConnecting = 0;
         _windowMin = long.MaxValue;
     }
 

@@ -129,6 +129,10 @@ public sealed class BacklogBurstTests(ITestOutputHelper output)
         Report(adaptive ? "adaptive limit" : "no limit", all);
         output.WriteLine($"  {all.Length / elapsed.TotalSeconds:0} requests/s, {opened} connections opened, {slow} connects >= 1 s, "
             + $"ListenOverflows +{ListenOverflows() - overflowsBefore} (machine-wide), limits at the end {limits}");
+        foreach (var line in proxy.Logs.Lines.Where(l => l.Contains("adaptive concurrency limit", StringComparison.Ordinal)))
+        {
+            output.WriteLine("  " + line);
+        }
         return new Incident(all, slow, a.RequestsReceived + b.RequestsReceived);
     }
 
