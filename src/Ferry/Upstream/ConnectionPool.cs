@@ -414,11 +414,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
         Interlocked.Decrement(ref _active);
-        if (connection.HoldsSlot)
-        {
-            connection.HoldsSlot = false;
-            ReleaseSlot();
-        }
+        var holdsSlot = connection.HoldsSlot;
+        connection.HoldsSlot = false;
         var now = _time.GetTimestamp();
         var reason = retire ?? RequestLimitReason(connection);
         if (retire is null)
@@ -460,6 +457,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
         // Only now: until the connection is back in the stack, a request that finds the stack empty and connects is
         // part of the same peak, not a new need.
         _demand.End();
+        if (holdsSlot)
+        {
+            // After the connection is back in the stack: the waiter that gets the slot takes it instead of connecting.
+            ReleaseSlot();
+        }
         if (coldest is not null)
         {
             Retire(coldest, RetireReason.PoolFull);
