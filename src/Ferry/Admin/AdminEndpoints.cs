@@ -171,6 +171,30 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("slowStart", Math.Round(d.Health.SlowStartFactor(), 3));
                     json.WriteNumber("inFlight", d.InFlight);
                     json.WriteNumber("queued", pool.Queued);
+                    // The adaptive concurrency limit and what it is estimated from; limit null: no limit at all.
+                    json.WriteStartObject("concurrencyLimit");
+                    json.WriteBoolean("adaptive", pool.Adaptive is not null);
+                    if (pool.CurrentLimit == int.MaxValue)
+                    {
+                        json.WriteNull("limit");
+                    }
+                    else
+                    {
+                        json.WriteNumber("limit", pool.CurrentLimit);
+                    }
+                    json.WriteNumber("inFlight", pool.InFlight);
+                    json.WriteNumber("queued", pool.Queued);
+                    json.WriteNumber("slowConnects", pool.SlowConnects);
+                    if (pool.Adaptive is { } adaptive)
+                    {
+                        WriteMilliseconds(json, "baselineLatencyMs", adaptive.Baseline);
+                        WriteMilliseconds(json, "recentLatencyMs", adaptive.LastLatency);
+                        json.WriteNumber("increases", adaptive.Increases);
+                        json.WriteNumber("decreases", adaptive.Decreases);
+                        json.WriteNumber("overloads", adaptive.Overloads);
+                        json.WriteNumber("rebases", adaptive.Rebases);
+                    }
+                    json.WriteEndObject();
                     if (d.Resolver is { } resolver)
                     {
                         // The host name's current addresses; error: the latest refresh failed and these are kept.
@@ -241,5 +265,17 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             json.WriteEndObject();
         }
         await output.FlushAsync();
+    }
+
+    private static void WriteMilliseconds(Utf8JsonWriter json, string name, TimeSpan? value)
+    {
+        if (value is { } v)
+        {
+            json.WriteNumber(name, Math.Round(v.TotalMilliseconds, 3));
+        }
+        else
+        {
+            json.WriteNull(name);
+        }
     }
 }

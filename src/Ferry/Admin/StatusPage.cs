@@ -75,17 +75,18 @@ function seconds(s) { return s >= 60 ? (s/60).toFixed(s % 60 ? 1 : 0) + " min" :
 
 function renderStatus(st) {
   el("listeners").textContent = "listening on " + st.listeners.join(", ");
+  const limit = l => l.limit === null ? "–" : `${l.limit}${l.adaptive && l.baselineLatencyMs !== null ? `<span class="why">adaptive, ${l.recentLatencyMs ?? "–"} / ${l.baselineLatencyMs} ms</span>` : ""}`;
   let up = 0, all = 0, html = "";
   for (const c of st.clusters) {
     html += `<div class="card" data-cluster="${esc(c.id)}"><h2>${esc(c.id)} <span class="muted">${esc(c.loadBalancingPolicy)}</span></h2><table>
-<tr><th>Destination</th><th>Address</th><th>Health</th><th>In flight</th><th>Queued</th><th>Idle</th><th>Active</th><th>Opened</th><th>Reused</th><th>Reuse</th><th>Replays</th><th>Keep-alive limit</th></tr>`;
+<tr><th>Destination</th><th>Address</th><th>Health</th><th>In flight</th><th>Limit</th><th>Queued</th><th>Idle</th><th>Active</th><th>Opened</th><th>Reused</th><th>Reuse</th><th>Replays</th><th>Keep-alive limit</th></tr>`;
     for (const d of c.destinations) {
       all++; const ok = d.health === "available"; if (ok) up++;
       const p = d.pool, ratio = Math.round(p.reuseRatio * 100);
       html += `<tr data-destination="${esc(d.id)}" data-health="${esc(d.health)}"><td><b>${esc(d.id)}</b>${d.backup ? '<span class="backup">backup</span>' : ""}</td>
 <td class="muted">${esc(d.address)}</td>
 <td><span class="badge ${ok ? "ok" : "bad"}">${ok ? "up" : "down"}</span><span class="why">${esc(d.healthReason)}</span></td>
-<td>${d.inFlight}</td><td>${d.queued}</td><td>${p.idle}</td><td>${p.active}</td><td>${p.opened}</td><td>${p.reused}</td>
+<td>${d.inFlight}</td><td>${limit(d.concurrencyLimit)}</td><td>${d.queued}</td><td>${p.idle}</td><td>${p.active}</td><td>${p.opened}</td><td>${p.reused}</td>
 <td>${ratio}%<span class="bar"><b style="width:${ratio}%"></b></span></td><td>${p.replays}</td>
 <td>${seconds(p.idleTimeoutSeconds)}${p.learned.idleTimeoutSeconds !== null ? `<span class="why">learned ${seconds(p.learned.idleTimeoutSeconds)}</span>` : ""}${p.learned.maxRequests > 0 ? `<span class="why">max ${p.learned.maxRequests} req</span>` : ""}</td></tr>`;
     }

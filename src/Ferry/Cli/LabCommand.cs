@@ -92,6 +92,11 @@ internal static class LabCommand
                 var delay = latency ?? incident.DefaultLatency;
                 status($"{incident.Name} through Ferry (up to {duration.TotalSeconds:0} s): {incident.Description}");
                 results.Add(await runner.RunThroughFerryAsync(incident, delay, stop));
+                if (incident.CompareAdaptiveLimit)
+                {
+                    status($"{incident.Name} through Ferry without its adaptive limit (up to {duration.TotalSeconds:0} s)");
+                    results.Add(await runner.RunThroughFerryAsync(incident, delay, stop, adaptiveLimit: false));
+                }
                 if (nginx is not null)
                 {
                     status($"{incident.Name} through nginx (up to {duration.TotalSeconds:0} s): {incident.Description}");

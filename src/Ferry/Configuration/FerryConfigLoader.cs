@@ -24,7 +24,7 @@ internal static class FerryConfigLoader
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
-         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "Retry", "Hash", "SourceAddresses", "Dns", "Tls"];
+         "HealthCheck", "SlowStart", "Panic", "MaxConnections", "Queue", "AdaptiveLimit", "Retry", "Hash", "SourceAddresses", "Dns", "Tls"];
     private static readonly string[] TlsKeys = ["ServerName", "CaFile", "ClientCertificate", "DangerousAcceptAnyServerCertificate"];
     private static readonly string[] ClientCertificateKeys = ["Path", "KeyPath", "Password"];
     private static readonly string[] DestinationTlsKeys = ["ServerName"];
@@ -33,6 +33,7 @@ internal static class FerryConfigLoader
     private static readonly string[] ActiveKeys = ["Enabled", "Interval", "Timeout", "Method", "Path", "ExpectedStatuses", "Rise", "Fall", "Jitter"];
     private static readonly string[] PanicKeys = ["Enabled"];
     private static readonly string[] QueueKeys = ["Size", "Timeout"];
+    private static readonly string[] AdaptiveLimitKeys = ["Enabled", "Min", "Max", "Initial"];
     private static readonly string[] DnsKeys = ["RefreshInterval"];
     private static readonly string[] RetryKeys = ["Tries", "Timeout", "OnErrors", "Statuses"];
     private static readonly string[] HashKeys = ["Key", "Name", "VirtualNodes"];
@@ -557,16 +558,39 @@ internal static class FerryConfigLoader
     {
         var defaults = ConnectionLimitConfig.Default;
         var max = reader.Int(cluster, "MaxConnections", defaults.MaxConnections, min: 0);
+        var adaptive = ReadAdaptiveLimit(reader, cluster);
         var queue = reader.Section(cluster, "Queue");
         reader.WarnUnknownKeys(queue, QueueKeys);
-        if (max == 0 && queue.GetChildren().Any())
+        if (max == 0 && !adaptive.Enabled && queue.GetChildren().Any())
         {
-            reader.Warning(queue.Path, "has no effect without MaxConnections");
+            reader.Warning(queue.Path, "has no effect without MaxConnections or AdaptiveLimit");
         }
         return new ConnectionLimitConfig(
             MaxConnections: max,
             QueueSize: reader.Int(queue, "Size", defaults.QueueSize, min: 0),
-            QueueTimeout: reader.Duration(queue, "Timeout", defaults.QueueTimeout, positive: true));
+            QueueTimeout: reader.Duration(queue, "Timeout", defaults.QueueTimeout, positive: true))
+        {
+            Adaptive = adaptive,
+        };
+    }
+
+    private static AdaptiveLimitConfig ReadAdaptiveLimit(ConfigReader reader, IConfiguration cluster)
+    {
+        var section = reader.Section(cluster, "AdaptiveLimit");
+        reader.WarnUnknownKeys(section, AdaptiveLimitKeys);
+        var defaults = AdaptiveLimitConfig.Default;
+        var min = reader.Int(section, "Min", defaults.Min, min: 1, max: 100_000);
+        var max = reader.Int(section, "Max", defaults.Max, min: 1, max: 100_000);
+        if (max < min)
+        {
+            reader.Error(section.Path, $"Max ({max}) is below Min ({min})");
+            max = min;
+        }
+        return new AdaptiveLimitConfig(
+            Enabled: reader.Bool(section, "Enabled", defaults.Enabled),
+            Min: min,
+            Max: max,
+            Initial: reader.Int(section, "Initial", defaults.Initial, min: 1, max: 100_000));
     }
 
     private static RetryConfig ReadRetry(ConfigReader reader, IConfiguration cluster)

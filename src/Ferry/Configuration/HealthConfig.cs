@@ -55,16 +55,36 @@ internal sealed record PanicConfig(bool Enabled)
 }
 
 /// <summary>
-/// Per destination: at most <see cref="MaxConnections"/> connections in use at once (0 = no limit); further requests
-/// wait in a FIFO queue of <see cref="QueueSize"/> for at most <see cref="QueueTimeout"/>.
+/// Per destination: at most <see cref="MaxConnections"/> connections in use at once (0 = no hard cap), and with
+/// <see cref="Adaptive"/> at most as many as the destination serves before its latency rises; further requests wait in a
+/// FIFO queue of <see cref="QueueSize"/> for at most <see cref="QueueTimeout"/>.
 /// </summary>
 internal sealed record ConnectionLimitConfig(int MaxConnections, int QueueSize, TimeSpan QueueTimeout)
 {
-    // No limit by default: only the operator knows a backend's capacity, and a wrong guess would queue traffic a
-    // backend could have served. QueueSize 1000 and QueueTimeout 10 s apply once a limit is set: nginx plus's
-    // `queue` directive has no default size, and its timeout defaults to 60 s, too long for an interactive client;
-    // 10 s matches the connect timeout, the longest a request otherwise waits for a connection.
+    // No hard cap by default: only the operator knows a backend's capacity; the adaptive limit finds it instead.
+    // QueueSize 1000 and QueueTimeout 10 s: nginx plus's `queue` directive has no default size, and its timeout defaults
+    // to 60 s, too long for an interactive client; 10 s matches the connect timeout, the longest a request otherwise
+    // waits for a connection.
     public static ConnectionLimitConfig Default { get; } = new(MaxConnections: 0, QueueSize: 1000, QueueTimeout: TimeSpan.FromSeconds(10));
+
+    public AdaptiveLimitConfig Adaptive { get; init; } = AdaptiveLimitConfig.Default;
+
+    // Whether requests take a slot at all: with neither limit, the queue is never used.
+    public bool Limited => MaxConnections > 0 || Adaptive.Enabled;
+
+    // The adaptive limit's ceiling: MaxConnections when it is lower.
+    public int AdaptiveMax => MaxConnections > 0 ? Math.Min(MaxConnections, Adaptive.Max) : Adaptive.Max;
+}
+
+/// <summary>The adaptive concurrency limit per destination (ConcurrencyLimit): on by default, between <see cref="Min"/>
+/// and <see cref="Max"/>, starting at <see cref="Initial"/>.</summary>
+internal sealed record AdaptiveLimitConfig(bool Enabled, int Min, int Max, int Initial)
+{
+    // Initial 1: the first latencies are then the unqueued ones, the baseline everything else is judged against (a
+    // baseline taken at a higher concurrency may already include the backend's queue); the limit grows by half every
+    // 100 ms window while latency stays at the baseline, to 64 in about a second. Max 1000: the queue's size; a
+    // destination serving more than that at once is past what the limit is for. Min 1: a destination is never starved.
+    public static AdaptiveLimitConfig Default { get; } = new(Enabled: true, Min: 1, Max: 1000, Initial: 1);
 }
 
 /// <summary>

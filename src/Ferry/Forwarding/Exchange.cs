@@ -120,6 +120,12 @@ internal sealed class Exchange
             _headReceived = true;
             _attempt.Status = head.StatusCode;
             _attempt.HeadTime = _time.GetElapsedTime(_start);
+            if (bodyTask is null && !isUpgrade)
+            {
+                // The destination's own latency, its accept queue included (the connect): a streamed request body
+                // would add the client's upload time.
+                _destination.Pool.ObserveResponseHead(_attempt.HeadTime.Value + (_attempt.ConnectTime ?? TimeSpan.Zero));
+            }
             var framing = ResponseFraming.Decide(HttpMethods.IsHead(request.Method), isUpgrade, head);
             if (head.KeepAliveTimeoutSeconds >= 0)
             {

@@ -150,7 +150,8 @@ internal sealed partial class Forwarder(
                     Lease lease;
                     try
                     {
-                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted);
+                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted,
+                            upgrade: context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true);
                     }
                     catch (ProxyException ex) when (ProxyErrors.IsConnectFailure(ex.Error))
                     {
@@ -167,6 +168,10 @@ internal sealed partial class Forwarder(
                     {
                         LogPortSpace(destination.Cluster.Id, destination.Id, space.Source?.ToString() ?? "any", space.Remote.ToString(),
                             ports.Used, ports.RangeSize, ports.Open);
+                    }
+                    if (destination.Pool.Adaptive?.TakeMove() is { } move)
+                    {
+                        LogLimitMoved(destination.Cluster.Id, destination.Id, move.From, move.To, move.Reason);
                     }
                     attempt.Reused = lease.Reused;
                     attempt.ConnectTime = lease.ConnectTime;
@@ -362,6 +367,10 @@ internal sealed partial class Forwarder(
             + "within 60 s and likely in TIME_WAIT); at the end of the range connects fail with EADDRNOTAVAIL. More keep-alive "
             + "(KeepAlive:MaxIdle) or more SourceAddresses widen it")]
     private partial void LogPortSpace(string cluster, string destination, string source, string remote, int used, int range, int open);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Information,
+        Message = "{Cluster}/{Destination}: adaptive concurrency limit {From} -> {To} ({Reason}); requests above it wait in Ferry's queue")]
+    private partial void LogLimitMoved(string cluster, string destination, int from, int to, string reason);
 }
 
 // Retry:Statuses for one attempt: a listed status moves the request on only while another destination may still be

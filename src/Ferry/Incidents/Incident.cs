@@ -6,6 +6,9 @@ namespace Ferry.Incidents;
 /// and the one-way network delay between proxy and upstream it needs to show (zero: straight over loopback).</summary>
 internal sealed record Incident(string Name, string Description, LabUpstreamOptions Upstream, LoadShape Load, TimeSpan DefaultLatency = default)
 {
+    /// <summary>Also run Ferry with its adaptive concurrency limit switched off: the incident is the one it answers.</summary>
+    public bool CompareAdaptiveLimit { get; init; }
+
     /// <summary>gunicorn's default keepalive: the shortest common server idle timeout, and the classic race.</summary>
     private static readonly TimeSpan ShortIdle = TimeSpan.FromSeconds(2);
 
@@ -34,7 +37,10 @@ internal sealed record Incident(string Name, string Description, LabUpstreamOpti
             {
                 Name = "backlog", Backlog = 1, MaxConcurrentRequests = 1, HandlerDelay = TimeSpan.FromMilliseconds(20), KeepAlive = false,
             },
-            new LoadShape(Connections: 16, BurstRequests: 1, Pause: TimeSpan.FromMilliseconds(500), Jitter: 0.2)),
+            new LoadShape(Connections: 16, BurstRequests: 1, Pause: TimeSpan.FromMilliseconds(500), Jitter: 0.2))
+        {
+            CompareAdaptiveLimit = true,
+        },
     ];
 
     public static Incident? Find(string name) => All.FirstOrDefault(i => i.Name.Equals(name, StringComparison.OrdinalIgnoreCase));

@@ -27,6 +27,10 @@ internal sealed record IncidentResult(
     int UpstreamConnections,
     double Seconds)
 {
+    /// <summary>Response times the clients saw (complete responses, connect included), in milliseconds.</summary>
+    public double? P50Ms { get; init; }
+    public double? P99Ms { get; init; }
+
     public int PostsOk => Post.Ok;
 }
 
@@ -47,7 +51,9 @@ internal sealed record LabReport(IReadOnlyList<IncidentResult> Results, string? 
 /// <see cref="DelayRelay"/> when the latency is above zero, the proxy in front of it, and the load through the proxy.</summary>
 internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimeProvider time)
 {
-    public async Task<IncidentResult> RunThroughFerryAsync(Incident incident, TimeSpan latency, CancellationToken ct)
+    public const string FerryWithoutAdaptiveLimit = "ferry, no adaptive";
+
+    public async Task<IncidentResult> RunThroughFerryAsync(Incident incident, TimeSpan latency, CancellationToken ct, bool adaptiveLimit = true)
     {
         await using var upstream = LabUpstream.Start(incident.Upstream with { TimeProvider = time });
         await using var relay = latency > TimeSpan.Zero ? DelayRelay.Start(upstream.EndPoint, latency, time) : null;
@@ -55,6 +61,10 @@ internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimePro
         var settings = FerryConfigLoader.ProxyCommandSettings("127.0.0.1:0", [(relay?.Uri ?? upstream.Uri).ToString()], adminEnabled: false);
         // The access log would interleave a line per request with the table, which carries the counts.
         settings["AccessLog:Enabled"] = "false";
+        if (!adaptiveLimit)
+        {
+            settings[$"Clusters:{FerryConfigLoader.ProxyCommandName}:AdaptiveLimit:Enabled"] = "false";
+        }
         var loaded = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
         if (!loaded.IsValid)
         {
@@ -68,7 +78,7 @@ internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimePro
             ShutdownTimeout = TimeSpan.FromSeconds(2),
         }, ct);
         var listener = ferry.ListenerUris[0];
-        var result = await RunLoadAsync(incident, "ferry", latency, new IPEndPoint(IPAddress.Parse(listener.Host), listener.Port), upstream, ct);
+        var result = await RunLoadAsync(incident, adaptiveLimit ? "ferry" : FerryWithoutAdaptiveLimit, latency, new IPEndPoint(IPAddress.Parse(listener.Host), listener.Port), upstream, ct);
         await ferry.StopAsync(ct);
         return result;
     }
@@ -87,6 +97,10 @@ internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimePro
         var load = await new LoadGenerator(endPoint, incident.Load, maxRequests, duration, time).RunAsync(ct);
         return new IncidentResult(incident.Name, proxy, latency.TotalMilliseconds, load.Requests, load.Ok, load.ServerErrors,
             load.OtherStatus, load.Errors, load.Get, load.Post, upstream.RequestsReceived,
-            upstream.RequestCount("POST", LoadGenerator.PostPath), upstream.ConnectionsAccepted, Math.Round(load.Elapsed.TotalSeconds, 1));
+            upstream.RequestCount("POST", LoadGenerator.PostPath), upstream.ConnectionsAccepted, Math.Round(load.Elapsed.TotalSeconds, 1))
+        {
+            P50Ms = load.P50Ms is { } p50 ? Math.Round(p50, 1) : null,
+            P99Ms = load.P99Ms is { } p99 ? Math.Round(p99, 1) : null,
+        };
     }
 }

@@ -20,6 +20,8 @@ internal static class IncidentTable
             .AddColumn(new TableColumn("POSTs processed").RightAligned())
             .AddColumn(new TableColumn("upstream reqs").RightAligned())
             .AddColumn(new TableColumn("upstream conns").RightAligned())
+            .AddColumn(new TableColumn("p50 ms").RightAligned())
+            .AddColumn(new TableColumn("p99 ms").RightAligned())
             .AddColumn(new TableColumn("s").RightAligned());
         foreach (var r in report.Results)
         {
@@ -36,17 +38,21 @@ internal static class IncidentTable
                 r.UpstreamPosts > r.PostsOk ? $"[red]{Number(r.UpstreamPosts)}[/]" : Number(r.UpstreamPosts),
                 Number(r.UpstreamRequests),
                 Number(r.UpstreamConnections),
+                Milliseconds(r.P50Ms),
+                Milliseconds(r.P99Ms),
                 r.Seconds.ToString("0.0", CultureInfo.InvariantCulture));
         }
         console.Write(table);
         console.MarkupLine("[grey]delay: one-way delay added between proxy and upstream; errors: requests with no complete " +
-                           "response (reset, closed, timed out); POSTs processed, upstream reqs and conns: what the Lab upstream " +
+                           "response (reset, closed, timed out); p50/p99: response times the clients saw; POSTs processed, upstream reqs and conns: what the Lab upstream " +
                            "counted itself (POSTs processed above POSTs 2xx: a POST processed without a 2xx answer, or twice)[/]");
         if (report.NginxSkipped is { } reason)
         {
             console.MarkupLine($"[grey]nginx column skipped: {Markup.Escape(reason)}[/]");
         }
     }
+
+    private static string Milliseconds(double? value) => value is { } v ? v.ToString("0.0", CultureInfo.InvariantCulture) : "-";
 
     private static string Alarm(int value) => value > 0 ? $"[red]{Number(value)}[/]" : "0";
 

@@ -19,6 +19,10 @@ internal sealed record MethodResult(int Requests, int Ok, int ServerErrors, int 
 /// <summary>What the clients saw, in all and per method.</summary>
 internal sealed record LoadResult(MethodResult Get, MethodResult Post, TimeSpan Elapsed)
 {
+    /// <summary>Response times of the complete responses (any status), in milliseconds; null without any.</summary>
+    public double? P50Ms { get; init; }
+    public double? P99Ms { get; init; }
+
     public int Requests => Get.Requests + Post.Requests;
     public int Ok => Get.Ok + Post.Ok;
     public int ServerErrors => Get.ServerErrors + Post.ServerErrors;
@@ -47,6 +51,7 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
     private int _started;                         // requests begun, bounded by maxRequests
     private readonly Counts _get = new();
     private readonly Counts _post = new();
+    private readonly List<double> _latencies = []; // ms, of complete responses; guarded by itself
 
     public async Task<LoadResult> RunAsync(CancellationToken ct)
     {
@@ -55,7 +60,16 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, end.Token);
         await Task.WhenAll(Enumerable.Range(0, shape.Connections).Select(i => WorkerAsync(new Random(seed + i), started, linked.Token)));
         ct.ThrowIfCancellationRequested();
-        return new LoadResult(_get.Result(), _post.Result(), time.GetElapsedTime(started));
+        double[] sorted;
+        lock (_latencies)
+        {
+            sorted = [.. _latencies.Order()];
+        }
+        return new LoadResult(_get.Result(), _post.Result(), time.GetElapsedTime(started))
+        {
+            P50Ms = sorted.Length == 0 ? null : sorted[sorted.Length / 2],
+            P99Ms = sorted.Length == 0 ? null : sorted[sorted.Length * 99 / 100],
+        };
     }
 
     private async Task WorkerAsync(Random random, long started, CancellationToken stop)
@@ -103,6 +117,7 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
         var counts = post ? _post : _get;
         Interlocked.Increment(ref counts.Requests);
         using var timeout = new CancellationTokenSource(ResponseTimeout, time);
+        var begun = time.GetTimestamp();
         try
         {
             connection ??= await ProbeConnection.ConnectAsync(target, time, timeout.Token);
@@ -119,6 +134,10 @@ internal sealed class LoadGenerator(IPEndPoint target, LoadShape shape, int maxR
                 Interlocked.Increment(ref counts.Errors);
                 connection.Dispose();
                 return null;
+            }
+            lock (_latencies)
+            {
+                _latencies.Add(time.GetElapsedTime(begun).TotalMilliseconds);
             }
             if (status is >= 200 and < 300)
             {

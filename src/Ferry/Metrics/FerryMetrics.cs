@@ -56,9 +56,34 @@ internal sealed class FerryMetrics
             list.Add(new Measurement<long>(d.Pool.Idle, Tags(d, "http.connection.state", "idle")));
             list.Add(new Measurement<long>(d.Pool.Active, Tags(d, "http.connection.state", "active")));
         }), "{connection}", "Open connections to a destination, idle in its pool or leased to an exchange.");
-        // No connection limit exists yet, so nothing waits for a connection; the series is there for dashboards.
         meter.CreateObservableUpDownCounter("ferry.upstream.queued", () => Observe<long>(state, static (d, list) =>
             list.Add(new Measurement<long>(d.Pool.Queued, Tags(d)))), "{request}", "Requests waiting for a connection to a destination.");
+        meter.CreateObservableGauge("ferry.upstream.concurrency_limit", () => Observe<long>(state, static (d, list) =>
+        {
+            if (d.Pool.CurrentLimit != int.MaxValue)
+            {
+                list.Add(new Measurement<long>(d.Pool.CurrentLimit, Tags(d)));
+            }
+        }), "{request}", "Requests allowed to hold a connection to a destination at once: the adaptive limit, or MaxConnections.");
+        meter.CreateObservableUpDownCounter("ferry.upstream.concurrency_limit.in_flight", () => Observe<long>(state, static (d, list) =>
+            list.Add(new Measurement<long>(d.Pool.InFlight, Tags(d)))), "{request}", "Requests holding a slot under the destination's concurrency limit (connecting or exchanging).");
+        meter.CreateObservableGauge("ferry.upstream.concurrency_limit.baseline_latency", () => Observe<double>(state, static (d, list) =>
+        {
+            if (d.Pool.Adaptive?.Baseline is { } baseline)
+            {
+                list.Add(new Measurement<double>(baseline.TotalSeconds, Tags(d)));
+            }
+        }), "s", "Lowest time to response head seen from the destination: the unqueued latency the adaptive limit compares against.");
+        meter.CreateObservableGauge("ferry.upstream.concurrency_limit.recent_latency", () => Observe<double>(state, static (d, list) =>
+        {
+            if (d.Pool.Adaptive?.LastLatency is { } latency)
+            {
+                list.Add(new Measurement<double>(latency.TotalSeconds, Tags(d)));
+            }
+        }), "s", "Average time to response head over the adaptive limit's last 100 ms window.");
+        meter.CreateObservableCounter("ferry.upstream.connections.slow", () => Observe<long>(state, static (d, list) =>
+            list.Add(new Measurement<long>(d.Pool.SlowConnects, Tags(d)))), "{connection}",
+            "Connects that took 1 s or more: a SYN retransmitted because the destination's listen queue was full.");
         meter.CreateObservableUpDownCounter("ferry.destination.in_flight", () => Observe<long>(state, static (d, list) =>
             list.Add(new Measurement<long>(d.InFlight, Tags(d)))), "{request}", "Requests currently using a destination.");
         meter.CreateObservableGauge("ferry.destination.health", () => Observe<long>(state, static (d, list) =>

@@ -49,6 +49,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private long _reused;        // leases served by an idle connection
     private long _closedByFin;   // idle closes seen as FIN
     private long _closedByReset; // idle closes seen as RST
+    private int _connecting;     // connects in progress
+    private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
     private long _provenIdleTicks; // longest idle time a connection was seen to survive (nothing learned yet)
     private long _learnedLimitHits; // connections that reached a learned request limit
@@ -56,7 +58,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
-    private int _slotsInUse;     // leases holding one of the MaxConnections slots (connecting or in use); guarded by _lock
+    private int _slotsInUse;     // leases holding a slot under the connection limit (connecting or in use); guarded by _lock
+    private readonly ConcurrencyLimit? _adaptive;
     private readonly LinkedList<TaskCompletionSource> _waiters = []; // FIFO of requests waiting for a slot; guarded by _lock
     private readonly IReadOnlyList<System.Net.IPAddress> _sources; // local addresses new connections bind to, in turn
     private int _nextSource;     // round-robin position in _sources
@@ -69,6 +72,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _connectTimeout = connectTimeout;
         _time = time;
         _limit = destination.Cluster.Config.ConnectionLimit;
+        if (_limit.Adaptive.Enabled)
+        {
+            _adaptive = new ConcurrencyLimit(time, Math.Min(_limit.Adaptive.Min, _limit.AdaptiveMax), _limit.AdaptiveMax, _limit.Adaptive.Initial);
+        }
         Learner = new KeepAliveLearner(time);
         _sources = destination.Cluster.Config.SourceAddresses;
         Ports = new PortSpace(EphemeralRange.Read().Size, time);
@@ -88,6 +95,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public long ClosedByFin => Interlocked.Read(ref _closedByFin);
     public long ClosedByReset => Interlocked.Read(ref _closedByReset);
     public long SkippedUnsafe => Interlocked.Read(ref _skippedUnsafe);
+    public long SlowConnects => Interlocked.Read(ref _slowConnects);
     public int Active => Volatile.Read(ref _active);
 
     // The most requests that held or opened a connection at once over the last 30 to 60 s: what the pool keeps.
@@ -97,7 +105,17 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public int Queued { get { lock (_lock) { return _waiters.Count; } } }
 
     // Whether a lease now would start at once instead of queueing for a connection slot.
-    public bool HasFreeSlot => _limit.MaxConnections == 0 || Volatile.Read(ref _slotsInUse) < _limit.MaxConnections;
+    public bool HasFreeSlot => !_limit.Limited || Volatile.Read(ref _slotsInUse) < CurrentLimit;
+
+    // The adaptive estimate, null when switched off.
+    public ConcurrencyLimit? Adaptive => _adaptive;
+
+    // Requests allowed to hold a connection at once: the adaptive limit (below MaxConnections), else MaxConnections;
+    // int.MaxValue without either.
+    public int CurrentLimit => _adaptive?.Limit ?? (_limit.MaxConnections > 0 ? _limit.MaxConnections : int.MaxValue);
+
+    // Requests holding a slot (connecting or in use).
+    public int InFlight => Volatile.Read(ref _slotsInUse);
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
 
     // The idle timeout in force for every request: the configured one (or the automatic cap), tightened by what was
@@ -115,26 +133,83 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
     // again if this connection turns out to be closed, so it may take an older connection.
-    // With a connection limit, waits first for a slot (FIFO, bounded queue and wait); the slot is held until Release.
-    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
+    // With a connection limit (MaxConnections or the adaptive one), waits first for a slot (FIFO, bounded queue and
+    // wait); the slot is held until Release. `upgrade`: the request may become a tunnel (a WebSocket) that holds its
+    // connection for as long as the client stays; under the adaptive limit it takes no slot, since a few of them would
+    // hold every slot of a limit measured on short requests and starve the rest.
+    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted, bool upgrade = false)
     {
-        if (_limit.MaxConnections > 0)
+        var slot = _adaptive is null ? _limit.MaxConnections > 0 : !upgrade;
+        if (slot)
         {
             await AcquireSlotAsync(requestAborted);
         }
         _demand.Begin();
         try
         {
-            return await LeaseAsync(limits, replayable, forceNew, requestAborted);
+            var lease = await LeaseAsync(limits, replayable, forceNew, requestAborted);
+            lease.Connection.HoldsSlot = slot;
+            if (lease.ConnectTime >= ConcurrencyLimit.SlowConnect)
+            {
+                Interlocked.Increment(ref _slowConnects);
+                _adaptive?.Overload(InFlight, $"a connect took {lease.ConnectTime.Value.TotalSeconds:0.#} s (SYN retransmitted: listen queue full)");
+            }
+            return lease;
+        }
+        catch (ProxyException ex) when (ex.Error == ProxyError.ConnectionRefused && _adaptive is not null && Active > 0)
+        {
+            // Refused while other connections to it work: not down, its listen queue overflowed (tcp_abort_on_overflow).
+            _adaptive.Overload(InFlight, "a connect was refused while other connections work");
+            ReleaseAfterFailedLease(slot);
+            throw;
         }
         catch
         {
-            _demand.End();
-            if (_limit.MaxConnections > 0)
-            {
-                ReleaseSlot();
-            }
+            ReleaseAfterFailedLease(slot);
             throw;
+        }
+    }
+
+    private void ReleaseAfterFailedLease(bool slot)
+    {
+        _demand.End();
+        if (slot)
+        {
+            ReleaseSlot();
+        }
+    }
+
+    // A response head arrived `latency` after the request went out (the adaptive limit's sample).
+    public void ObserveResponseHead(TimeSpan latency)
+    {
+        if (_adaptive is null)
+        {
+            return;
+        }
+        var before = _adaptive.Limit;
+        _adaptive.Sample(latency, InFlight, Volatile.Read(ref _connecting));
+        if (_adaptive.Limit > before)
+        {
+            GrantWaiters();
+        }
+    }
+
+    // The limit rose: the oldest waiters take the new slots.
+    private void GrantWaiters()
+    {
+        List<TaskCompletionSource>? granted = null;
+        lock (_lock)
+        {
+            while (_waiters.First is { } first && _slotsInUse < CurrentLimit)
+            {
+                _waiters.RemoveFirst();
+                _slotsInUse++;
+                (granted ??= []).Add(first.Value);
+            }
+        }
+        foreach (var waiter in granted ?? [])
+        {
+            waiter.TrySetResult();
         }
     }
 
@@ -144,7 +219,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         lock (_lock)
         {
             // Nobody overtakes the queue: a free slot goes to the oldest waiter, handed over in ReleaseSlot.
-            if (_slotsInUse < _limit.MaxConnections && _waiters.Count == 0)
+            if (_slotsInUse < CurrentLimit && _waiters.Count == 0)
             {
                 _slotsInUse++;
                 return ValueTask.CompletedTask;
@@ -152,7 +227,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             if (_waiters.Count >= _limit.QueueSize || _disposed)
             {
                 throw new ProxyException(ProxyError.ConnectionLimitReached,
-                    $"{_limit.MaxConnections} connections in use and {_limit.QueueSize} requests already queued");
+                    $"{_slotsInUse} connections in use (limit {CurrentLimit}) and {_limit.QueueSize} requests already queued");
             }
             node = _waiters.AddLast(new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         }
@@ -186,7 +261,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 throw new ProxyException(ProxyError.ClientAborted, "client went away while queued for a connection", ex);
             }
             throw new ProxyException(ProxyError.ConnectionLimitReached,
-                $"waited {_limit.QueueTimeout.TotalMilliseconds:0} ms for one of {_limit.MaxConnections} connections", ex);
+                $"waited {_limit.QueueTimeout.TotalMilliseconds:0} ms for one of {CurrentLimit} connections", ex);
         }
     }
 
@@ -196,7 +271,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
         lock (_lock)
         {
             Debug.Assert(_slotsInUse > 0);
-            if (_waiters.First is { } first)
+            // After the limit fell, slots above it are freed instead of handed on.
+            if (_waiters.First is { } first && _slotsInUse <= CurrentLimit)
             {
                 // The slot changes hands without being freed, so a newcomer cannot take it first.
                 _waiters.RemoveFirst();
@@ -254,9 +330,18 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
         // Each source address is a 4-tuple space of its own: taking them in turn multiplies the ports available.
         var source = _sources.Count == 0 ? null : _sources[(int)((uint)Interlocked.Increment(ref _nextSource) % (uint)_sources.Count)];
-        var socket = _destination.Resolver is { } resolver
-            ? await ConnectResolvedAsync(resolver, source, requestAborted)
-            : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+        Socket socket;
+        Interlocked.Increment(ref _connecting);
+        try
+        {
+            socket = _destination.Resolver is { } resolver
+                ? await ConnectResolvedAsync(resolver, source, requestAborted)
+                : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _connecting);
+        }
         var connected = _time.GetTimestamp();
         UpstreamConnection connection;
         if (_destination.Tls is { } tls)
@@ -351,10 +436,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
         Interlocked.Decrement(ref _active);
-        if (_limit.MaxConnections > 0)
-        {
-            ReleaseSlot();
-        }
+        var holdsSlot = connection.HoldsSlot;
+        connection.HoldsSlot = false;
         var now = _time.GetTimestamp();
         var reason = retire ?? RequestLimitReason(connection);
         if (retire is null)
@@ -396,6 +479,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
         // Only now: until the connection is back in the stack, a request that finds the stack empty and connects is
         // part of the same peak, not a new need.
         _demand.End();
+        if (holdsSlot)
+        {
+            // After the connection is back in the stack: the waiter that gets the slot takes it instead of connecting.
+            ReleaseSlot();
+        }
         if (coldest is not null)
         {
             Retire(coldest, RetireReason.PoolFull);

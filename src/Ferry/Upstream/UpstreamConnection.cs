@@ -94,6 +94,9 @@ internal sealed class UpstreamConnection : IDisposable
     // Kept past a learned request limit as a probe: only requests that can be replayed may use it.
     public bool BeyondLearnedLimit { get; set; }
 
+    // The lease holding this connection holds a slot under the destination's connection limit (ConnectionPool).
+    public bool HoldsSlot { get; set; }
+
     // The read pending while the connection is idle. The exchange that leases the connection takes it over (ReadAsync):
     // its result is the first bytes of the response (or the close that raced with the request).
     public IdleWatch Watch { get; }

@@ -67,6 +67,30 @@ public sealed class LabCommandTests
     }
 
     [Fact]
+    public async Task Backlog_RunsFerryWithAndWithoutTheAdaptiveLimit_WithResponseTimes()
+    {
+        var output = new StringWriter();
+
+        int exit = await LabCommand.RunAsync([Incident.Find("backlog")!], requests: 100, duration: TimeSpan.FromSeconds(10), latency: null,
+            nginx: null, nginxSkipped: "test", json: true, showProgress: false, output, TimeProvider.System, CancellationToken.None).WaitAsync(Bound);
+
+        Assert.Equal(0, exit);
+        using var document = JsonDocument.Parse(output.ToString());
+        var results = document.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(["ferry", IncidentRunner.FerryWithoutAdaptiveLimit], results.Select(r => r.GetProperty("proxy").GetString()));
+        foreach (var result in results)
+        {
+            int ok = result.GetProperty("ok").GetInt32();
+            Assert.Equal(result.GetProperty("requests").GetInt32(), ok + result.GetProperty("serverErrors").GetInt32()
+                + result.GetProperty("otherStatus").GetInt32() + result.GetProperty("errors").GetInt32());
+            // No keep-alive: one upstream connection per request the upstream answered.
+            Assert.Equal(result.GetProperty("upstreamRequests").GetInt32(), result.GetProperty("upstreamConnections").GetInt32());
+            Assert.True(ok > 0);
+            Assert.True(result.GetProperty("p50Ms").GetDouble() <= result.GetProperty("p99Ms").GetDouble());
+        }
+    }
+
+    [Fact]
     public async Task Table_ShowsOneRowPerIncidentAndProxy()
     {
         var output = new StringWriter();
@@ -81,6 +105,7 @@ public sealed class LabCommandTests
         Assert.Contains("upstream reqs", table, StringComparison.Ordinal);
         Assert.Contains("5xx POST", table, StringComparison.Ordinal);
         Assert.Contains("POSTs processed", table, StringComparison.Ordinal);
+        Assert.Contains("p99 ms", table, StringComparison.Ordinal);
         Assert.Contains("nginx column skipped: nginx is not on PATH", table, StringComparison.Ordinal);
         Assert.DoesNotContain("\u001b[", table, StringComparison.Ordinal);
     }

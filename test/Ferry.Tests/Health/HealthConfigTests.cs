@@ -15,6 +15,9 @@ public sealed class HealthConfigTests
         Assert.Equal(PassiveHealthConfig.Default, cluster.HealthCheck.Passive);
         Assert.False(cluster.HealthCheck.Active.Enabled);
         Assert.Equal(0, cluster.ConnectionLimit.MaxConnections);
+        // The adaptive limit is on: requests beyond what a destination serves without queueing wait in Ferry's queue.
+        Assert.Equal(new AdaptiveLimitConfig(Enabled: true, Min: 1, Max: 1000, Initial: 1), cluster.ConnectionLimit.Adaptive);
+        Assert.True(cluster.ConnectionLimit.Limited);
         Assert.Equal(TimeSpan.Zero, cluster.SlowStart);
     }
 
@@ -33,6 +36,7 @@ public sealed class HealthConfigTests
             "Panic": { "Enabled": false },
             "MaxConnections": 8,
             "Queue": { "Size": 50, "Timeout": "2s" },
+            "AdaptiveLimit": { "Enabled": true, "Min": 2, "Max": 20, "Initial": 4 },
             "Retry": { "Tries": 2, "Timeout": "15s", "OnErrors": false, "Statuses": [ 502, 503, 503 ] },
             "SourceAddresses": [ "127.0.0.1", "::1" ],
             "Dns": { "RefreshInterval": "10s" }
@@ -48,7 +52,9 @@ public sealed class HealthConfigTests
         Assert.Equal((1, 5, 0.1), (active.Rise, active.Fall, active.Jitter));
         Assert.Equal(TimeSpan.FromSeconds(30), cluster.SlowStart);
         Assert.False(cluster.Panic.Enabled);
-        Assert.Equal(new ConnectionLimitConfig(8, 50, TimeSpan.FromSeconds(2)), cluster.ConnectionLimit);
+        Assert.Equal(new ConnectionLimitConfig(8, 50, TimeSpan.FromSeconds(2)) { Adaptive = new(true, 2, 20, 4) }, cluster.ConnectionLimit);
+        // MaxConnections stays the hard cap: the adaptive limit never goes above it.
+        Assert.Equal(8, cluster.ConnectionLimit.AdaptiveMax);
         var retry = cluster.Retry;
         Assert.Equal((2, TimeSpan.FromSeconds(15), false), (retry.Tries, retry.Timeout, retry.OnErrors));
         Assert.Equal([502, 503], retry.Statuses);
@@ -69,6 +75,8 @@ public sealed class HealthConfigTests
         "Clusters:backend:HealthCheck:Active:Jitter: '0.9' must be a number between 0 and 0.5 (a fraction of Interval)")]
     [InlineData("\"MaxConnections\": -1", "Clusters:backend:MaxConnections: '-1' must be >= 0")]
     [InlineData("\"MaxConnections\": 4, \"Queue\": { \"Timeout\": \"0s\" }", "Clusters:backend:Queue:Timeout: '0s' must be greater than zero")]
+    [InlineData("\"AdaptiveLimit\": { \"Min\": 10, \"Max\": 5 }", "Clusters:backend:AdaptiveLimit: Max (5) is below Min (10)")]
+    [InlineData("\"AdaptiveLimit\": { \"Min\": 0 }", "Clusters:backend:AdaptiveLimit:Min: '0' must be between 1 and 100000")]
     [InlineData("\"Retry\": { \"Tries\": 0 }", "Clusters:backend:Retry:Tries: '0' must be between 1 and 100")]
     [InlineData("\"Retry\": { \"Statuses\": [ 503, 302 ] }", "Clusters:backend:Retry:Statuses:1: '302' is not a status code from 400 to 599")]
     [InlineData("\"SourceAddresses\": [ \"10.0.0.5\", \"eth0\" ]", "Clusters:backend:SourceAddresses:1: 'eth0' is not a local IP address")]
@@ -84,12 +92,12 @@ public sealed class HealthConfigTests
     [Fact]
     public void SettingsWithoutEffect_AreWarnings()
     {
-        var result = Load(Minimal("\"Queue\": { \"Size\": 10 }, \"Hash\": { \"Key\": \"ClientIp\" }"));
+        var result = Load(Minimal("\"Queue\": { \"Size\": 10 }, \"AdaptiveLimit\": { \"Enabled\": false }, \"Hash\": { \"Key\": \"ClientIp\" }"));
 
         Assert.True(result.IsValid);
         Assert.Equal(
             [
-                "Clusters:backend:Queue: has no effect without MaxConnections",
+                "Clusters:backend:Queue: has no effect without MaxConnections or AdaptiveLimit",
                 "Clusters:backend:Hash: has no effect unless LoadBalancingPolicy is ConsistentHash",
             ],
             result.Warnings);
