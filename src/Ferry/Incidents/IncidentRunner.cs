@@ -57,14 +57,11 @@ internal sealed class IncidentRunner(int maxRequests, TimeSpan duration, TimePro
     {
         await using var upstream = LabUpstream.Start(incident.Upstream with { TimeProvider = time });
         await using var relay = latency > TimeSpan.Zero ? DelayRelay.Start(upstream.EndPoint, latency, time) : null;
-        // Ferry as `ferry proxy --to` builds it: every setting at its default.
+        // Ferry as `ferry proxy --to` builds it: every setting at its default but the adaptive limit, shown both ways.
         var settings = FerryConfigLoader.ProxyCommandSettings("127.0.0.1:0", [(relay?.Uri ?? upstream.Uri).ToString()], adminEnabled: false);
         // The access log would interleave a line per request with the table, which carries the counts.
         settings["AccessLog:Enabled"] = "false";
-        if (!adaptiveLimit)
-        {
-            settings[$"Clusters:{FerryConfigLoader.ProxyCommandName}:AdaptiveLimit:Enabled"] = "false";
-        }
+        settings[$"Clusters:{FerryConfigLoader.ProxyCommandName}:AdaptiveLimit:Enabled"] = adaptiveLimit ? "true" : "false";
         var loaded = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
         if (!loaded.IsValid)
         {

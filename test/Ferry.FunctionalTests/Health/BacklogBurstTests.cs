@@ -61,9 +61,9 @@ public sealed class BacklogBurstTests(ITestOutputHelper output)
 
     // The incident itself: 200 clients with 100 ms of think time against two backends that serve about 100 requests/s
     // together. Without a limit Ferry opens connection after connection, the backlogs overflow and clients wait for SYN
-    // retransmissions; with the default adaptive limit the requests wait in Ferry's queue instead.
+    // retransmissions; with the adaptive limit the requests wait in Ferry's queue instead.
     [Fact]
-    public async Task ThinkingClients_DefaultAdaptiveLimit_NoTimeouts_NoOverflow()
+    public async Task ThinkingClients_AdaptiveLimit_NoTimeouts_NoOverflow()
     {
         var without = await IncidentAsync(adaptive: false);
         var with = await IncidentAsync(adaptive: true);
@@ -92,10 +92,7 @@ public sealed class BacklogBurstTests(ITestOutputHelper output)
         await using var a = Backend("a", handlerMs: 20);
         await using var b = Backend("b", handlerMs: 20);
         var settings = ProxyHarness.Settings(("a", a.Uri), ("b", b.Uri));
-        if (!adaptive)
-        {
-            settings["Clusters:c:AdaptiveLimit:Enabled"] = "false";
-        }
+        settings["Clusters:c:AdaptiveLimit:Enabled"] = adaptive ? "true" : "false";
         await using var proxy = await ProxyHarness.StartAsync(settings, null, a, b);
         var overflowsBefore = ListenOverflows();
         var watch = Stopwatch.StartNew();
