@@ -80,7 +80,7 @@ internal sealed class Exchange
             // 4. Write the request head, then the body concurrently with waiting for the response. Before anything
             //    is sent, what the destination acknowledged so far is noted when it can decide a replay: if the
             //    destination closes before answering, it tells whether it can have received this request at all
-            //    (DESIGN.md §3.7).
+            //    (docs/replay.md, "The evidence for a POST").
             _phase = Phase.SendingRequest;
             var mode = WriteRequestHead(connection.Output, upgrade, upgradable);
             if (_reused && _proofDecidesReplay)

@@ -12,7 +12,7 @@ using Microsoft.AspNetCore.WebUtilities;
 
 namespace Ferry.Forwarding;
 
-// The request path of DESIGN.md §1. Each numbered step below is one stage of it.
+// The request path of docs/architecture.md ("The request path"). Each numbered step below is one stage of it.
 internal sealed partial class Forwarder(
     ProxyStateHolder state, TimeProvider time, RequestTelemetry telemetry, FerryTracing tracing, ILogger<Forwarder> logger)
 {

@@ -1,7 +1,7 @@
 namespace Ferry.Forwarding;
 
-// Where an exchange failed, named after RFC 9209 error types (DESIGN.md §2). Health logic, the Proxy-Status header,
-// logs and metrics all use this one name.
+// Where an exchange failed, named after RFC 9209 error types (docs/errors.md; docs/architecture.md, "Failures").
+// Health logic, the Proxy-Status header, logs and metrics all use this one name.
 internal enum ProxyError
 {
     None,
@@ -66,7 +66,7 @@ internal static class ProxyErrors
         _ => (500, "proxy_internal_error"),
     };
 
-    // Whether the failure says something about the destination's health (DESIGN.md §4): local resource exhaustion,
+    // Whether the failure says something about the destination's health (docs/health.md): local resource exhaustion,
     // client behaviour and keep-alive races on reused connections never do.
     public static bool IsConnectFailure(ProxyError error) =>
         error is ProxyError.ConnectionRefused or ProxyError.ConnectionTimeout or ProxyError.DestinationUnroutable or ProxyError.DnsError
@@ -84,6 +84,6 @@ internal sealed class ProxyException(ProxyError error, string details, Exception
     public bool BeforeResponse { get; init; }
 
     // The destination cannot have processed the request: its FIN arrived and its TCP stack never acknowledged a byte
-    // of the request (DESIGN.md §3.7).
+    // of the request (docs/replay.md, "The evidence for a POST").
     public bool ProvenUnprocessed { get; init; }
 }

@@ -2,8 +2,8 @@ using Ferry.Forwarding;
 
 namespace Ferry.Health;
 
-// Which failed attempts say something about a destination's health (DESIGN.md §4). Counting anything else would let
-// Ferry's own trouble, or its clients', take healthy destinations out of rotation.
+// Which failed attempts say something about a destination's health (docs/health.md, "Passive health"). Counting
+// anything else would let Ferry's own trouble, or its clients', take healthy destinations out of rotation.
 internal static class FailureClassifier
 {
     public static bool IsDestinationFault(ProxyError error, bool reusedConnection) => error switch

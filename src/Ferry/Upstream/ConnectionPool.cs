@@ -11,10 +11,10 @@ namespace Ferry.Upstream;
 // A leased connection and what the exchange and the logs need to know about its past.
 internal readonly record struct Lease(UpstreamConnection Connection, bool Reused, TimeSpan IdleTime, TimeSpan Age, TimeSpan? ConnectTime);
 
-// Keep-alive connections to one destination (DESIGN.md §3): a LIFO stack of idle connections (the warmest first, so
-// the coldest age out), sized by the recent peak of concurrent requests (LeaseDemand) with MaxIdle as a floor, limited
-// by the idle timeout, MaxRequests and MaxLifetime like nginx's keepalive_timeout, keepalive_requests and
-// keepalive_time; plus what makes reuse race-free:
+// Keep-alive connections to one destination (docs/architecture.md, "The keep-alive contract"; docs/replay.md): a LIFO
+// stack of idle connections (the warmest first, so the coldest age out), sized by the recent peak of concurrent
+// requests (LeaseDemand) with MaxIdle as a floor, limited by the idle timeout, MaxRequests and MaxLifetime like nginx's
+// keepalive_timeout, keepalive_requests and keepalive_time; plus what makes reuse race-free:
 // - every idle connection has a pending read (the idle watch), so a FIN, RST or stray byte removes it at once;
 // - limits the destination announced (Keep-Alive: timeout, max) or that were learned from its silent closes retire a
 //   connection with a margin before the destination would close it;

@@ -10,8 +10,8 @@ namespace Ferry.Upstream;
 // How an idle connection's pending read ended, as the pool hands it to the exchange that leased the connection.
 internal readonly record struct IdleRead(ReadResult Result, Exception? Error);
 
-// The read an idle connection keeps pending (DESIGN.md §3.4), one per connection and reused for every idle period:
-// an async method here cost a Task per request (docs/decisions/2026-11-22-hot-path-3.md).
+// The read an idle connection keeps pending (docs/architecture.md, "The idle watch"), one per connection and reused
+// for every idle period: an async method here cost a Task per request (docs/decisions/2026-11-22-hot-path-3.md).
 // Life of one idle period: the pool starts it on Release; when the read ends, the pool decides under its lock whether
 // the connection was still idle (then the close is observed and the connection retired) or leased; a leased
 // connection's exchange takes the read over (TakeOver) and gets its result as the first bytes of the response.

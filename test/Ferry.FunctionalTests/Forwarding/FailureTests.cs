@@ -7,7 +7,7 @@ using static Ferry.FunctionalTests.Forwarding.ForwardingTests;
 
 namespace Ferry.FunctionalTests.Forwarding;
 
-// Misbehaving destinations give the status and Proxy-Status of DESIGN.md §2, a log line, and leave no broken
+// Misbehaving destinations give the status and Proxy-Status of docs/errors.md, a log line, and leave no broken
 // connection in the pool.
 public sealed class FailureTests
 {

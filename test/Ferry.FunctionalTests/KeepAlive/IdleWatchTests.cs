@@ -10,9 +10,9 @@ using Microsoft.Extensions.Configuration;
 
 namespace Ferry.FunctionalTests.KeepAlive;
 
-// The idle watch (DESIGN.md §3.4) against a raw loopback peer the test drives byte by byte: how each way of ending an
-// idle period is seen by the pool, and how the watch's read is handed to the exchange that leases the connection.
-// Time is manual, so no limit retires a connection behind the test's back.
+// The idle watch (docs/architecture.md) against a raw loopback peer the test drives byte by byte: how each way of
+// ending an idle period is seen by the pool, and how the watch's read is handed to the exchange that leases the
+// connection. Time is manual, so no limit retires a connection behind the test's back.
 public sealed class IdleWatchTests : IAsyncLifetime
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);

@@ -7,9 +7,10 @@ using Xunit.Abstractions;
 
 namespace Ferry.FunctionalTests.KeepAlive;
 
-// DESIGN.md §3 proven over loopback: destinations that close keep-alive connections in every common way, traffic in
-// bursts separated by pauses jittered around their timeout, Ferry with default settings. Time is virtual: the Lab's
-// idle timers and Ferry's clocks share one ManualTimeProvider, so hundreds of 2-second pauses take no real time.
+// The keep-alive contract (docs/architecture.md) proven over loopback: destinations that close keep-alive connections
+// in every common way, traffic in bursts separated by pauses jittered around their timeout, Ferry with default
+// settings. Time is virtual: the Lab's idle timers and Ferry's clocks share one ManualTimeProvider, so hundreds of
+// 2-second pauses take no real time.
 public sealed class KeepAliveRaceTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);

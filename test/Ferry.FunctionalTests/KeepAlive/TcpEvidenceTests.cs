@@ -5,8 +5,8 @@ using Ferry.Upstream;
 
 namespace Ferry.FunctionalTests.KeepAlive;
 
-// DESIGN.md §3.7 checked on this kernel: after the peer's FIN, a request the peer never received leaves tcpi_bytes_acked
-// where it was; a request the peer received before closing moves it.
+// The evidence of docs/replay.md checked on this kernel: after the peer's FIN, a request the peer never received leaves
+// tcpi_bytes_acked where it was; a request the peer received before closing moves it.
 public sealed class TcpEvidenceTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
