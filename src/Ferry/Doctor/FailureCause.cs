@@ -46,7 +46,7 @@ internal sealed record FailureCauseInfo(FailureCause Cause, string Name, string 
                 "`proxy_connect_timeout` a few seconds (Linux retransmits a lost SYN after 1, 3 and 7 s), not the 60s default",
             ],
             "Ferry's Timeouts:Connect defaults to 10s and the failure is a 504 connection_timeout naming the destination; a per-destination " +
-            "connection limit with a bounded wait queue (DESIGN.md §4) is how Ferry keeps a burst from overflowing the backlog."),
+            "connection limit with a bounded wait queue (docs/health.md, connection limit and queue) is how Ferry keeps a burst from overflowing the backlog."),
         new(FailureCause.BackendDown, "backend_down", "backend down",
             "The backend refused the connection: nothing listens on that address (crashed, restarting, deployed elsewhere).",
             [

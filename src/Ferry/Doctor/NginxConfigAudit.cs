@@ -205,7 +205,7 @@ internal static class NginxConfigAudit
                     "arriving when every server is at its limit fails at once with 502 \"no live upstreams\". queue exists only in the " +
                     "commercial NGINX Plus.",
                     "NGINX Plus: queue 100 timeout=10s;  open source nginx: raise max_conns or remove it",
-                    "A per-destination connection limit with a bounded wait queue (DESIGN.md §4) makes a burst wait in Ferry instead of failing."));
+                    "A per-destination connection limit with a bounded wait queue (docs/health.md, connection limit and queue) makes a burst wait in Ferry instead of failing."));
             }
         }
     }

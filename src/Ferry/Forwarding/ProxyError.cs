@@ -19,7 +19,7 @@ internal enum ProxyError
     RequestSendTimeout,        // the destination did not take the request in time
     ResponseTimeout,           // no response head in time
     ResponseHeaderSectionSize, // response head over the configured limits
-    ResponseTrailerSectionSize, // trailer section of a chunked response over Limits:MaxTrailerBytes
+    ResponseTrailerSectionSize, // trailer section of a chunked response over Http1Limits.MaxTrailerBytes (16 KiB, fixed)
     ProtocolError,             // malformed response head or body framing
     ResponseIncomplete,        // the destination failed mid-body: the client connection is aborted
     BodyInactivityTimeout,     // the destination stopped sending the body: the client connection is aborted
@@ -30,7 +30,6 @@ internal enum ProxyError
     RequestBodyTooLarge,       // the request body is over the route's MaxRequestBodySize
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
     AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
-    InvalidRequest,            // a request head Kestrel accepts but a stricter parser downstream might frame differently
 }
 
 internal static class ProxyErrors
@@ -61,7 +60,6 @@ internal static class ProxyErrors
         ProxyError.RequestNotExpressible => (400, "http_request_error"),
         ProxyError.MethodNotImplemented => (501, "http_request_error"),
         ProxyError.AmbiguousPath => (400, "http_request_error"),
-        ProxyError.InvalidRequest => (400, "http_request_error"),
         ProxyError.RequestBodyTooLarge => (413, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };
