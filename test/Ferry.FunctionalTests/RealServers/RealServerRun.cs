@@ -25,6 +25,7 @@ internal sealed class RealServerRun
         await using (var proxy = await ProxyHarness.StartAsync(settings, null))
         {
             var result = await Waves.RunAsync(proxy.ProxyUri, name, waves, size, pause);
+            await WaitForRecordsAsync(servers, result);
             var destinations = servers.Select(s => proxy.Destination(s.Name)).ToList();
             run = new RealServerRun(name, result, servers, destinations.Select(d => d.Pool).ToList(), destinations.Sum(d => d.Replays),
                 [.. proxy.Logs.Lines.Where(l => !l.StartsWith("Information", StringComparison.Ordinal)).Take(20)]);
@@ -43,6 +44,22 @@ internal sealed class RealServerRun
             output.WriteLine(run.Details);
         }
         return run;
+    }
+
+    // Tomcat's access-log valve, its record of processed requests, writes a line after the response has gone out: the
+    // last wave's lines may land a moment after its answers. Waits (bounded) until every request sent is recorded.
+    private static async Task WaitForRecordsAsync(RealServer[] servers, WaveResult result)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+        while (DateTime.UtcNow < deadline)
+        {
+            var seen = servers.SelectMany(s => s.Seen().Keys).ToHashSet();
+            if (result.Get.Ids.All(id => seen.Contains($"GET {id}")) && result.Post.Ids.All(id => seen.Contains($"POST {id}")))
+            {
+                return;
+            }
+            await Task.Delay(100);
+        }
     }
 
     private RealServerRun(string name, WaveResult result, RealServer[] servers, List<ConnectionPool> pools, long replays, List<string> ferryLog)
