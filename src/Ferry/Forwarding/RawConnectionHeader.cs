@@ -37,17 +37,30 @@ internal static class RawConnectionHeader
         }
     }
 
-    private static void Capture(string value)
+    private static void Capture(ReadOnlySpan<char> value)
     {
         var box = s_box.Value;
+        if (box?.Value is null && IsLoneOption(value))
+        {
+            // What most clients send ("keep-alive", "close"): Kestrel keeps it as it is, so there is nothing to put
+            // back, and no string is made per request for it.
+            return;
+        }
         if (box is null)
         {
             box = new Box();
             s_box.Value = box;
         }
-        box.Value = box.Value is null ? value
+        box.Value = box.Value is null ? value.ToString()
             : box.Value.Length + value.Length < MaxLength ? $"{box.Value}, {value}"
-            : value;
+            : value.ToString();
+    }
+
+    private static bool IsLoneOption(ReadOnlySpan<char> value)
+    {
+        var token = value.Trim(" \t");
+        return token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase) || token.Equals("close", StringComparison.OrdinalIgnoreCase)
+            || token.Equals("upgrade", StringComparison.OrdinalIgnoreCase);
     }
 
     private sealed class Box
@@ -73,7 +86,7 @@ internal static class RawConnectionHeader
                 throw new DecoderFallbackException("NUL in a header value");
             }
             var written = Latin1.GetChars(source, chars.AsSpan(charIndex));
-            Capture(new string(chars, charIndex, written));
+            Capture(chars.AsSpan(charIndex, written));
             return written;
         }
 

@@ -201,6 +201,7 @@ public sealed class HostilePeerTests
     [InlineData("Connection: X-Api-Key, close\r\n")]
     [InlineData("Connection: keep-alive, X-Api-Key\r\n")]
     [InlineData("Connection: X-Api-Key\r\nConnection: close\r\n")]
+    [InlineData("Connection: close\r\nConnection: X-Api-Key\r\n")]
     [InlineData("Connection: X-Api-Key, x-other\r\n")]
     public async Task FieldsNamedByConnection_AreRemovedWhateverElseItSays(string connection)
     {
