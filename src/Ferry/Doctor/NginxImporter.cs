@@ -44,7 +44,14 @@ internal sealed class NginxImporter
         public SortedDictionary<string, string> KeepAlive { get; } = new(StringComparer.Ordinal);
         public SortedDictionary<string, string>? Timeouts { get; set; }
         public bool? PreserveHost { get; set; }
+        public SortedDictionary<string, string>? Tls { get; set; }
         public string? SettingsFrom { get; set; }
+
+        // http or https: nginx's scheme belongs to proxy_pass, Ferry's to each destination address.
+        public string Scheme { get; set; } = "http";
+
+        // An upstream block, whose name is what nginx sends as SNI and checks certificates against ($proxy_host).
+        public bool Named { get; set; }
     }
 
     public static NginxImport Import(IReadOnlyList<NginxDirective> root, string mainFile)
@@ -261,9 +268,9 @@ internal sealed class NginxImporter
         }
 
         var target = ProxyPassTarget.Parse(proxyPass.Arg(0));
-        if (target is null || target.HasVariables || target.Scheme != "http" || target.Name.StartsWith("unix:", StringComparison.Ordinal))
+        if (target is null || target.HasVariables || target.Scheme is not ("http" or "https") || target.Name.StartsWith("unix:", StringComparison.Ordinal))
         {
-            var why = target is null ? "not an http:// URL" : target.HasVariables ? "variables are resolved per request" : target.Scheme != "http" ? "Ferry speaks plain HTTP to destinations" : "unix sockets are not supported";
+            var why = target is null ? "not an http:// or https:// URL" : target.HasVariables ? "variables are resolved per request" : target.Scheme is not ("http" or "https") ? "Ferry speaks HTTP and HTTPS to destinations" : "unix sockets are not supported";
             Note(proxyPass, $"\"{proxyPass}\" not translated: {why}");
             return;
         }
@@ -527,33 +534,41 @@ internal sealed class NginxImporter
             var id = upstream.Arg(0);
             if (!_clusters.ContainsKey(id))
             {
-                _clusters[id] = ImportUpstream(upstream);
+                _clusters[id] = ImportUpstream(upstream, target.Scheme);
             }
 
-            if (_clusters[id] is null)
+            if (_clusters[id] is not { } cluster)
             {
                 Note(proxyPass, $"\"{proxyPass}\" not translated: upstream \"{id}\" has no server Ferry can use");
+                return null;
+            }
+
+            if (cluster.Scheme != target.Scheme)
+            {
+                Note(proxyPass, $"\"{proxyPass}\" not translated: upstream \"{id}\" is also reached with {cluster.Scheme}://, and the scheme of a " +
+                                "Ferry destination is part of its address; give the other scheme its own upstream block");
                 return null;
             }
 
             return id;
         }
 
-        var port = target.Port ?? 80;
-        var literalId = $"{target.Name.Trim('[', ']').Replace(':', '-')}-{port}";
+        // A literal host's port defaults to the scheme's; an upstream block's servers default to 80 whatever the scheme.
+        var port = target.Port ?? (target.Scheme == "https" ? 443 : 80);
+        var literalId = $"{target.Name.Trim('[', ']').Replace(':', '-')}-{port}{(target.Scheme == "https" ? "-tls" : "")}";
         if (!_clusters.ContainsKey(literalId))
         {
-            var cluster = new Cluster(literalId);
-            cluster.Destinations.Add(("1", $"http://{target.Name}:{port}", 1, false));
-            _clusters[literalId] = cluster;
+            var literal = new Cluster(literalId) { Scheme = target.Scheme };
+            literal.Destinations.Add(("1", $"{target.Scheme}://{target.Name}:{port}", 1, false));
+            _clusters[literalId] = literal;
         }
 
         return literalId;
     }
 
-    private Cluster? ImportUpstream(NginxDirective upstream)
+    private Cluster? ImportUpstream(NginxDirective upstream, string scheme)
     {
-        var cluster = new Cluster(upstream.Arg(0));
+        var cluster = new Cluster(upstream.Arg(0)) { Scheme = scheme, Named = true };
         var n = 0;
         foreach (var directive in upstream.Block!)
         {
@@ -580,7 +595,7 @@ internal sealed class NginxImporter
                         var address = server.Address.Contains("]:", StringComparison.Ordinal) || (!server.Address.StartsWith('[') && server.Address.Contains(':'))
                             ? server.Address
                             : $"{server.Address}:80";
-                        cluster.Destinations.Add(($"{n}", $"http://{address}", Math.Clamp(server.Weight, 1, 1000), server.Backup));
+                        cluster.Destinations.Add(($"{n}", $"{scheme}://{address}", Math.Clamp(server.Weight, 1, 1000), server.Backup));
                         var failure = directive.Args.Skip(1).Where(a => a.StartsWith("max_fails=", StringComparison.Ordinal) || a.StartsWith("fail_timeout=", StringComparison.Ordinal)).ToList();
                         if (failure.Count > 0)
                         {
@@ -664,17 +679,79 @@ internal sealed class NginxImporter
             Note(host, $"\"{host}\" not translated: Ferry sends either the client's Host or the destination's address");
         }
 
+        var tls = cluster.Scheme == "https" ? ImportUpstreamTls(scope, cluster) : [];
         if (cluster.SettingsFrom is null)
         {
             cluster.Timeouts = timeouts;
             cluster.PreserveHost = preserveHost;
+            cluster.Tls = tls;
             cluster.SettingsFrom = location.Location;
         }
-        else if (!cluster.Timeouts!.SequenceEqual(timeouts) || cluster.PreserveHost != preserveHost)
+        else if (!cluster.Timeouts!.SequenceEqual(timeouts) || cluster.PreserveHost != preserveHost || !cluster.Tls!.SequenceEqual(tls))
         {
-            Note(location, $"\"{location}\" uses cluster \"{cluster.Id}\" with other timeouts or Host handling than the location at " +
-                           $"{cluster.SettingsFrom}, whose settings were kept (Ferry's are per cluster)");
+            Note(location, $"\"{location}\" uses cluster \"{cluster.Id}\" with other timeouts, Host handling or proxy_ssl_* settings than the " +
+                           $"location at {cluster.SettingsFrom}, whose settings were kept (Ferry's are per cluster)");
         }
+    }
+
+    /// <summary>
+    /// The proxy_ssl_* directives in effect for an https location, as Clusters:&lt;id&gt;:Tls keys. Two defaults
+    /// differ on purpose: nginx does not check the upstream's certificate unless proxy_ssl_verify is on, and sends
+    /// no SNI unless proxy_ssl_server_name is on; Ferry always checks, and sends the destination's host name as SNI.
+    /// </summary>
+    private SortedDictionary<string, string> ImportUpstreamTls(IReadOnlyList<NginxDirective> scope, Cluster cluster)
+    {
+        var tls = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        NginxDirective? Effective(string name) => scope.Select(level => level.Child(name)).LastOrDefault(d => d is not null);
+
+        var verify = Effective("proxy_ssl_verify");
+        if (verify?.Arg(0) != "on")
+        {
+            Note(verify ?? scope[^1], $"nginx does not check the certificate of upstream \"{cluster.Id}\" (proxy_ssl_verify is off); Ferry does, " +
+                                      "against the system trust store or Tls:CaFile. For a self-signed test server only: Tls:DangerousAcceptAnyServerCertificate");
+        }
+
+        if (Effective("proxy_ssl_trusted_certificate") is { } trusted)
+        {
+            tls["CaFile"] = trusted.Arg(0);
+        }
+
+        if (Effective("proxy_ssl_certificate") is { } certificate)
+        {
+            tls["ClientCertificate:Path"] = certificate.Arg(0);
+            if (Effective("proxy_ssl_certificate_key") is { } key)
+            {
+                tls["ClientCertificate:KeyPath"] = key.Arg(0);
+            }
+        }
+
+        // proxy_ssl_name is also the name nginx checks the certificate against, with or without SNI.
+        if (Effective("proxy_ssl_name") is { } name && name.Arg(0) != "$proxy_host")
+        {
+            if (name.Arg(0).Contains('$'))
+            {
+                Note(name, $"\"{name}\" not translated: variables are resolved per request");
+            }
+            else
+            {
+                tls["ServerName"] = name.Arg(0);
+            }
+        }
+        else if (cluster.Named && (verify?.Arg(0) == "on" || Effective("proxy_ssl_server_name")?.Arg(0) == "on"))
+        {
+            // $proxy_host of "proxy_pass https://name" is the upstream block's name, not its servers' hosts.
+            tls["ServerName"] = cluster.Id;
+        }
+
+        foreach (var directive in new[] { "proxy_ssl_password_file", "proxy_ssl_protocols", "proxy_ssl_ciphers", "proxy_ssl_crl", "proxy_ssl_conf_command" })
+        {
+            if (Effective(directive) is { } untranslated)
+            {
+                Note(untranslated, $"\"{untranslated}\" not translated: Ferry offers TLS 1.2 and 1.3 with the system's ciphers, and reads key passwords from Tls:ClientCertificate:Password");
+            }
+        }
+
+        return tls;
     }
 
     private string Write(IReadOnlyList<Cluster> clusters)
@@ -780,6 +857,7 @@ internal sealed class NginxImporter
                 json.WriteStartObject("Forwarding");
                 json.WriteBoolean("PreserveHost", cluster.PreserveHost ?? false);
                 json.WriteEndObject();
+                WriteNestedSection(json, "Tls", cluster.Tls ?? []);
                 json.WriteEndObject();
             }
 
@@ -788,6 +866,46 @@ internal sealed class NginxImporter
         }
 
         return Encoding.UTF8.GetString(stream.ToArray()) + "\n";
+    }
+
+    // "ClientCertificate:Path" becomes "ClientCertificate": { "Path": ... }; keys of one sub-section sort together.
+    private static void WriteNestedSection(Utf8JsonWriter json, string name, SortedDictionary<string, string> values)
+    {
+        if (values.Count == 0)
+        {
+            return;
+        }
+
+        json.WriteStartObject(name);
+        string? open = null;
+        foreach (var (key, value) in values)
+        {
+            var colon = key.IndexOf(':');
+            var section = colon < 0 ? null : key[..colon];
+            if (section != open)
+            {
+                if (open is not null)
+                {
+                    json.WriteEndObject();
+                }
+
+                if (section is not null)
+                {
+                    json.WriteStartObject(section);
+                }
+
+                open = section;
+            }
+
+            json.WriteString(colon < 0 ? key : key[(colon + 1)..], value);
+        }
+
+        if (open is not null)
+        {
+            json.WriteEndObject();
+        }
+
+        json.WriteEndObject();
     }
 
     private static void WriteSection(Utf8JsonWriter json, string name, IReadOnlyDictionary<string, string> values)

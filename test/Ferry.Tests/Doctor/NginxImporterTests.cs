@@ -1,4 +1,6 @@
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Ferry.Configuration;
 using Ferry.Doctor;
 
@@ -152,7 +154,7 @@ public sealed class NginxImporterTests
         Noted(site, 19, "regular expression");
         Noted(site, 28, "\"proxy_set_header X-Id $request_id\" not translated");
         Noted(site, 37, "variables are resolved per request");
-        Noted(site, 40, "Ferry speaks plain HTTP");
+        Noted(site, 40, "upstream \"api\" is also reached with http://");
         Noted(site, 1, "Ferry routes match on every listener");
     }
 
@@ -315,6 +317,62 @@ public sealed class NginxImporterTests
 
         Assert.Equal(RequestLimitsConfig.DefaultMaxRequestBodySize, route.MaxRequestBodySize);
         Assert.Contains("\"client_max_body_size 1.5m\" not translated", Assert.Single(import.Notes).Message);
+    }
+
+    [Fact]
+    public void ProxyPassHttps_ToAnUpstream_BecomesHttpsDestinations_WithTheProxySslSettings()
+    {
+        using var dir = new TempDirectory();
+        using var key = ECDsa.Create();
+        using var ca = new CertificateRequest("CN=ca", key, HashAlgorithmName.SHA256).CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var caFile = dir.Write("ca.pem", ca.ExportCertificatePem());
+        var import = NginxImporter.Import(NginxConfigParser.ParseText($$"""
+            upstream api { server 10.0.0.1:8443; server 10.0.0.2; }
+            server {
+                location / {
+                    proxy_ssl_verify on;
+                    proxy_ssl_trusted_certificate {{caFile}};
+                    proxy_ssl_protocols TLSv1.2;
+                    proxy_pass https://api;
+                }
+            }
+            """, "x.conf", "/nonexistent"), "x.conf");
+
+        var cluster = LoadValid(import.Json).Clusters["api"];
+
+        // An upstream block's servers default to port 80 whatever the scheme, as in nginx.
+        Assert.Equal(["https://10.0.0.1:8443/", "https://10.0.0.2:80/"], cluster.Destinations.Select(d => d.Address.ToString()));
+        Assert.Equal(ca.Thumbprint, Assert.Single(cluster.Tls.TrustedCertificates!).Thumbprint);
+        Assert.Equal("api", cluster.Tls.ServerName);
+        Assert.Contains("\"proxy_ssl_protocols TLSv1.2\" not translated", Assert.Single(import.Notes).Message);
+    }
+
+    [Fact]
+    public void ProxyPassHttps_WithoutProxySslVerify_IsNoted_BecauseFerryChecksTheCertificate()
+    {
+        var (import, _) = ImportOneRoute("server { location / { proxy_pass https://api.example; } }");
+        var config = LoadValid(import.Json);
+
+        var destination = Assert.Single(config.Clusters["api.example-443-tls"].Destinations);
+        Assert.Equal("https://api.example/", destination.Address.ToString());
+        Assert.Same(TlsConfig.Default, config.Clusters["api.example-443-tls"].Tls);
+        Assert.Contains("proxy_ssl_verify is off", Assert.Single(import.Notes).Message);
+    }
+
+    [Fact]
+    public void AnUpstreamReachedWithBothSchemes_KeepsTheFirst_AndNotesTheOther()
+    {
+        var import = NginxImporter.Import(NginxConfigParser.ParseText("""
+            upstream api { server 10.0.0.1:8000; }
+            server {
+                location /a/ { proxy_pass http://api; }
+                location /b/ { proxy_pass https://api; }
+            }
+            """, "x.conf", "/nonexistent"), "x.conf");
+
+        var route = Assert.Single(LoadValid(import.Json).Routes);
+        Assert.Equal("/a", route.Match.PathPrefix);
+        Assert.Contains(import.Notes, n => n.Message.Contains("is also reached with http://", StringComparison.Ordinal));
     }
 
     private static FerryConfig LoadValid(string json)
