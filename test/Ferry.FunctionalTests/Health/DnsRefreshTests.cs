@@ -34,11 +34,11 @@ public sealed class DnsRefreshTests
         var port = a.EndPoint.Port;
         var config = ClusterConfig.WithDefaults("c", [new DestinationConfig("d", new Uri($"http://backend.test:{port}/"), "backend.test", port, 1, false)])
             with
-            {
-                Dns = new DnsConfig(Refresh),
-                // The test holds several leases at once without sending requests: nothing for the adaptive limit to measure.
-                ConnectionLimit = ConnectionLimitConfig.Default with { Adaptive = AdaptiveLimitConfig.Default with { Enabled = false } },
-            };
+        {
+            Dns = new DnsConfig(Refresh),
+            // The test holds several leases at once without sending requests: nothing for the adaptive limit to measure.
+            ConnectionLimit = ConnectionLimitConfig.Default with { Adaptive = AdaptiveLimitConfig.Default with { Enabled = false } },
+        };
         await using var cluster = new ClusterState(config, d => new ConnectionPool(d, config.KeepAlive, config.Timeouts.Connect, time), time, resolve);
         var destination = cluster.Destinations.Single();
         var pool = destination.Pool;
