@@ -206,13 +206,12 @@ public sealed class ReloadTests : IDisposable
             Assert.True(ok.GetProperty("changed").GetBoolean());
             successes++;
 
-            // The route added by this reload answers at once, with this reload's header rules.
+            // The route added by this reload answers at once, with its own header rule.
             using var check = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = proxyUri, Timeout = Bound };
-            var added = await check.GetStringAsync($"/r{step}/now");
-            Assert.EndsWith($"|{step}|r{step}|", added);
+            Assert.EndsWith($"||r{step}|", await check.GetStringAsync($"/r{step}/now"));
             if (step > 1)
             {
-                // The previous reload's route is gone: the catch-all answers, without its header.
+                // The previous reload's route is gone: the catch-all answers, with this reload's header rule.
                 Assert.EndsWith($"|{step}||", await check.GetStringAsync($"/r{step - 1}/now"));
             }
             await Task.Delay(300);
@@ -224,11 +223,12 @@ public sealed class ReloadTests : IDisposable
         Assert.True(completed > 1000, $"only {completed} requests ran under the reloads");
         var final = server.State.Current.Clusters["c"];
         // Unchanged destinations (only their weights moved) kept their live state: the same objects, and the
-        // upstreams never saw more connections than there were concurrent requests, all of them from that one pool.
+        // upstreams never saw more connections than there can be concurrent requests (the loops and the route
+        // checks), all of them from that one pool. A pool started afresh by any of the 20 reloads would reconnect.
         Assert.Same(a, final.Destinations.Single(d => d.Id == "a"));
         Assert.Same(b, final.Destinations.Single(d => d.Id == "b"));
-        Assert.InRange(u.A.ConnectionsAccepted, 1, Loops);
-        Assert.InRange(u.B.ConnectionsAccepted, 1, Loops);
+        Assert.InRange(u.A.ConnectionsAccepted, 1, Loops + 1);
+        Assert.InRange(u.B.ConnectionsAccepted, 1, Loops + 1);
         Assert.Equal(u.A.ConnectionsAccepted, a.Pool.Opened);
         Assert.Equal(u.B.ConnectionsAccepted, b.Pool.Opened);
         Assert.Equal(3, final.Destinations[0].Config.Weight); // step 20: 1 + 20 % 3
