@@ -153,6 +153,7 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
     private ReloadResult Reload(string trigger)
     {
         var now = _time.GetUtcNow();
+        var started = _time.GetTimestamp();
         if (_source is null)
         {
             return new ReloadResult(now, trigger, false, false, null,
@@ -193,7 +194,7 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         Volatile.Write(ref _loaded, new LoadedConfig(version, now, _source.FilePath));
         var retired = old.RetiredBy(next);
         var kept = old.Destinations.Count() - retired.Count;
-        LogReloaded(trigger, from, version, kept, next.Destinations.Count() - kept, retired.Count);
+        LogReloaded(trigger, from, version, kept, next.Destinations.Count() - kept, retired.Count, _time.GetElapsedTime(started).TotalMilliseconds);
         List<ProxyState> mayUse;
         lock (_lock)
         {
@@ -294,8 +295,8 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
     }
 
     [LoggerMessage(EventId = 40, Level = LogLevel.Information,
-        Message = "configuration reloaded ({Trigger}): version {From} -> {To}; {Kept} destinations kept with their connections, {Added} new, {Retired} draining")]
-    private partial void LogReloaded(string trigger, string? from, string to, int kept, int added, int retired);
+        Message = "configuration reloaded ({Trigger}) in {Milliseconds:0.#} ms: version {From} -> {To}; {Kept} destinations kept with their connections, {Added} new, {Retired} draining")]
+    private partial void LogReloaded(string trigger, string? from, string to, int kept, int added, int retired, double milliseconds);
 
     [LoggerMessage(EventId = 41, Level = LogLevel.Error, Message = "configuration reload ({Trigger}): error: {Error}")]
     private partial void LogReloadError(string trigger, string error);
