@@ -93,10 +93,19 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         var path = Path.GetFullPath(_source.FilePath);
         var name = Path.GetFileName(path);
         _debounce = _time.CreateTimer(static s => ((ConfigReloader)s!).ReloadInBackground("file"), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        var watcher = new FileSystemWatcher(Path.GetDirectoryName(path)!)
+        FileSystemWatcher watcher;
+        try
         {
-            NotifyFilter = NotifyFilters.FileName | NotifyFilters.DirectoryName | NotifyFilters.LastWrite | NotifyFilters.Size | NotifyFilters.CreationTime,
-        };
+            watcher = new FileSystemWatcher(Path.GetDirectoryName(path)!)
+            {
+                NotifyFilter = NotifyFilters.FileName | NotifyFilters.DirectoryName | NotifyFilters.LastWrite | NotifyFilters.Size | NotifyFilters.CreationTime,
+            };
+        }
+        catch (Exception ex) when (ex is IOException or ArgumentException or UnauthorizedAccessException)
+        {
+            LogNotWatched(path, ex.Message);
+            return;
+        }
         void OnEvent(string? changed)
         {
             if (changed is not null && (string.Equals(changed, name, StringComparison.Ordinal) || changed == "..data"))
@@ -109,7 +118,17 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         watcher.Renamed += (_, e) => OnEvent(e.Name);
         // Events were lost (the watcher's buffer overflowed): the file may have changed.
         watcher.Error += (_, _) => _debounce.Change(Debounce, Timeout.InfiniteTimeSpan);
-        watcher.EnableRaisingEvents = true;
+        try
+        {
+            watcher.EnableRaisingEvents = true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // inotify's per-user limits (fs.inotify.max_user_instances, max_user_watches) are the usual cause.
+            watcher.Dispose();
+            LogNotWatched(path, ex.Message);
+            return;
+        }
         _watcher = watcher;
     }
 
@@ -124,7 +143,14 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
     // Returns once the new configuration is current (or refused): a request sent after it sees the new routes.
     public async Task<ReloadResult> ReloadAsync(string trigger)
     {
-        await _reloading.WaitAsync();
+        try
+        {
+            await _reloading.WaitAsync(_stopping.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return new ReloadResult(_time.GetUtcNow(), trigger, false, false, null, ["the server is shutting down"], []);
+        }
         try
         {
             var result = Reload(trigger);
@@ -187,7 +213,22 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         }
 
         // Reloads are serialized and nothing else swaps: the state built on is the one swapped out.
-        var next = ProxyState.Build(loaded.Config!, _poolFactory, _time, previous: _state.Current);
+        var current = _state.Current;
+        var owners = current.Destinations.Select(d => (Destination: d, d.Cluster, d.Config)).ToArray();
+        ProxyState next;
+        try
+        {
+            next = ProxyState.Build(loaded.Config!, _poolFactory, _time, previous: current);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException or ArgumentException or System.Security.Authentication.AuthenticationException)
+        {
+            // Nothing was swapped; destinations already taken over go back to the running state as they were.
+            foreach (var (destination, cluster, config) in owners)
+            {
+                destination.Adopt(cluster, config);
+            }
+            return new ReloadResult(now, trigger, false, false, version, [$"building the new configuration failed: {ex.Message}"], loaded.Warnings);
+        }
         var old = _state.Swap(next);
         var from = Loaded.Version;
         _restartOnly = restartOnly;
@@ -291,24 +332,27 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
             drains = _drains.Select(d => d.Drain).ToArray();
         }
         await Task.WhenAll(drains);
-        _stopping.Dispose();
     }
 
-    [LoggerMessage(EventId = 40, Level = LogLevel.Information,
+    [LoggerMessage(EventId = 60, Level = LogLevel.Information,
         Message = "configuration reloaded ({Trigger}) in {Milliseconds:0.#} ms: version {From} -> {To}; {Kept} destinations kept with their connections, {Added} new, {Retired} draining")]
     private partial void LogReloaded(string trigger, string? from, string to, int kept, int added, int retired, double milliseconds);
 
-    [LoggerMessage(EventId = 41, Level = LogLevel.Error, Message = "configuration reload ({Trigger}): error: {Error}")]
+    [LoggerMessage(EventId = 61, Level = LogLevel.Error, Message = "configuration reload ({Trigger}): error: {Error}")]
     private partial void LogReloadError(string trigger, string error);
 
-    [LoggerMessage(EventId = 42, Level = LogLevel.Warning, Message = "configuration reload ({Trigger}): warning: {Warning}")]
+    [LoggerMessage(EventId = 62, Level = LogLevel.Warning, Message = "configuration reload ({Trigger}): warning: {Warning}")]
     private partial void LogReloadWarning(string trigger, string warning);
 
-    [LoggerMessage(EventId = 43, Level = LogLevel.Error,
+    [LoggerMessage(EventId = 63, Level = LogLevel.Error,
         Message = "configuration reload ({Trigger}) failed with {Count} error(s); the running configuration (version {Version}) is kept")]
     private partial void LogReloadFailed(string trigger, int count, string? version);
 
-    [LoggerMessage(EventId = 44, Level = LogLevel.Warning,
+    [LoggerMessage(EventId = 65, Level = LogLevel.Warning,
+        Message = "the configuration file {Path} is not watched ({Reason}); SIGHUP and POST /reload still reload it")]
+    private partial void LogNotWatched(string path, string reason);
+
+    [LoggerMessage(EventId = 64, Level = LogLevel.Warning,
         Message = "{Count} removed destinations still had requests after {Seconds} s; their pools are disposed, connections in use close when released")]
     private partial void LogDrainTimeout(int count, double seconds);
 }
