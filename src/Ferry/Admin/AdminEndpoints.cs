@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Ferry.Configuration;
 using Ferry.Forwarding;
+using Ferry.Hosting;
 using Ferry.Metrics;
 using Ferry.Upstream;
 
@@ -10,13 +11,14 @@ namespace Ferry.Admin;
 
 // The admin listener: /healthz for orchestrators, / (the status page), /status and /stats for people and scripts,
 // /metrics for Prometheus. With Admin:Token set, everything but /healthz needs "Authorization: Bearer <token>".
-internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null)
+internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null,
+    ConfigReloader? reloader = null)
 {
     private readonly byte[]? _tokenHash = config?.Token is { } token ? SHA256.HashData(Encoding.UTF8.GetBytes(token)) : null;
 
     // The admin endpoints of the server whose services were built by AddFerryObservability.
-    public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices) =>
-        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats);
+    public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices, ConfigReloader? reloader = null) =>
+        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats, reloader);
 
     public Task InvokeAsync(HttpContext context)
     {
@@ -28,9 +30,12 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             context.Response.ContentType = "text/plain";
             return context.Response.WriteAsync("misdirected: this host name is not in Admin:AllowedHosts\n");
         }
-        if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
+        // /reload changes what runs, so it takes POST only; everything else only reads.
+        var reload = path == "/reload" && reloader is not null;
+        if (reload ? !HttpMethods.IsPost(context.Request.Method) : !HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
         {
             context.Response.StatusCode = StatusCodes.Status405MethodNotAllowed;
+            context.Response.Headers.Allow = reload ? "POST" : "GET, HEAD";
             return Task.CompletedTask;
         }
         if (path == "/healthz")
@@ -47,6 +52,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
         }
         switch (path)
         {
+            case "/reload" when reloader is not null:
+                return ReloadAsync(context, reloader);
             case "/":
                 context.Response.ContentType = "text/html; charset=utf-8";
                 context.Response.Headers.CacheControl = "no-store";
@@ -65,8 +72,58 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             default:
                 context.Response.StatusCode = StatusCodes.Status404NotFound;
                 context.Response.ContentType = "text/plain";
-                return context.Response.WriteAsync("not found: try /, /healthz, /status, /stats or /metrics\n");
+                return context.Response.WriteAsync("not found: try /, /healthz, /status, /stats or /metrics (POST /reload)\n");
         }
+    }
+
+    // A web page can make the operator's browser send a cross-origin POST without any preflight; the browser names
+    // the page's origin, and a reload is only taken from a client that is not a page of another origin.
+    private static async Task ReloadAsync(HttpContext context, ConfigReloader reloader)
+    {
+        var origin = context.Request.Headers.Origin.ToString();
+        if (origin.Length > 0 && (!Uri.TryCreate(origin, UriKind.Absolute, out var originUri)
+            || !string.Equals(originUri.Authority, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase)))
+        {
+            context.Response.StatusCode = StatusCodes.Status403Forbidden;
+            context.Response.ContentType = "text/plain";
+            await context.Response.WriteAsync("forbidden: POST /reload from a page of another origin\n");
+            return;
+        }
+        var result = await reloader.ReloadAsync("admin");
+        // 422: the configuration read is not one Ferry can run; the running one is kept.
+        context.Response.StatusCode = result.Success ? StatusCodes.Status200OK : StatusCodes.Status422UnprocessableEntity;
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        using (var json = new Utf8JsonWriter(context.Response.BodyWriter, new JsonWriterOptions { Indented = true }))
+        {
+            WriteReload(json, result, reloader.Loaded);
+        }
+        await context.Response.BodyWriter.FlushAsync();
+    }
+
+    private static void WriteReload(Utf8JsonWriter json, ReloadResult result, LoadedConfig loaded)
+    {
+        json.WriteStartObject();
+        json.WriteString("time", result.Time);
+        json.WriteString("result", result.Success ? "success" : "failure");
+        json.WriteBoolean("changed", result.Changed);
+        json.WriteString("trigger", result.Trigger);
+        json.WriteString("source", loaded.Path);
+        json.WriteString("version", result.Version);
+        json.WriteString("runningVersion", loaded.Version);
+        json.WriteStartArray("errors");
+        foreach (var error in result.Errors)
+        {
+            json.WriteStringValue(error);
+        }
+        json.WriteEndArray();
+        json.WriteStartArray("warnings");
+        foreach (var warning in result.Warnings)
+        {
+            json.WriteStringValue(warning);
+        }
+        json.WriteEndArray();
+        json.WriteEndObject();
     }
 
     // DNS rebinding needs a name: a page on attacker.example whose address is switched to 127.0.0.1 sends
@@ -133,6 +190,26 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
         using (var json = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true }))
         {
             json.WriteStartObject();
+            if (reloader is not null)
+            {
+                // What runs and where it came from; lastReload null: nothing was reloaded since the start.
+                var loaded = reloader.Loaded;
+                json.WriteStartObject("config");
+                json.WriteString("version", loaded.Version);
+                json.WriteString("loadedAt", loaded.LoadedAt);
+                json.WriteString("source", loaded.Path);
+                json.WriteNumber("drainingDestinations", reloader.Draining);
+                json.WriteEndObject();
+                json.WritePropertyName("lastReload");
+                if (reloader.LastReload is { } last)
+                {
+                    WriteReload(json, last, loaded);
+                }
+                else
+                {
+                    json.WriteNullValue();
+                }
+            }
             json.WriteStartArray("listeners");
             foreach (var listener in proxy.Config.Listeners)
             {

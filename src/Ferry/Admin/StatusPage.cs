@@ -74,7 +74,13 @@ function colorOf(cause) { if (!(cause in colors)) colors[cause] = palette[Object
 function seconds(s) { return s >= 60 ? (s/60).toFixed(s % 60 ? 1 : 0) + " min" : s + " s"; }
 
 function renderStatus(st) {
-  el("listeners").textContent = "listening on " + st.listeners.join(", ");
+  let config = "";
+  if (st.config) {
+    config = `; config ${st.config.version ?? "–"} loaded ${new Date(st.config.loadedAt).toLocaleTimeString()}${st.config.source ? " from " + st.config.source : ""}`;
+    const r = st.lastReload;
+    if (r && r.result === "failure") config += `; last reload failed (${r.errors.length} error${r.errors.length === 1 ? "" : "s"}: ${r.errors[0] ?? ""})`;
+  }
+  el("listeners").textContent = "listening on " + st.listeners.join(", ") + config;
   const limit = l => l.limit === null ? "–" : `${l.limit}${l.adaptive && l.baselineLatencyMs !== null ? `<span class="why">adaptive, ${l.recentLatencyMs ?? "–"} / ${l.baselineLatencyMs} ms</span>` : ""}`;
   let up = 0, all = 0, html = "";
   for (const c of st.clusters) {

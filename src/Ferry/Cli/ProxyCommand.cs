@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Ferry.Configuration;
+using Ferry.Hosting;
 using Microsoft.Extensions.Configuration;
 
 namespace Ferry.Cli;
@@ -29,7 +30,7 @@ internal static class ProxyCommand
                 .AddInMemoryCollection(settings)
                 .AddConfiguration(FerryConfigLoader.Build(null, parse.UnmatchedTokens, Environment.GetEnvironmentVariables()))
                 .Build();
-            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop);
+            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop, new FerryServerOptions { Configuration = configuration });
         });
         return command;
     }

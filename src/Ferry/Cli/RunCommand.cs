@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Ferry.Configuration;
+using Ferry.Hosting;
 
 namespace Ferry.Cli;
 
@@ -26,8 +27,11 @@ internal static class RunCommand
                 Console.Error.WriteLine($"ferry: configuration file not found: {file.FullName}");
                 return Task.FromResult(1);
             }
-            var configuration = FerryConfigLoader.Build(file.FullName, parse.UnmatchedTokens, Environment.GetEnvironmentVariables());
-            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop);
+            // Kept for reloads: the file is read again under the same overrides (docs/configuration.md, "Reload").
+            var source = new ConfigSource(file.FullName, [.. parse.UnmatchedTokens], Environment.GetEnvironmentVariables());
+            var configuration = source.Build();
+            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop,
+                new FerryServerOptions { Configuration = configuration, Source = source });
         });
         return command;
     }

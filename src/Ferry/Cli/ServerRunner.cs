@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Ferry.Configuration;
 using Ferry.Hosting;
 
@@ -24,7 +25,8 @@ internal static class ServerRunner
         return true;
     }
 
-    public static async Task<int> RunAsync(ConfigLoadResult result, Func<FerryServer, string>? banner, CancellationToken stop)
+    public static async Task<int> RunAsync(ConfigLoadResult result, Func<FerryServer, string>? banner, CancellationToken stop,
+        FerryServerOptions? options = null)
     {
         if (!Report(result, Console.Out, Console.Error))
         {
@@ -33,7 +35,7 @@ internal static class ServerRunner
         FerryServer server;
         try
         {
-            server = await FerryServer.StartAsync(result.Config!, cancellationToken: stop);
+            server = await FerryServer.StartAsync(result.Config!, options, stop);
         }
         catch (IOException ex)
         {
@@ -43,6 +45,7 @@ internal static class ServerRunner
         }
         await using (server)
         {
+            using var sighup = options?.Source is null ? null : ReloadOnSighup(server);
             foreach (var uri in server.ListenerUris)
             {
                 Console.WriteLine($"ferry: proxying on {uri}");
@@ -66,5 +69,21 @@ internal static class ServerRunner
             await server.StopAsync();
         }
         return 0;
+    }
+
+    // The one place SIGHUP reloads the configuration, as for nginx. The access log also reopens its file on SIGHUP
+    // (AccessLogWriter.ListenForSighup): every registered handler runs, so one signal does both.
+    private static PosixSignalRegistration? ReloadOnSighup(FerryServer server)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return null;
+        }
+        return PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+        {
+            // Handled: the default action of SIGHUP would end the process.
+            context.Cancel = true;
+            _ = server.Reloader.ReloadAsync("SIGHUP");
+        });
     }
 }

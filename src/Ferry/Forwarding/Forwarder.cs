@@ -18,7 +18,6 @@ internal sealed partial class Forwarder(
 {
     public async Task InvokeAsync(HttpContext context)
     {
-        var proxy = state.Current;
         var request = context.Request;
         RawConnectionHeader.Restore(request.Headers);
         var connection = context.Features.Get<ListenerConnectionFeature>();
@@ -36,6 +35,8 @@ internal sealed partial class Forwarder(
         BufferedBody? body = null;
         RouteState? route = null; // its response header rules apply to Ferry's own error responses
         var span = tracing.StartRequest(request);
+        // The request runs on this state to its end, whatever reload happens meanwhile; released in the finally below.
+        var proxy = state.Acquire();
         try
         {
             // 0. A request that cannot be written as HTTP/1.1 is the client's error, whatever the route.
@@ -260,6 +261,8 @@ internal sealed partial class Forwarder(
         }
         finally
         {
+            // Every exchange with a destination is over: its connection is back in the pool or closed.
+            proxy.Leave();
             body?.Dispose();
             record.Duration = time.GetElapsedTime(record.StartTimestamp);
             if (record.Status == 0)
@@ -394,14 +397,30 @@ internal sealed class StatusRetry(TimeProvider time, ClusterState cluster, Reque
     }
 }
 
-// The live ProxyState; swapped atomically when configuration changes.
+// The live ProxyState; swapped atomically when configuration changes (ConfigReloader).
 internal sealed class ProxyStateHolder(ProxyState initial)
 {
     private ProxyState _current = initial;
 
-    public ProxyState Current
+    public ProxyState Current => Volatile.Read(ref _current);
+
+    // The state a request runs on from start to end, counted until it calls Leave. Counted before it is checked to be
+    // still current: a state swapped out and then seen with no requests can never be taken again, so what only it
+    // uses may be disposed (ConfigReloader's drain).
+    public ProxyState Acquire()
     {
-        get => Volatile.Read(ref _current);
-        set => Volatile.Write(ref _current, value);
+        while (true)
+        {
+            var state = Volatile.Read(ref _current);
+            state.Enter();
+            if (ReferenceEquals(state, Volatile.Read(ref _current)))
+            {
+                return state;
+            }
+            state.Leave();
+        }
     }
+
+    // Makes `next` current; returns the state it replaced.
+    public ProxyState Swap(ProxyState next) => Interlocked.Exchange(ref _current, next);
 }

@@ -18,6 +18,16 @@ internal sealed record FerryServerOptions
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
     public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    // The effective key/values the configuration was loaded from: its version, and the base a reload compares
+    // restart-only sections against.
+    public IConfiguration? Configuration { get; init; }
+
+    // Where a reload reads the configuration again (file and overrides); null: the server cannot reload.
+    public ConfigSource? Source { get; init; }
+
+    // Whether changes to Source's file are reloaded without being asked (POST /reload and SIGHUP always work).
+    public bool WatchFile { get; init; } = true;
 }
 
 // The running proxy: Kestrel listeners for proxied traffic, a separate Kestrel for the admin endpoints (they never
@@ -34,16 +44,18 @@ internal sealed class FerryServer : IAsyncDisposable
         AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
     }
 
-    private FerryServer(WebApplication proxy, WebApplication? admin, ProxyStateHolder state, IReadOnlyList<Uri> listeners, Uri? adminUri)
+    private FerryServer(WebApplication proxy, WebApplication? admin, ProxyStateHolder state, ConfigReloader reloader, IReadOnlyList<Uri> listeners, Uri? adminUri)
     {
         _proxy = proxy;
         _admin = admin;
         State = state;
+        Reloader = reloader;
         ListenerUris = listeners;
         AdminUri = adminUri;
     }
 
     public ProxyStateHolder State { get; }
+    public ConfigReloader Reloader { get; }
     public IReadOnlyList<Uri> ListenerUris { get; }
     public Uri? AdminUri { get; }
     public IServiceProvider Services => _proxy.Services;
@@ -63,6 +75,8 @@ internal sealed class FerryServer : IAsyncDisposable
         });
         var forwarder = proxy.Services.GetRequiredService<Forwarder>();
         proxy.Run(forwarder.InvokeAsync);
+        var reloader = new ConfigReloader(state, options.Configuration, options.Source, PoolFactory(time), time,
+            proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<ConfigReloader>(), proxy.Services.GetService<FerryMetrics>());
 
         WebApplication? admin = null;
         try
@@ -71,8 +85,12 @@ internal sealed class FerryServer : IAsyncDisposable
             if (config.Admin.Enabled)
             {
                 admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(state));
-                admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services).InvokeAsync);
+                admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services, reloader).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
+            }
+            if (options.WatchFile)
+            {
+                reloader.WatchFile();
             }
         }
         catch
@@ -82,10 +100,11 @@ internal sealed class FerryServer : IAsyncDisposable
             {
                 await admin.DisposeAsync();
             }
+            await reloader.DisposeAsync();
             await state.Current.DisposeAsync();
             throw;
         }
-        return new FerryServer(proxy, admin, state, Addresses(proxy), admin is null ? null : Addresses(admin)[0]);
+        return new FerryServer(proxy, admin, state, reloader, Addresses(proxy), admin is null ? null : Addresses(admin)[0]);
     }
 
     // Content-Length through a decoder that fails on anything but digits, so that Kestrel refuses "+5" (StrictContentLengthEncoding).
@@ -175,6 +194,8 @@ internal sealed class FerryServer : IAsyncDisposable
         {
             await _admin.DisposeAsync();
         }
+        // Draining pools of removed destinations are disposed here; a reload can no longer start.
+        await Reloader.DisposeAsync();
         await State.Current.DisposeAsync();
     }
 }

@@ -28,6 +28,7 @@ internal sealed class FerryMetrics
     private readonly Histogram<double> _tlsHandshake;
     private readonly Histogram<double> _head;
     private readonly Histogram<double> _upstream;
+    private readonly Counter<long> _reloads;
 
     public FerryMetrics(IMeterFactory meterFactory, ProxyStateHolder state, Func<long>? accessLogDropped)
     {
@@ -50,6 +51,8 @@ internal sealed class FerryMetrics
             "Time from the start of an attempt to the complete response head.", advice: upstreamAdvice);
         _upstream = meter.CreateHistogram<double>("ferry.upstream.duration", "s",
             "Time from the start of an attempt to the end of the response body.", advice: upstreamAdvice);
+        _reloads = meter.CreateCounter<long>("ferry.config.reloads", "{reload}",
+            "Configuration reloads (file change, SIGHUP, POST /reload), by result: success, or failure when the running configuration was kept.");
 
         meter.CreateObservableUpDownCounter("ferry.upstream.connections", () => Observe<long>(state, static (d, list) =>
         {
@@ -134,6 +137,9 @@ internal sealed class FerryMetrics
     // Tag values are objects: one box each for the two booleans instead of one per measurement.
     private static readonly object BoxedTrue = true;
     private static readonly object BoxedFalse = false;
+
+    public void RecordReload(bool success) =>
+        _reloads.Add(1, new KeyValuePair<string, object?>("result", success ? "success" : "failure"));
 
     public void Record(RequestRecord record)
     {

@@ -11,7 +11,10 @@ internal sealed class ClusterState : IAsyncDisposable
     private int _panicking; // 1 while the last pick found every destination out of rotation
 
     // `resolve`: how destinations given by host name are resolved (tests change the answer); Dns by default.
-    public ClusterState(ClusterConfig config, ConnectionPool.Factory poolFactory, TimeProvider time, DestinationResolver.Resolve? resolve = null)
+    // `reuse`: on a reload, the live state a destination takes over from the running configuration (DestinationReuse),
+    // null for a new one.
+    public ClusterState(ClusterConfig config, ConnectionPool.Factory poolFactory, TimeProvider time, DestinationResolver.Resolve? resolve = null,
+        Func<DestinationConfig, DestinationState?>? reuse = null)
     {
         Config = config;
         Limits = new Http1Limits
@@ -19,7 +22,7 @@ internal sealed class ClusterState : IAsyncDisposable
             MaxResponseHeaderBytes = config.Limits.MaxResponseHeaderBytes,
             MaxResponseHeaderCount = config.Limits.MaxResponseHeaderCount,
         };
-        Destinations = config.Destinations.Select(d => new DestinationState(this, d, poolFactory, time, resolve)).ToArray();
+        Destinations = config.Destinations.Select(d => reuse?.Invoke(d)?.Adopt(this, d) ?? new DestinationState(this, d, poolFactory, time, resolve)).ToArray();
         Balancer = new ClusterBalancer(Destinations, LoadBalancingPolicy.Create(config, Destinations));
         HealthChecker = config.HealthCheck.Active.Enabled ? new ActiveHealthChecker(this, time) : null;
     }
@@ -37,12 +40,17 @@ internal sealed class ClusterState : IAsyncDisposable
     // logged once each instead of once per request.
     public bool NotePanic(bool panic) => Interlocked.Exchange(ref _panicking, panic ? 1 : 0) != (panic ? 1 : 0);
 
-    public async ValueTask DisposeAsync()
+    public async ValueTask StopHealthChecksAsync()
     {
         if (HealthChecker is not null)
         {
             await HealthChecker.DisposeAsync();
         }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopHealthChecksAsync();
         foreach (var destination in Destinations)
         {
             destination.Resolver?.Dispose();

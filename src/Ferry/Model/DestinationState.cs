@@ -14,8 +14,8 @@ internal sealed class DestinationState
     public DestinationState(ClusterState cluster, DestinationConfig config, ConnectionPool.Factory poolFactory, TimeProvider time,
         DestinationResolver.Resolve? resolve = null)
     {
-        Cluster = cluster;
-        Config = config;
+        _cluster = cluster;
+        _config = config;
         var health = cluster.Config.HealthCheck;
         Health = new DestinationHealth(health.Passive, health.Active, cluster.Config.SlowStart, time);
         Authority = config.Authority;
@@ -51,8 +51,22 @@ internal sealed class DestinationState
     // For an https destination: the handshake every new connection makes; null for http.
     public UpstreamTls? Tls { get; }
 
-    public ClusterState Cluster { get; }
-    public DestinationConfig Config { get; }
+    // Both replaced when a reload keeps this destination (Adopt): the cluster it now belongs to, and its configuration,
+    // which may differ from the previous one in what DestinationReuse allows (weight, backup).
+    public ClusterState Cluster { get => Volatile.Read(ref _cluster); private set => Volatile.Write(ref _cluster, value); }
+    public DestinationConfig Config { get => Volatile.Read(ref _config); private set => Volatile.Write(ref _config, value); }
+
+    private ClusterState _cluster;
+    private DestinationConfig _config;
+
+    // A reload kept this destination: it moves to the new cluster state with its pool, health and learned limits.
+    // Requests in flight on the previous state see the new weight too; they only read it to pick a retry.
+    public DestinationState Adopt(ClusterState cluster, DestinationConfig config)
+    {
+        Cluster = cluster;
+        Config = config;
+        return this;
+    }
     public string Id => Config.DestinationId;
     public EndPoint EndPoint { get; }
     public ConnectionPool Pool { get; }
