@@ -44,6 +44,17 @@ internal sealed partial class Forwarder(
                 await FailAsync(context, proxy, record, invalid, null);
                 return;
             }
+            if (connection?.Listener.RedirectToHttps is { } redirect)
+            {
+                if (HttpsRedirect.Location(context, redirect) is not { } location)
+                {
+                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.InvalidHost,
+                        "the Host is not a host name or IP address with an optional port; no redirect is built from it"), null);
+                    return;
+                }
+                HttpsRedirect.Write(context.Response, location);
+                return;
+            }
 
             // 1. Routing: host + path → route → cluster, on the very path the destination will receive.
             if (requestFeature is not null)
@@ -324,6 +335,10 @@ internal sealed partial class Forwarder(
         var response = context.Response;
         response.Clear();
         response.StatusCode = status;
+        if (context.Features.Get<ListenerConnectionFeature>()?.Listener.Hsts is { } hsts)
+        {
+            response.Headers.StrictTransportSecurity = hsts.HeaderValue;
+        }
         response.Headers[ProxyStatusHeader.Name] = ProxyStatusHeader.Format(type, ex.Details, nextHop, proxy.Config.ProxyStatus.IncludeDetails);
         response.ContentType = "text/plain; charset=utf-8";
         if (responseRules is { Length: > 0 })
