@@ -261,57 +261,77 @@ public sealed partial class HttpsListenerTests : IDisposable
     }
 
     [Fact]
-    public async Task CertificateReplacedByRename_NewConnectionsGetIt_WithNoFailedRequest()
+    public async Task CertificateReplacedByRename_NewConnectionsGetIt_WithNoFailedRequest_AndOpenConnectionsContinue()
     {
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
         using var first = _certificates.IssueServer("localhost", "localhost");
         using var second = _certificates.IssueServer("localhost", "localhost");
         var (cert, key) = WritePem("server", first);
         await using var proxy = await ProxyHarness.StartAsync(Settings(upstream, cert, key), null, upstream);
-        using var client = new Client(proxy.ProxyUri, "localhost");
+
+        // A keep-alive connection made before the change: it must go on working with the certificate it was made with.
+        var handshakes = 0;
+        using var kept = new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            MaxConnectionsPerServer = 1,
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = (_, _, _, _) => Interlocked.Increment(ref handshakes) > 0,
+            },
+        }) { BaseAddress = proxy.ProxyUri, Timeout = Bound };
+        kept.DefaultRequestHeaders.Host = "localhost";
+        (await kept.GetAsync("/")).EnsureSuccessStatusCode();
 
         var requests = 0;
-        var failures = new List<string>();
-        var replaced = false;
-        var deadline = DateTime.UtcNow + Bound;
-        string? seen = null;
-        // Bounded: stops at the new serial, after 5000 requests or at the deadline, whichever comes first.
-        while (requests < 5000 && DateTime.UtcNow < deadline)
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var replaced = new ManualResetEventSlim();
+        using var stop = new CancellationTokenSource(Bound);
+        // Four loops of requests, each on a new connection, until one of them is shown the new certificate; bounded by
+        // Bound and by 5000 requests each.
+        async Task LoopAsync()
         {
-            if (requests == 20)
+            using var client = new Client(proxy.ProxyUri, "localhost");
+            for (var i = 0; i < 5000 && !stop.IsCancellationRequested; i++)
             {
-                using var ecdsa = second.GetECDsaPrivateKey()!;
-                // The key first, then the certificate: between the two the pair does not match and the old one stays.
-                ReplaceByRename(key, ecdsa.ExportPkcs8PrivateKeyPem());
-                ReplaceByRename(cert, second.ExportCertificatePem());
-                replaced = true;
-            }
-            requests++;
-            try
-            {
-                using var response = await client.GetOnNewConnectionAsync("/");
-                if (response.StatusCode != HttpStatusCode.OK)
+                Interlocked.Increment(ref requests);
+                try
                 {
-                    failures.Add($"status {(int)response.StatusCode}");
+                    using var response = await client.GetOnNewConnectionAsync("/");
+                    if (response.StatusCode != HttpStatusCode.OK)
+                    {
+                        failures.Enqueue($"status {(int)response.StatusCode}");
+                    }
+                }
+                catch (HttpRequestException ex)
+                {
+                    failures.Enqueue(ex.ToString());
+                }
+                if (replaced.IsSet && client.LastSerial == second.SerialNumber)
+                {
+                    await stop.CancelAsync();
                 }
             }
-            catch (HttpRequestException ex)
-            {
-                failures.Add(ex.ToString());
-            }
-            seen = client.LastSerial;
-            if (replaced && seen == second.SerialNumber)
-            {
-                break;
-            }
         }
+        var loops = Enumerable.Range(0, 4).Select(_ => Task.Run(LoopAsync)).ToArray();
+        await Wait.Until(() => Volatile.Read(ref requests) >= 40 || loops.All(l => l.IsCompleted), Bound);
+        using (var ecdsa = second.GetECDsaPrivateKey()!)
+        {
+            // The key first, then the certificate: between the two the pair does not match and the old one stays.
+            ReplaceByRename(key, ecdsa.ExportPkcs8PrivateKeyPem());
+        }
+        ReplaceByRename(cert, second.ExportCertificatePem());
+        replaced.Set();
+        await Task.WhenAll(loops);
 
-        Console.WriteLine($"certificate reload under load: {requests} requests over new connections, {failures.Count} failed");
+        Console.WriteLine($"certificate reload under load: {requests} requests over new connections in 4 loops, {failures.Count} failed");
         Assert.Empty(failures);
-        Assert.Equal(second.SerialNumber, seen);
+        Assert.True(stop.IsCancellationRequested, "no new connection was shown the new certificate");
         var slot = Assert.Single(proxy.Server.Certificates.Listeners.Single().Slots);
         Assert.Equal(second.SerialNumber, slot.Current!.SerialNumber);
         Assert.Contains(proxy.Logs.Lines, l => l.Contains("certificate for default reloaded", StringComparison.Ordinal));
+        (await kept.GetAsync("/")).EnsureSuccessStatusCode();
+        Assert.Equal(1, handshakes);
     }
 
     [DllImport("libc", SetLastError = true, EntryPoint = "rename")]
