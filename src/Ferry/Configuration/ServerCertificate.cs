@@ -166,7 +166,10 @@ internal sealed class LoadedCertificate
         }
         if (all.Count == 0)
         {
-            throw new CertificateFileException($"'{source.Path}' holds no PEM certificate");
+            // ImportFromPem skips a block whose base64 does not decode, as if it were not there.
+            throw new CertificateFileException(certText.Contains("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal)
+                ? $"'{source.Path}' holds a PEM certificate that does not parse"
+                : $"'{source.Path}' holds no PEM certificate");
         }
         var keyFile = source.KeyPath ?? source.Path;
         // The leaf comes first in a chain file (fullchain.pem, RFC 8446 §4.4.2), the intermediates after it.
