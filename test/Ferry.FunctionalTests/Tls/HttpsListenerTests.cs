@@ -210,6 +210,48 @@ public sealed partial class HttpsListenerTests : IDisposable
         Assert.True(refused is AuthenticationException or IOException, refused?.ToString());
     }
 
+    // .NET's client may refuse to offer TLS 1.1 itself, which would prove nothing; openssl s_client offers it, and the
+    // server's protocol_version alert (RFC 8446 §6.2) shows that the refusal is Ferry's.
+    [OpenSslServerTests.OpenSslFact]
+    public async Task DefaultListener_RefusesTls11_WithAProtocolVersionAlert()
+    {
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        var (cert, key) = WritePem("server", _certificates.Server);
+        await using var proxy = await ProxyHarness.StartAsync(Settings(upstream, cert, key), null, upstream);
+
+        async Task<string> SClientAsync(string version)
+        {
+            var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/openssl")
+            {
+                RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            };
+            // @SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all (Debian's default level forbids it).
+            foreach (var argument in new[] { "s_client", "-connect", $"127.0.0.1:{proxy.ProxyUri.Port}", "-servername", "localhost", version, "-cipher", "DEFAULT:@SECLEVEL=0" })
+            {
+                start.ArgumentList.Add(argument);
+            }
+            using var process = System.Diagnostics.Process.Start(start)!;
+            process.StandardInput.Close();
+            var output = process.StandardOutput.ReadToEndAsync();
+            var error = process.StandardError.ReadToEndAsync();
+            try
+            {
+                await process.WaitForExitAsync().WaitAsync(Bound);
+            }
+            finally
+            {
+                process.Kill(entireProcessTree: true);
+            }
+            return await output + await error;
+        }
+
+        var tls11 = await SClientAsync("-tls1_1");
+        var tls12 = await SClientAsync("-tls1_2");
+
+        Assert.Contains("alert protocol version", tls11);
+        Assert.Contains("Protocol  : TLSv1.2", tls12);
+    }
+
     [Fact]
     public async Task Http1AndHttp2_NegotiatesH2ThroughAlpn_AndHttp1OnlyDoesNot()
     {
