@@ -32,6 +32,8 @@ internal sealed partial class Forwarder(
             Protocol = request.Protocol,
             ClientAddress = ClientAddress.Resolve(context, connection)?.ToString(),
             Host = request.Host.Value,
+            // Looked up on HTTPS listeners only: plain ones pay no feature lookup for it.
+            ClientTls = connection?.Listener.Tls is null ? null : TlsVersion(context),
         };
         BufferedBody? body = null;
         RouteState? route = null; // its response header rules apply to Ferry's own error responses
@@ -282,6 +284,11 @@ internal sealed partial class Forwarder(
             telemetry.Complete(record);
         }
     }
+
+    private static string? TlsVersion(HttpContext context) =>
+        context.Features.Get<Microsoft.AspNetCore.Connections.Features.ITlsHandshakeFeature>() is { } tls
+            ? UpstreamConnection.TlsProtocolName(tls.Protocol)
+            : null;
 
     // nginx's proxy_next_upstream_timeout: no new destination once the request has spent this long.
     internal static bool WithinRetryBudget(TimeProvider time, RequestRecord record, RetryConfig retry) =>

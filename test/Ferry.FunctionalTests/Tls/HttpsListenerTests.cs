@@ -117,16 +117,25 @@ public sealed partial class HttpsListenerTests : IDisposable
     {
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
         var (cert, key) = WritePem("server", _certificates.Server);
-        await using var proxy = await ProxyHarness.StartAsync(Settings(upstream, cert, key), null, upstream);
-        using var client = new Client(proxy.ProxyUri, "localhost");
+        var settings = Settings(upstream, cert, key);
+        var accessLog = Path.Combine(_directory, "access.log");
+        settings["AccessLog:Path"] = accessLog;
+        await using (var proxy = await ProxyHarness.StartAsync(settings, null, upstream))
+        {
+            using var client = new Client(proxy.ProxyUri, "localhost");
 
-        Assert.Equal("https", proxy.ProxyUri.Scheme);
-        using var response = await client.Http.GetAsync("/headers");
+            Assert.Equal("https", proxy.ProxyUri.Scheme);
+            using var response = await client.Http.GetAsync("/headers");
 
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Contains("X-Forwarded-Proto: https\r\n", await response.Content.ReadAsStringAsync());
-        Assert.Equal(_certificates.Server.SerialNumber, client.LastSerial);
-        Assert.False(response.Headers.Contains("Strict-Transport-Security")); // off by default
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Contains("X-Forwarded-Proto: https\r\n", await response.Content.ReadAsStringAsync());
+            Assert.Equal(_certificates.Server.SerialNumber, client.LastSerial);
+            Assert.False(response.Headers.Contains("Strict-Transport-Security")); // off by default
+        }
+
+        // Disposing the server drained the access log.
+        using var line = JsonDocument.Parse(Assert.Single(File.ReadAllLines(accessLog)));
+        Assert.StartsWith("TLSv1.", line.RootElement.GetProperty("tls").GetString());
     }
 
     [Fact]
