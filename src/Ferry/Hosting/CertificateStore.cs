@@ -289,13 +289,18 @@ internal sealed class ListenerCertificates
     {
         if (!string.IsNullOrEmpty(serverName) && (_exact.Count > 0 || _wildcard.Count > 0))
         {
-            var name = serverName.EndsWith('.') ? serverName[..^1] : serverName;
-            if (_exact.TryGetValue(name, out var exact))
+            // Span lookups: no string is made per handshake for the trailing dot or the wildcard's parent name.
+            var name = serverName.AsSpan();
+            if (name[^1] == '.')
+            {
+                name = name[..^1];
+            }
+            if (_exact.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(name, out var exact))
             {
                 return exact;
             }
             var dot = name.IndexOf('.');
-            if (dot > 0 && _wildcard.TryGetValue(name[(dot + 1)..], out var wildcard))
+            if (dot > 0 && _wildcard.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(name[(dot + 1)..], out var wildcard))
             {
                 return wildcard;
             }
