@@ -311,7 +311,7 @@ internal static class FerryConfigLoader
                 sni.Add(new SniCertificate(host, certificate));
             }
         }
-        var protocolsSection = listener.GetSection("SslProtocols");
+        var sslProtocolsSection = listener.GetSection("SslProtocols");
         var sslProtocols = ListenerTlsConfig.DefaultSslProtocols;
         if (reader.List(listener, "SslProtocols") is { Count: > 0 } items)
         {
@@ -342,9 +342,9 @@ internal static class FerryConfigLoader
         }
         if (defaultCertificate is null && sni.Count == 0)
         {
-            if (protocolsSection.Exists())
+            if (sslProtocolsSection.Exists())
             {
-                reader.Warning(protocolsSection.Path, "has no effect: the listener has no Certificate or Sni");
+                reader.Warning(sslProtocolsSection.Path, "has no effect: the listener has no Certificate or Sni");
             }
             // A listener whose only certificates failed to load already has its errors; it is not plain HTTP.
             return listener.GetSection("Certificate").Exists() || listener.GetSection("Sni").Exists()
