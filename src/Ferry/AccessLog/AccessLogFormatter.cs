@@ -51,6 +51,7 @@ internal static class AccessLogFormatter
             json.WriteString("method"u8, record.Method);
             json.WriteString("target"u8, record.Target);
             json.WriteString("protocol"u8, record.Protocol);
+            WriteOptional(json, "tls"u8, record.ClientTls);
             WriteOptional(json, "host"u8, record.Host);
             json.WriteNumber("status"u8, record.Status);
             json.WriteNumber("bytes_in"u8, record.BytesIn);
@@ -123,6 +124,11 @@ internal static class AccessLogFormatter
         line.Append(" route=").Append(record.RouteId ?? "-");
         line.Append(" cluster=").Append(record.ClusterId ?? "-");
         line.Append(" error=").Append(record.Error == ProxyError.None ? "-" : ProxyErrors.Describe(record.Error).Type);
+        if (record.ClientTls is not null)
+        {
+            // Only on HTTPS listeners: plain-HTTP lines keep their fields.
+            line.Append(" tls=").Append(record.ClientTls);
+        }
         if (record.TunnelEnd is not null)
         {
             line.Append(" tunnel=").Append(record.TunnelEnd);

@@ -12,13 +12,14 @@ namespace Ferry.Admin;
 // The admin listener: /healthz for orchestrators, / (the status page), /status and /stats for people and scripts,
 // /metrics for Prometheus. With Admin:Token set, everything but /healthz needs "Authorization: Bearer <token>".
 internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null,
-    ConfigReloader? reloader = null)
+    ConfigReloader? reloader = null, Hosting.CertificateStore? certificates = null)
 {
     private readonly byte[]? _tokenHash = config?.Token is { } token ? SHA256.HashData(Encoding.UTF8.GetBytes(token)) : null;
 
     // The admin endpoints of the server whose services were built by AddFerryObservability.
     public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices, ConfigReloader? reloader = null) =>
-        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats, reloader);
+        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats, reloader,
+            proxyServices.GetService<Hosting.CertificateStore>());
 
     public Task InvokeAsync(HttpContext context)
     {
@@ -216,6 +217,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                 json.WriteStringValue(listener.EndPoint.ToString());
             }
             json.WriteEndArray();
+            WriteCertificates(json);
             json.WriteStartArray("routes");
             foreach (var route in proxy.Routes.Routes)
             {
@@ -342,6 +344,43 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             json.WriteEndObject();
         }
         await output.FlushAsync();
+    }
+
+    // One entry per certificate of an HTTPS listener: what is served now and how its last reload went.
+    private void WriteCertificates(Utf8JsonWriter json)
+    {
+        json.WriteStartArray("certificates");
+        foreach (var listener in certificates?.Listeners ?? [])
+        {
+            foreach (var slot in listener.Slots)
+            {
+                json.WriteStartObject();
+                json.WriteString("listener", slot.Listener);
+                json.WriteString("serverName", slot.Name);
+                json.WriteString("path", slot.Source.Path);
+                if (slot.Current is { } current)
+                {
+                    json.WriteString("subject", current.Subject);
+                    json.WriteString("serialNumber", current.SerialNumber);
+                    json.WriteString("notAfter", current.NotAfter);
+                }
+                json.WriteString("loadedAt", slot.LoadedAt);
+                if (slot.LastReload is { } reload)
+                {
+                    json.WriteString("lastReload", reload);
+                }
+                else
+                {
+                    json.WriteNull("lastReload");
+                }
+                json.WriteString("lastReloadResult", slot.LastResult);
+                json.WriteString("lastReloadError", slot.LastError);
+                json.WriteNumber("reloads", slot.Successes);
+                json.WriteNumber("reloadFailures", slot.Failures);
+                json.WriteEndObject();
+            }
+        }
+        json.WriteEndArray();
     }
 
     private static void WriteMilliseconds(Utf8JsonWriter json, string name, TimeSpan? value)

@@ -60,6 +60,7 @@ tr:last-child td { border-bottom:0; }
   <svg id="chart" data-total="0" viewBox="0 0 1000 240" preserveAspectRatio="none" role="img" aria-label="requests per second"></svg>
   <div class="legend" id="legend"></div>
 </div>
+<div id="certificates"></div>
 <div id="clusters"></div>
 </main>
 <script>
@@ -100,6 +101,22 @@ function renderStatus(st) {
   }
   el("clusters").innerHTML = html;
   el("up").textContent = up + " / " + all;
+  renderCertificates(st.certificates ?? []);
+}
+
+// HTTPS listeners only: red when the certificate expires within 14 days or its last reload failed.
+function renderCertificates(certs) {
+  if (certs.length === 0) { el("certificates").innerHTML = ""; return; }
+  let html = `<div class="card"><h2>Certificates</h2><table>
+<tr><th>Listener</th><th>Server name</th><th>Subject</th><th>Not after</th><th>Last reload</th></tr>`;
+  for (const c of certs) {
+    const days = Math.floor((Date.parse(c.notAfter) - Date.now()) / 86400000), failed = c.lastReloadResult === "failure";
+    html += `<tr data-listener="${esc(c.listener)}" data-server-name="${esc(c.serverName)}"><td><b>${esc(c.listener)}</b></td><td>${esc(c.serverName)}</td>
+<td class="muted">${esc(c.subject)}</td>
+<td><span class="badge ${days < 14 ? "bad" : "ok"}">${esc(String(c.notAfter).slice(0, 10))}</span><span class="why">${days} days</span></td>
+<td>${c.lastReload ? `<span class="badge ${failed ? "bad" : "ok"}">${esc(c.lastReloadResult)}</span><span class="why">${esc(String(c.lastReload).slice(0, 19).replace("T", " "))}${failed ? ": " + esc(c.lastReloadError) : ""}</span>` : "–"}</td></tr>`;
+  }
+  el("certificates").innerHTML = html + "</table></div>";
 }
 
 function renderStats(s) {

@@ -71,8 +71,8 @@ internal static class ServerRunner
         return 0;
     }
 
-    // The one place SIGHUP reloads the configuration, as for nginx. The access log also reopens its file on SIGHUP
-    // (AccessLogWriter.ListenForSighup): every registered handler runs, so one signal does both.
+    // The one place SIGHUP reloads the configuration and the listeners' certificate files, as for nginx. The access log
+    // also reopens its file on SIGHUP (AccessLogWriter.ListenForSighup): every registered handler runs.
     private static PosixSignalRegistration? ReloadOnSighup(FerryServer server)
     {
         if (OperatingSystem.IsWindows())
@@ -83,6 +83,8 @@ internal static class ServerRunner
         {
             // Handled: the default action of SIGHUP would end the process.
             context.Cancel = true;
+            // Off the signal's thread: an exception there would end the process; a failed certificate is logged by the store.
+            _ = Task.Run(server.Certificates.Reload);
             _ = server.Reloader.ReloadAsync("SIGHUP");
         });
     }

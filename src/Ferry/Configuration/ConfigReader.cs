@@ -16,6 +16,12 @@ internal sealed class ConfigReader
 
     public IReadOnlyList<string> Warnings => _warnings;
 
+    /// <summary>What relative file paths (certificates, CA bundles) are relative to: the configuration file's directory,
+    /// so that the same file means the same thing whatever the working directory. Null: the working directory.</summary>
+    public string? BaseDirectory { get; init; }
+
+    public string FilePath(string path) => BaseDirectory is null ? path : System.IO.Path.GetFullPath(path, BaseDirectory);
+
     public void Error(string path, string message) => _errors.Add($"{path}: {message}");
 
     public void Warning(string path, string message) => _warnings.Add($"{path}: {message}");

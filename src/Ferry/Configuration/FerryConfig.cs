@@ -26,6 +26,15 @@ internal sealed record ListenerConfig(string Name, IPEndPoint EndPoint, Listener
 
     public AmbiguousPaths AmbiguousPaths { get; init; } = AmbiguousPaths.Reject;
 
+    // Null: plain HTTP.
+    public ListenerTlsConfig? Tls { get; init; }
+
+    // Null: no Strict-Transport-Security header from Ferry.
+    public HstsConfig? Hsts { get; init; }
+
+    // Set: the listener answers every request with a redirect to https and forwards nothing.
+    public RedirectToHttpsConfig? RedirectToHttps { get; init; }
+
     public bool Trusts(IPAddress? peer)
     {
         if (peer is null)
@@ -55,11 +64,44 @@ internal enum AmbiguousPaths
 }
 
 /// <summary>What clients may speak to a listener. Without TLS there is no ALPN, so HTTP/2 means prior knowledge (h2c)
-/// and excludes HTTP/1.x on the same listener.</summary>
+/// and excludes HTTP/1.x on the same listener; with TLS, ALPN offers h2, http/1.1 or both (Http1AndHttp2).</summary>
 internal enum ListenerProtocols
 {
     Http1,
     Http2,
+    Http1AndHttp2,
+}
+
+/// <summary>
+/// An HTTPS listener: the certificate for clients that send no server name or one not in <see cref="Sni"/> (none: the
+/// handshake fails for them), certificates per server name ("api.example.com", "*.example.com"), and the TLS versions
+/// offered.
+/// </summary>
+internal sealed record ListenerTlsConfig(CertificateSource? Default, IReadOnlyList<SniCertificate> Sni, System.Security.Authentication.SslProtocols SslProtocols)
+{
+    public const System.Security.Authentication.SslProtocols DefaultSslProtocols =
+        System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13;
+
+    public IEnumerable<CertificateSource> Certificates =>
+        Default is null ? Sni.Select(s => s.Certificate) : Sni.Select(s => s.Certificate).Prepend(Default);
+}
+
+/// <summary>A certificate for one server name; <see cref="Host"/> is lower case, "*.example.com" for a wildcard.</summary>
+internal sealed record SniCertificate(string Host, CertificateSource Certificate);
+
+/// <summary>Strict-Transport-Security (RFC 6797) sent on every response of an HTTPS listener.</summary>
+internal sealed record HstsConfig(TimeSpan MaxAge, bool IncludeSubDomains, bool Preload)
+{
+    // One year: what the HSTS preload list asks for, and long enough to cover the time between visits.
+    public static readonly TimeSpan DefaultMaxAge = TimeSpan.FromDays(365);
+
+    public string HeaderValue { get; } = $"max-age={(long)MaxAge.TotalSeconds}{(IncludeSubDomains ? "; includeSubDomains" : "")}{(Preload ? "; preload" : "")}";
+}
+
+/// <summary>A plain-HTTP listener that redirects every request to https://host[:Port] with the same path and query.</summary>
+internal sealed record RedirectToHttpsConfig(int Port)
+{
+    public const int DefaultPort = 443;
 }
 
 internal sealed record AdminConfig(bool Enabled, IPEndPoint EndPoint)

@@ -17,7 +17,12 @@ internal static class FerryConfigLoader
 {
     private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
     private static readonly string[] RootLimitsKeys = ["MaxRequestBodySize"];
-    private static readonly string[] ListenerKeys = ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths"];
+    private static readonly string[] ListenerKeys =
+        ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths", "Certificate", "Sni", "SslProtocols", "Hsts", "RedirectToHttps"];
+    private static readonly string[] CertificateKeys = ["Path", "KeyPath", "Password"];
+    private static readonly string[] SniKeys = ["Certificate"];
+    private static readonly string[] HstsKeys = ["Enabled", "MaxAge", "IncludeSubDomains", "Preload"];
+    private static readonly string[] RedirectToHttpsKeys = ["Enabled", "Port"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades", "Transforms", "MaxRequestBodySize"];
@@ -83,13 +88,18 @@ internal static class FerryConfigLoader
     /// default. The command loads them through <see cref="Load"/>, so it validates and defaults exactly like a file.
     /// </summary>
     public static Dictionary<string, string?> ProxyCommandSettings(string listen, IReadOnlyList<string> destinations, string? admin = null, bool adminEnabled = true,
-        string? caFile = null, bool insecure = false)
+        string? caFile = null, bool insecure = false, string? certificate = null, string? key = null)
     {
         var settings = new Dictionary<string, string?>
         {
-            [$"Listeners:{ProxyCommandName}:Address"] = listen,
+            [$"Listeners:{ProxyCommandName}:Address"] = ProxyListenAddress(listen).Address,
             [$"Routes:{ProxyCommandName}:ClusterId"] = ProxyCommandName,
         };
+        if (certificate is not null)
+        {
+            settings[$"Listeners:{ProxyCommandName}:Certificate:Path"] = certificate;
+            settings[$"Listeners:{ProxyCommandName}:Certificate:KeyPath"] = key;
+        }
         for (var i = 0; i < destinations.Count; i++)
         {
             settings[$"Clusters:{ProxyCommandName}:Destinations:{i + 1}:Address"] = destinations[i];
@@ -123,9 +133,20 @@ internal static class FerryConfigLoader
         return settings;
     }
 
+    /// <summary>`--listen` of `ferry proxy`: an address, optionally written as http://address or https://address.</summary>
+    public static (string Address, bool Https) ProxyListenAddress(string listen)
+    {
+        var text = listen.Trim().TrimEnd('/');
+        if (text.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
+        {
+            return (text["https://".Length..], true);
+        }
+        return text.StartsWith("http://", StringComparison.OrdinalIgnoreCase) ? (text["http://".Length..], false) : (text, false);
+    }
+
     public static ConfigLoadResult Load(IConfiguration configuration)
     {
-        var reader = new ConfigReader();
+        var reader = new ConfigReader { BaseDirectory = ConfigDirectory(configuration) };
         reader.WarnUnknownKeys(configuration, RootKeys);
 
         var listeners = ReadListeners(reader, configuration);
@@ -182,6 +203,28 @@ internal static class FerryConfigLoader
         return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
     }
 
+    // The directory of the JSON file among the configuration's sources (the last one if several).
+    private static string? ConfigDirectory(IConfiguration configuration)
+    {
+        if (configuration is not IConfigurationRoot root)
+        {
+            return null;
+        }
+        string? directory = null;
+        foreach (var provider in root.Providers)
+        {
+            if (provider is Microsoft.Extensions.Configuration.Json.JsonConfigurationProvider { Source: { Path: { } path, FileProvider: Microsoft.Extensions.FileProviders.PhysicalFileProvider files } })
+            {
+                directory = Path.GetDirectoryName(Path.Combine(files.Root, path));
+            }
+            else if (provider is ChainedConfigurationProvider { Configuration: { } inner } && ConfigDirectory(inner) is { } innerDirectory)
+            {
+                directory = innerDirectory;
+            }
+        }
+        return directory;
+    }
+
     private static List<(ListenerConfig Config, string Path, string Text)> ReadListeners(ConfigReader reader, IConfiguration root)
     {
         var listeners = new List<(ListenerConfig Config, string Path, string Text)>();
@@ -189,7 +232,15 @@ internal static class FerryConfigLoader
         {
             reader.WarnUnknownKeys(entry, ListenerKeys);
             var protocols = reader.Choice(entry, "Protocols", ListenerProtocols.Http1, "a listener protocol",
-                ("Http1", ListenerProtocols.Http1), ("Http2", ListenerProtocols.Http2));
+                ("Http1", ListenerProtocols.Http1), ("Http2", ListenerProtocols.Http2), ("Http1AndHttp2", ListenerProtocols.Http1AndHttp2));
+            var tls = ReadListenerTls(reader, entry);
+            if (tls is null && protocols == ListenerProtocols.Http1AndHttp2)
+            {
+                reader.Error(entry.GetSection("Protocols").Path,
+                    "Http1AndHttp2 needs TLS (a Certificate or Sni): without ALPN a client cannot say which it speaks; Http2 alone is HTTP/2 with prior knowledge (h2c)");
+            }
+            var hsts = ReadHsts(reader, entry, tls is not null);
+            var redirect = ReadRedirectToHttps(reader, entry, tls is not null);
             var trusted = ReadTrustedProxies(reader, entry);
             var proxyProtocol = reader.Bool(entry, "ProxyProtocol", false);
             if (proxyProtocol && trusted.Count == 0)
@@ -207,6 +258,9 @@ internal static class FerryConfigLoader
                     TrustedProxies = trusted,
                     ProxyProtocol = proxyProtocol,
                     AmbiguousPaths = ambiguousPaths,
+                    Tls = tls,
+                    Hsts = hsts,
+                    RedirectToHttps = redirect,
                 };
                 listeners.Add((listener, endPoint.Path, endPoint.Text));
             }
@@ -222,6 +276,161 @@ internal static class FerryConfigLoader
         }
 
         return listeners;
+    }
+
+    // Certificate and Sni make a listener HTTPS; null when it has neither.
+    private static ListenerTlsConfig? ReadListenerTls(ConfigReader reader, IConfigurationSection listener)
+    {
+        var defaultCertificate = ReadCertificate(reader, listener, "Certificate");
+        var sni = new List<SniCertificate>();
+        foreach (var entry in reader.Entries(listener, "Sni"))
+        {
+            reader.WarnUnknownKeys(entry, SniKeys);
+            var host = entry.Key.TrimEnd('.').ToLowerInvariant();
+            if (!IsSniHost(host))
+            {
+                reader.Error(entry.Path, $"'{entry.Key}' is not a server name (a DNS name, or '*.' and a DNS name); the listener's Certificate is the default for the others");
+                continue;
+            }
+            if (!entry.GetSection("Certificate").Exists())
+            {
+                reader.Error(entry.GetSection("Certificate").Path, "required: the certificate for this server name (Path, KeyPath, Password)");
+                continue;
+            }
+            if (sni.Any(s => s.Host == host))
+            {
+                reader.Error(entry.Path, $"'{host}' is listed twice");
+                continue;
+            }
+            if (ReadCertificate(reader, entry, "Certificate") is { } certificate)
+            {
+                if (certificate.Initial is { } loaded && !loaded.Leaf.MatchesHostname(host.StartsWith("*.", StringComparison.Ordinal) ? "sni-check" + host[1..] : host))
+                {
+                    reader.Warning(entry.GetSection("Certificate").Path, $"the certificate ({loaded.Subject}) is not valid for '{host}': clients will refuse it");
+                }
+                sni.Add(new SniCertificate(host, certificate));
+            }
+        }
+        var sslProtocolsSection = listener.GetSection("SslProtocols");
+        var sslProtocols = ListenerTlsConfig.DefaultSslProtocols;
+        if (reader.List(listener, "SslProtocols") is { Count: > 0 } items)
+        {
+            sslProtocols = System.Security.Authentication.SslProtocols.None;
+            foreach (var (path, text) in items)
+            {
+                if (text.Equals("Tls12", StringComparison.OrdinalIgnoreCase))
+                {
+                    sslProtocols |= System.Security.Authentication.SslProtocols.Tls12;
+                }
+                else if (text.Equals("Tls13", StringComparison.OrdinalIgnoreCase))
+                {
+                    sslProtocols |= System.Security.Authentication.SslProtocols.Tls13;
+                }
+                else if (text is "Tls" or "Tls11" or "Ssl3" or "Ssl2")
+                {
+                    reader.Error(path, $"'{text}' is not offered: TLS 1.0 and 1.1 are deprecated (RFC 8996); use Tls12 and Tls13");
+                }
+                else
+                {
+                    reader.Error(path, $"'{text}' is not a TLS version (Tls12, Tls13)");
+                }
+            }
+            if (sslProtocols == System.Security.Authentication.SslProtocols.None)
+            {
+                sslProtocols = ListenerTlsConfig.DefaultSslProtocols;
+            }
+        }
+        if (defaultCertificate is null && sni.Count == 0)
+        {
+            if (sslProtocolsSection.Exists())
+            {
+                reader.Warning(sslProtocolsSection.Path, "has no effect: the listener has no Certificate or Sni");
+            }
+            // A listener whose only certificates failed to load already has its errors; it is not plain HTTP.
+            return listener.GetSection("Certificate").Exists() || listener.GetSection("Sni").Exists()
+                ? new ListenerTlsConfig(null, [], sslProtocols)
+                : null;
+        }
+        return new ListenerTlsConfig(defaultCertificate, sni, sslProtocols);
+    }
+
+    private static bool IsSniHost(string host)
+    {
+        var name = host.StartsWith("*.", StringComparison.Ordinal) ? host[2..] : host;
+        return name.Length > 0 && Uri.CheckHostName(name) == UriHostNameType.Dns && !name.Contains('*');
+    }
+
+    // { Path, KeyPath, Password }, loaded now: a file that is missing, does not parse, is encrypted with another
+    // password or holds the key of another certificate is an error here rather than a failed handshake later.
+    private static CertificateSource? ReadCertificate(ConfigReader reader, IConfiguration parent, string key)
+    {
+        var section = reader.Section(parent, key);
+        reader.WarnUnknownKeys(section, CertificateKeys);
+        if (!section.GetChildren().Any())
+        {
+            return null;
+        }
+        var path = reader.RequiredString(section, "Path");
+        if (path is null)
+        {
+            return null;
+        }
+        var keyPath = reader.String(section, "KeyPath");
+        var source = new CertificateSource(section.Path, reader.FilePath(path), keyPath is null ? null : reader.FilePath(keyPath), reader.String(section, "Password"));
+        try
+        {
+            return source with { Initial = LoadedCertificate.Load(source) };
+        }
+        catch (CertificateFileException ex)
+        {
+            reader.Error(section.Path, ex.Message);
+            return null;
+        }
+    }
+
+    private static HstsConfig? ReadHsts(ConfigReader reader, IConfiguration listener, bool https)
+    {
+        var section = reader.Section(listener, "Hsts");
+        reader.WarnUnknownKeys(section, HstsKeys);
+        var enabled = reader.Bool(section, "Enabled", false);
+        var hsts = new HstsConfig(
+            reader.Duration(section, "MaxAge", HstsConfig.DefaultMaxAge),
+            reader.Bool(section, "IncludeSubDomains", false),
+            reader.Bool(section, "Preload", false));
+        if (!enabled)
+        {
+            return null;
+        }
+        if (!https)
+        {
+            // RFC 6797 §7.2: a browser ignores the header over plain HTTP.
+            reader.Warning(section.Path, "has no effect: the listener has no Certificate or Sni, and browsers ignore HSTS over plain HTTP");
+            return null;
+        }
+        if (hsts.Preload && (!hsts.IncludeSubDomains || hsts.MaxAge < HstsConfig.DefaultMaxAge))
+        {
+            // hstspreload.org refuses a site whose header lacks includeSubDomains or a max-age of a year.
+            reader.Warning(section.GetSection("Preload").Path, "preload lists require IncludeSubDomains and a MaxAge of at least one year (8760h)");
+        }
+        return hsts;
+    }
+
+    private static RedirectToHttpsConfig? ReadRedirectToHttps(ConfigReader reader, IConfiguration listener, bool https)
+    {
+        var section = reader.Section(listener, "RedirectToHttps");
+        reader.WarnUnknownKeys(section, RedirectToHttpsKeys);
+        var enabled = reader.Bool(section, "Enabled", false);
+        var port = reader.Int(section, "Port", RedirectToHttpsConfig.DefaultPort, min: 1, max: 65535);
+        if (!enabled)
+        {
+            return null;
+        }
+        if (https)
+        {
+            reader.Error(section.Path, "a listener with a Certificate cannot redirect to https: it is https already");
+            return null;
+        }
+        return new RedirectToHttpsConfig(port);
     }
 
     // Addresses ("10.0.0.5") or CIDR blocks ("10.0.0.0/8", "fd00::/8") of the proxies in front of this listener.
@@ -391,7 +600,7 @@ internal static class FerryConfigLoader
             try
             {
                 trusted = [];
-                trusted.ImportFromPemFile(caFile);
+                trusted.ImportFromPemFile(reader.FilePath(caFile));
                 if (trusted.Count == 0)
                 {
                     reader.Error(path, $"'{caFile}' holds no PEM certificate");
@@ -429,7 +638,8 @@ internal static class FerryConfigLoader
         {
             return null;
         }
-        var keyPath = reader.String(section, "KeyPath");
+        path = reader.FilePath(path);
+        var keyPath = reader.String(section, "KeyPath") is { } keyText ? reader.FilePath(keyText) : null;
         var password = reader.String(section, "Password");
         try
         {

@@ -41,6 +41,7 @@ internal sealed class Exchange
     private volatile bool _sendTimedOut;
     private bool _anyResponseByte;
     private long _bytesAckedBefore = -1;
+    private Hosting.ListenerConnectionFeature? _listener; // read once with the request head, used again for the response
 
     public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
         string? traceParent, TimeProvider time, bool proofDecidesReplay, StatusRetry? retryOnStatus = null)
@@ -391,7 +392,8 @@ internal sealed class Exchange
         var xForwarded = cluster.Forwarding.XForwarded;
         // Forwarding headers from a client are what it wants the destination to believe: dropped, unless the peer is
         // a trusted proxy whose chain Ferry extends (docs/configuration.md, TrustedProxies).
-        var peerTrusted = _context.Features.Get<Hosting.ListenerConnectionFeature>()?.PeerTrusted == true;
+        _listener = _context.Features.Get<Hosting.ListenerConnectionFeature>();
+        var peerTrusted = _listener?.PeerTrusted == true;
         foreach (var header in headers)
         {
             var name = header.Key;
@@ -684,6 +686,11 @@ internal sealed class Exchange
                 continue;
             }
             headers.Append(name, value);
+        }
+        if (_listener?.Listener.Hsts is { } hsts)
+        {
+            // The listener's policy replaces the destination's; a route's response header rule, applied next, can still change it.
+            headers.StrictTransportSecurity = hsts.HeaderValue;
         }
         if (head.ContentLength >= 0 && head.StatusCode != StatusCodes.Status204NoContent && !head.IsInformational)
         {

@@ -31,6 +31,8 @@ internal sealed partial class Forwarder(
             Protocol = request.Protocol,
             ClientAddress = ClientAddress.Resolve(context, connection)?.ToString(),
             Host = request.Host.Value,
+            // Looked up on HTTPS listeners only: plain ones pay no feature lookup for it.
+            ClientTls = connection?.Listener.Tls is null ? null : TlsVersion(context),
         };
         BufferedBody? body = null;
         RouteState? route = null; // its response header rules apply to Ferry's own error responses
@@ -43,6 +45,17 @@ internal sealed partial class Forwarder(
             if (RequestCheck.Check(context) is { } invalid)
             {
                 await FailAsync(context, proxy, record, invalid, null);
+                return;
+            }
+            if (connection?.Listener.RedirectToHttps is { } redirect)
+            {
+                if (HttpsRedirect.Location(context, redirect) is not { } location)
+                {
+                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.InvalidHost,
+                        "the Host is not a host name or IP address with an optional port; no redirect is built from it"), null);
+                    return;
+                }
+                HttpsRedirect.Write(context.Response, location);
                 return;
             }
 
@@ -275,6 +288,11 @@ internal sealed partial class Forwarder(
         }
     }
 
+    private static string? TlsVersion(HttpContext context) =>
+        context.Features.Get<Microsoft.AspNetCore.Connections.Features.ITlsHandshakeFeature>() is { } tls
+            ? UpstreamConnection.TlsProtocolName(tls.Protocol)
+            : null;
+
     // nginx's proxy_next_upstream_timeout: no new destination once the request has spent this long.
     internal static bool WithinRetryBudget(TimeProvider time, RequestRecord record, RetryConfig retry) =>
         retry.Timeout <= TimeSpan.Zero || time.GetElapsedTime(record.StartTimestamp) < retry.Timeout;
@@ -327,6 +345,10 @@ internal sealed partial class Forwarder(
         var response = context.Response;
         response.Clear();
         response.StatusCode = status;
+        if (context.Features.Get<ListenerConnectionFeature>()?.Listener.Hsts is { } hsts)
+        {
+            response.Headers.StrictTransportSecurity = hsts.HeaderValue;
+        }
         response.Headers[ProxyStatusHeader.Name] = ProxyStatusHeader.Format(type, ex.Details, nextHop, proxy.Config.ProxyStatus.IncludeDetails);
         response.ContentType = "text/plain; charset=utf-8";
         if (responseRules is { Length: > 0 })

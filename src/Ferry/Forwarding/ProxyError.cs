@@ -30,6 +30,7 @@ internal enum ProxyError
     RequestBodyTooLarge,       // the request body is over the route's MaxRequestBodySize
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
     AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
+    InvalidHost,               // a redirect listener got a Host that is not host[:port]: no Location is built from it
 }
 
 internal static class ProxyErrors
@@ -60,6 +61,7 @@ internal static class ProxyErrors
         ProxyError.RequestNotExpressible => (400, "http_request_error"),
         ProxyError.MethodNotImplemented => (501, "http_request_error"),
         ProxyError.AmbiguousPath => (400, "http_request_error"),
+        ProxyError.InvalidHost => (400, "http_request_error"),
         ProxyError.RequestBodyTooLarge => (413, "http_request_error"),
         _ => (500, "proxy_internal_error"),
     };

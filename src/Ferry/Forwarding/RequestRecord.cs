@@ -13,6 +13,7 @@ internal sealed class RequestRecord
     public required string Protocol { get; init; }      // HTTP/1.0, HTTP/1.1, HTTP/2
     public string? ClientAddress { get; init; }
     public string? Host { get; init; }
+    public string? ClientTls { get; init; }             // the client connection's TLS version on an HTTPS listener ("TLSv1.3")
     public string? RouteId { get; set; }
     public string? ClusterId { get; set; }
     public int Status { get; set; }                     // sent to the client; 499 when the client went away first

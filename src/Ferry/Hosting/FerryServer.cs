@@ -10,6 +10,7 @@ using Ferry.Upstream;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 
 namespace Ferry.Hosting;
 
@@ -60,6 +61,9 @@ internal sealed class FerryServer : IAsyncDisposable
     public Uri? AdminUri { get; }
     public IServiceProvider Services => _proxy.Services;
 
+    /// <summary>The HTTPS listeners' certificates; <see cref="CertificateStore.Reload"/> loads changed files now.</summary>
+    public CertificateStore Certificates => _proxy.Services.GetRequiredService<CertificateStore>();
+
     public static async Task<FerryServer> StartAsync(FerryConfig config, FerryServerOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new FerryServerOptions();
@@ -71,6 +75,7 @@ internal sealed class FerryServer : IAsyncDisposable
             services.AddSingleton(state);
             services.AddSingleton(time);
             services.AddSingleton<Forwarder>();
+            services.AddSingleton(sp => new CertificateStore(config.Listeners, time, sp.GetRequiredService<ILogger<CertificateStore>>(), sp.GetService<IMeterFactory>()));
             services.AddFerryObservability(config);
         });
         var forwarder = proxy.Services.GetRequiredService<Forwarder>();
@@ -143,11 +148,22 @@ internal sealed class FerryServer : IAsyncDisposable
             {
                 kestrel.Listen(endPoint, l =>
                 {
-                    l.Protocols = protocols == ListenerProtocols.Http2 ? HttpProtocols.Http2 : HttpProtocols.Http1;
+                    l.Protocols = protocols switch
+                    {
+                        ListenerProtocols.Http2 => HttpProtocols.Http2,
+                        ListenerProtocols.Http1AndHttp2 => HttpProtocols.Http1AndHttp2,
+                        _ => HttpProtocols.Http1,
+                    };
                     if (listener is not null)
                     {
+                        // First the PROXY protocol header, which a load balancer sends in clear before the client's
+                        // TLS handshake; then TLS (connection middleware runs in the order it is added).
                         var logger = l.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ListenerConnection).FullName!);
                         ListenerConnection.Use(l, listener, options.TimeProvider, logger, l.ApplicationServices.GetService<IMeterFactory>());
+                        if (l.ApplicationServices.GetRequiredService<CertificateStore>().For(listener.Name) is { } certificates)
+                        {
+                            l.UseHttps(new TlsHandshakeCallbackOptions { OnConnection = certificates.OnConnection });
+                        }
                     }
                 });
             }

@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using Ferry.Configuration;
 using Ferry.Forwarding;
 using Ferry.FunctionalTests.Support;
@@ -55,6 +56,43 @@ public sealed class StatusPageBrowserTests(ITestOutputHelper output)
         var screenshot = Path.Combine(AppContext.BaseDirectory, "status-page.png");
         await File.WriteAllBytesAsync(screenshot, await browser.ScreenshotAsync());
         output.WriteLine($"status page screenshot: {screenshot}");
+    }
+
+    [ChromiumFact]
+    public async Task StatusPage_ShowsListenerCertificates_AndAFailedReload()
+    {
+        await using var a = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
+        var directory = Directory.CreateTempSubdirectory("ferry-status-tls-").FullName;
+        try
+        {
+            var cert = Path.Combine(directory, "server.pem");
+            var key = Path.Combine(directory, "server.key");
+            File.WriteAllText(cert, TestCertificates.Shared.Server.ExportCertificatePem());
+            using (var ecdsa = TestCertificates.Shared.Server.GetECDsaPrivateKey()!)
+            {
+                File.WriteAllText(key, ecdsa.ExportPkcs8PrivateKeyPem());
+            }
+            var settings = ProxyHarness.Settings(("a", a.Uri));
+            settings["Listeners:main:Certificate:Path"] = cert;
+            settings["Listeners:main:Certificate:KeyPath"] = key;
+            await using var proxy = await ProxyHarness.StartAsync(settings, null, a);
+            await using var browser = await Chromium.StartAsync();
+
+            await browser.NavigateAsync(proxy.Server.AdminUri!.ToString());
+            await browser.WaitForAsync("document.querySelector('tr[data-listener=\"main\"]')", "the listener's certificate");
+            var row = (string?)await browser.EvaluateAsync("document.querySelector('tr[data-listener=\"main\"]').textContent");
+            Assert.Contains("CN=localhost", row);
+            Assert.Contains("default", row);
+
+            File.WriteAllText(cert, "not a certificate");
+            proxy.Server.Certificates.Reload();
+            await browser.WaitForAsync("document.querySelector('tr[data-listener=\"main\"]').textContent.includes('failure')", "the failed reload");
+            Assert.Contains("holds no PEM certificate", (string?)await browser.EvaluateAsync("document.querySelector('tr[data-listener=\"main\"]').textContent"));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     private static RequestRecord Record(ProxyHarness proxy, string destination, int status, ProxyError error)

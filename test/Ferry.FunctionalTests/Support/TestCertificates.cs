@@ -63,7 +63,10 @@ internal sealed class TestCertificates
         return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
     }
 
-    private static X509Certificate2 Issue(X509Certificate2 ca, string name, bool server, string[] names, IPAddress[] addresses)
+    // A server certificate for listener tests, signed by the shared CA, with a fresh serial each time.
+    public X509Certificate2 IssueServer(string name, params string[] names) => Issue(Ca, name, server: true, names, []);
+
+    internal static X509Certificate2 Issue(X509Certificate2 ca, string name, bool server, string[] names, IPAddress[] addresses)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);

@@ -72,6 +72,25 @@ public sealed class AccessLogFormatterTests : IAsyncLifetime
     }
 
     [Fact]
+    public void HttpsListener_ShowsTheClientTlsVersion_InBothFormats()
+    {
+        var original = _records.Reused();
+        var record = new Ferry.Forwarding.RequestRecord
+        {
+            StartTime = original.StartTime,
+            Method = original.Method,
+            Target = original.Target,
+            Protocol = original.Protocol,
+            ClientTls = "TLSv1.3",
+        };
+
+        Assert.Contains(""","protocol":"HTTP/1.1","tls":"TLSv1.3",""", Format(AccessLogFormat.Json, record));
+        Assert.Contains(" error=- tls=TLSv1.3 ", Format(AccessLogFormat.Combined, record));
+        Assert.DoesNotContain("tls", Format(AccessLogFormat.Combined, original));
+        Assert.DoesNotContain("\"tls\"", Format(AccessLogFormat.Json, original));
+    }
+
+    [Fact]
     public void Combined_ReusedConnection()
     {
         Assert.Equal(

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using Ferry.Configuration;
 using Microsoft.Extensions.Configuration;
 using static Ferry.Tests.Configuration.ConfigTestJson;
@@ -179,16 +180,45 @@ public sealed class FerryConfigLoaderTests
         Assert.Equal(["Routes:bad:Upgrades:0: must be an upgrade protocol name (an HTTP token, such as websocket)"], bad.Errors);
     }
 
+    // The example's certificate paths are relative to the file (docs/configuration.md, "HTTPS listeners"): it is loaded
+    // from a copy next to a tls/ directory holding certificates made for the names it lists, so that they are read and
+    // checked (key pairs, the PKCS#12 password, SNI names) like an operator's would be.
     [Fact]
     public void ExampleFileIsValidWithoutWarnings()
     {
-        var file = FindExampleFile();
-        var result = FerryConfigLoader.Load(FerryConfigLoader.Build(file, [], new Dictionary<string, string>()));
+        var directory = Directory.CreateTempSubdirectory("ferry-example-");
+        try
+        {
+            var file = Path.Combine(directory.FullName, "ferry.json");
+            File.Copy(FindExampleFile(), file);
+            var tls = Directory.CreateDirectory(Path.Combine(directory.FullName, "tls")).FullName;
+            using (var site = ListenerTlsConfigTests.Certificate("example.com"))
+            using (var wildcard = ListenerTlsConfigTests.Certificate("*.example.com"))
+            using (var api = ListenerTlsConfigTests.Certificate("api.example.com"))
+            {
+                foreach (var (name, certificate) in new[] { ("example.com", site), ("wildcard.example.com", wildcard) })
+                {
+                    File.WriteAllText(Path.Combine(tls, name + ".pem"), certificate.ExportCertificatePem());
+                    File.WriteAllText(Path.Combine(tls, name + ".key"), certificate.GetECDsaPrivateKey()!.ExportPkcs8PrivateKeyPem());
+                }
+                File.WriteAllBytes(Path.Combine(tls, "api.example.com.pfx"), api.Export(X509ContentType.Pkcs12, "change-me"));
+            }
 
-        Assert.Equal([], result.Errors);
-        Assert.Equal([], result.Warnings);
-        Assert.True(result.IsValid);
-        Assert.Equal(["health", "item", "api", "legacy", "site"], result.Config!.Routes.Select(r => r.RouteId));
+            var result = FerryConfigLoader.Load(FerryConfigLoader.Build(file, [], new Dictionary<string, string>()));
+
+            Assert.Equal([], result.Errors);
+            Assert.Equal([], result.Warnings);
+            Assert.True(result.IsValid);
+            Assert.Equal(["health", "item", "api", "legacy", "site"], result.Config!.Routes.Select(r => r.RouteId));
+            var https = result.Config.Listeners.Single(l => l.Name == "https");
+            Assert.Equal(["*.example.com", "api.example.com"], https.Tls!.Sni.Select(s => s.Host).Order(StringComparer.Ordinal));
+            Assert.NotNull(https.Hsts);
+            Assert.Equal(8443, result.Config.Listeners.Single(l => l.Name == "redirect").RedirectToHttps!.Port);
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
     }
 
     [Fact]
