@@ -172,7 +172,7 @@ internal sealed class RateLimiterPolicy : IDisposable
     }
 
     // Each limiter replenishes only once its period has elapsed by its own clock, whatever the heartbeat's timing.
-    private void Tick()
+    internal void Tick()
     {
         if (_disposed)
         {

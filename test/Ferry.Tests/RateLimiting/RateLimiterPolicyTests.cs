@@ -71,6 +71,24 @@ public sealed class RateLimiterPolicyTests(ITestOutputHelper output)
         Assert.False(Acquired(policy, "f"));
     }
 
+    // The limiters read their own clock: a wait longer than the period guarantees it has elapsed for them, and the
+    // heartbeat (called here directly) gives the token back. Nothing is asserted about how long anything took.
+    [Fact]
+    public void Heartbeat_ReplenishesEveryPartition_OnceThePeriodHasElapsed()
+    {
+        var config = new RateLimiterPolicyConfig("p", RateLimiterKind.TokenBucket, 1) { TokensPerPeriod = 1, Period = RateLimiterPolicyConfig.MinPeriod };
+        using var policy = new RateLimiterPolicy(config, new TestClock());
+        Assert.True(Acquired(policy, "a"));
+        Assert.True(Acquired(policy, "b"));
+        Assert.False(Acquired(policy, "a"));
+
+        Thread.Sleep(RateLimiterPolicyConfig.MinPeriod * 2);
+        policy.Tick();
+
+        Assert.True(Acquired(policy, "a"));
+        Assert.True(Acquired(policy, "b"));
+    }
+
     [Fact]
     public void LongHeaderValuesAreKeyedByTheirHash()
     {
