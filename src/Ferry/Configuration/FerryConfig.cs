@@ -11,6 +11,8 @@ internal sealed record FerryConfig(
     IReadOnlyDictionary<string, ClusterConfig> Clusters)
 {
     public RequestLimitsConfig Limits { get; init; } = RequestLimitsConfig.Default;
+    public IReadOnlyDictionary<string, RateLimiterPolicyConfig> RateLimiterPolicies { get; init; } =
+        new Dictionary<string, RateLimiterPolicyConfig>(StringComparer.OrdinalIgnoreCase);
     public AccessLogConfig AccessLog { get; init; } = AccessLogConfig.Default;
     public MetricsConfig Metrics { get; init; } = MetricsConfig.Default;
     public TracingConfig Tracing { get; init; } = TracingConfig.Default;

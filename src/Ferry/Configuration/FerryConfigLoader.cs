@@ -15,7 +15,7 @@ namespace Ferry.Configuration;
 /// </summary>
 internal static class FerryConfigLoader
 {
-    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
+    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "RateLimiterPolicies", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
     private static readonly string[] RootLimitsKeys = ["MaxRequestBodySize"];
     private static readonly string[] ListenerKeys =
         ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths", "Certificate", "Sni", "SslProtocols", "Hsts", "RedirectToHttps"];
@@ -25,7 +25,15 @@ internal static class FerryConfigLoader
     private static readonly string[] RedirectToHttpsKeys = ["Enabled", "Port"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
-    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades", "Transforms", "MaxRequestBodySize"];
+    private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades", "Transforms", "MaxRequestBodySize", "RateLimiterPolicy"];
+    private static readonly string[] RateLimiterCommonKeys = ["Kind", "Key", "Name", "QueueLimit", "QueueProcessingOrder", "MaxPartitions"];
+    private static readonly Dictionary<RateLimiterKind, string[]> RateLimiterKindKeys = new()
+    {
+        [RateLimiterKind.TokenBucket] = ["TokenLimit", "TokensPerPeriod", "ReplenishmentPeriod"],
+        [RateLimiterKind.FixedWindow] = ["PermitLimit", "Window"],
+        [RateLimiterKind.SlidingWindow] = ["PermitLimit", "Window", "SegmentsPerWindow"],
+        [RateLimiterKind.Concurrency] = ["PermitLimit"],
+    };
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
     private static readonly string[] ClusterKeys =
         ["LoadBalancingPolicy", "Destinations", "KeepAlive", "Timeouts", "Limits", "Forwarding", "Replay",
@@ -168,10 +176,22 @@ internal static class FerryConfigLoader
         reader.WarnUnknownKeys(limitsSection, RootLimitsKeys);
         var limits = new RequestLimitsConfig(reader.Size(limitsSection, "MaxRequestBodySize", RequestLimitsConfig.DefaultMaxRequestBodySize));
 
+        // Declared names include the policies with errors: a route naming one is not reported a second time.
+        var rateLimiterPolicies = new Dictionary<string, RateLimiterPolicyConfig>(StringComparer.OrdinalIgnoreCase);
+        var declaredPolicies = new List<string>();
+        foreach (var entry in reader.Entries(configuration, "RateLimiterPolicies"))
+        {
+            declaredPolicies.Add(entry.Key);
+            if (ReadRateLimiterPolicy(reader, entry) is { } policy)
+            {
+                rateLimiterPolicies[entry.Key] = policy;
+            }
+        }
+
         var routes = new List<RouteConfig>();
         foreach (var entry in reader.Entries(configuration, "Routes"))
         {
-            routes.Add(ReadRoute(reader, entry, clusters, limits));
+            routes.Add(ReadRoute(reader, entry, clusters, limits, declaredPolicies));
         }
 
         // Counted on the configuration, not on the valid listeners: an invalid listener already has its own error.
@@ -188,6 +208,14 @@ internal static class FerryConfigLoader
             }
         }
 
+        foreach (var policy in rateLimiterPolicies.Values)
+        {
+            if (!routes.Any(r => string.Equals(r.RateLimiterPolicy, policy.Name, StringComparison.OrdinalIgnoreCase)))
+            {
+                reader.Warning($"RateLimiterPolicies:{policy.Name}", "not used by any route");
+            }
+        }
+
         routes.Sort(RouteOrder.Compare);
         var (accessLog, metrics, tracing) = ReadObservability(reader, configuration);
 
@@ -195,6 +223,7 @@ internal static class FerryConfigLoader
             ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
             {
                 Limits = limits,
+                RateLimiterPolicies = rateLimiterPolicies,
                 AccessLog = accessLog,
                 Metrics = metrics,
                 Tracing = tracing,
@@ -1004,7 +1033,7 @@ internal static class FerryConfigLoader
     }
 
     private static RouteConfig ReadRoute(ConfigReader reader, IConfigurationSection section,
-        IReadOnlyDictionary<string, ClusterConfig> clusters, RequestLimitsConfig limits)
+        IReadOnlyDictionary<string, ClusterConfig> clusters, RequestLimitsConfig limits, IReadOnlyCollection<string> rateLimiterPolicies)
     {
         reader.WarnUnknownKeys(section, RouteKeys);
 
@@ -1032,7 +1061,155 @@ internal static class FerryConfigLoader
             Upgrades = ReadUpgrades(reader, section),
             Transforms = TransformsReader.Read(reader, section, match, removePrefix),
             MaxRequestBodySize = reader.Size(section, "MaxRequestBodySize", limits.MaxRequestBodySize),
+            RateLimiterPolicy = ReadRouteRateLimiterPolicy(reader, section, rateLimiterPolicies),
         };
+    }
+
+    private static string? ReadRouteRateLimiterPolicy(ConfigReader reader, IConfigurationSection section, IReadOnlyCollection<string> policies)
+    {
+        var name = reader.String(section, "RateLimiterPolicy");
+        if (name is null)
+        {
+            return null;
+        }
+        if (policies.FirstOrDefault(p => p.Equals(name, StringComparison.OrdinalIgnoreCase)) is { } known)
+        {
+            return known;
+        }
+        var suggestion = ConfigReader.Suggest(name, policies);
+        reader.Error(section.GetSection("RateLimiterPolicy").Path, suggestion is null
+            ? $"'{name}' is not a policy in RateLimiterPolicies"
+            : $"'{name}' is not a policy in RateLimiterPolicies (did you mean '{suggestion}'?)");
+        return null;
+    }
+
+    // Null when the policy has errors (reported at their paths).
+    private static RateLimiterPolicyConfig? ReadRateLimiterPolicy(ConfigReader reader, IConfigurationSection section)
+    {
+        var errors = reader.Errors.Count;
+        var kinds = Enum.GetValues<RateLimiterKind>();
+        var kind = reader.Choice<RateLimiterKind?>(section, "Kind", null, "a rate limiter kind", kinds.Select(k => (k.ToString(), (RateLimiterKind?)k)).ToArray());
+        if (kind is null)
+        {
+            if (reader.Errors.Count == errors)
+            {
+                reader.Error(section.GetSection("Kind").Path, $"required ({string.Join(", ", kinds)})");
+            }
+            return null;
+        }
+
+        // A setting of another kind (a Window on a token bucket) is named as such rather than as a typo.
+        var own = RateLimiterKindKeys[kind.Value];
+        var all = RateLimiterKindKeys.Values.SelectMany(k => k).Distinct().ToArray();
+        foreach (var child in section.GetChildren())
+        {
+            if (RateLimiterCommonKeys.Contains(child.Key, StringComparer.OrdinalIgnoreCase) || own.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+            if (all.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                reader.Warning(child.Path, $"has no effect with Kind {kind} (its settings: {string.Join(", ", own)})");
+                continue;
+            }
+            var suggestion = ConfigReader.Suggest(child.Key, [.. RateLimiterCommonKeys, .. own]);
+            reader.Warning(child.Path, suggestion is null ? "unknown setting" : $"unknown setting (did you mean '{suggestion}'?)");
+        }
+
+        var limit = kind == RateLimiterKind.TokenBucket
+            ? RequiredInt(reader, section, "TokenLimit", min: 1)
+            : RequiredInt(reader, section, "PermitLimit", min: 1);
+        var tokensPerPeriod = kind == RateLimiterKind.TokenBucket ? RequiredInt(reader, section, "TokensPerPeriod", min: 1) : 0;
+        var period = kind switch
+        {
+            RateLimiterKind.TokenBucket => RequiredPeriod(reader, section, "ReplenishmentPeriod"),
+            RateLimiterKind.FixedWindow or RateLimiterKind.SlidingWindow => RequiredPeriod(reader, section, "Window"),
+            _ => TimeSpan.Zero,
+        };
+        var segments = 1;
+        if (kind == RateLimiterKind.SlidingWindow)
+        {
+            segments = RequiredInt(reader, section, "SegmentsPerWindow", min: 1);
+            if (segments > 0 && period > TimeSpan.Zero && period / segments < RateLimiterPolicyConfig.MinPeriod)
+            {
+                reader.Error(section.GetSection("SegmentsPerWindow").Path,
+                    $"'{segments}' makes segments of {Milliseconds(period / segments)}; each must last at least {Milliseconds(RateLimiterPolicyConfig.MinPeriod)}");
+            }
+        }
+
+        var key = reader.Choice(section, "Key", RateLimiterKey.ClientIp, "a rate limiter key",
+            Enum.GetValues<RateLimiterKey>().Select(k => (k.ToString(), k)).ToArray());
+        var name = reader.String(section, "Name");
+        if (key == RateLimiterKey.Header && name is null)
+        {
+            reader.Error(section.GetSection("Name").Path, "required when Key is Header (the header's name)");
+        }
+        else if (key != RateLimiterKey.Header && name is not null)
+        {
+            reader.Warning(section.GetSection("Name").Path, $"has no effect unless Key is {RateLimiterKey.Header}");
+        }
+        else if (name is not null && !name.All(IsTokenChar))
+        {
+            reader.Error(section.GetSection("Name").Path, $"'{name}' is not a header name");
+        }
+
+        var queueLimit = reader.Int(section, "QueueLimit", 0, min: 0, max: 1_000_000);
+        var newestFirst = reader.Choice(section, "QueueProcessingOrder", false, "a queue processing order", ("OldestFirst", false), ("NewestFirst", true));
+        if (queueLimit == 0 && section.GetSection("QueueProcessingOrder").Value is not null)
+        {
+            reader.Warning(section.GetSection("QueueProcessingOrder").Path, "has no effect without QueueLimit");
+        }
+        var maxPartitions = reader.Int(section, "MaxPartitions", RateLimiterPolicyConfig.DefaultMaxPartitions, min: 1, max: 10_000_000);
+        if (key == RateLimiterKey.Route && section.GetSection("MaxPartitions").Value is not null)
+        {
+            reader.Warning(section.GetSection("MaxPartitions").Path, "has no effect when Key is Route (one partition per route)");
+        }
+
+        if (reader.Errors.Count != errors)
+        {
+            return null;
+        }
+        return new RateLimiterPolicyConfig(section.Key, kind.Value, limit)
+        {
+            Key = key,
+            HeaderName = key == RateLimiterKey.Header ? name : null,
+            TokensPerPeriod = tokensPerPeriod,
+            Period = period,
+            SegmentsPerWindow = segments,
+            QueueLimit = queueLimit,
+            NewestFirst = newestFirst,
+            MaxPartitions = maxPartitions,
+        };
+    }
+
+    private static int RequiredInt(ConfigReader reader, IConfiguration section, string key, int min)
+    {
+        if (reader.String(section, key) is null)
+        {
+            reader.Error(section.GetSection(key).Path, "required");
+            return 0;
+        }
+        return reader.Int(section, key, 0, min: min);
+    }
+
+    private static string Milliseconds(TimeSpan value) =>
+        value.TotalMilliseconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + "ms";
+
+    private static TimeSpan RequiredPeriod(ConfigReader reader, IConfiguration section, string key)
+    {
+        if (reader.String(section, key) is null)
+        {
+            reader.Error(section.GetSection(key).Path, "required");
+            return TimeSpan.Zero;
+        }
+        var period = reader.Duration(section, key, TimeSpan.Zero, positive: true);
+        if (period > TimeSpan.Zero && period < RateLimiterPolicyConfig.MinPeriod)
+        {
+            reader.Error(section.GetSection(key).Path,
+                $"'{reader.String(section, key)}' is shorter than {Milliseconds(RateLimiterPolicyConfig.MinPeriod)}, the step at which limits replenish");
+            return TimeSpan.Zero;
+        }
+        return period;
     }
 
     private static IReadOnlyList<string> ReadUpgrades(ConfigReader reader, IConfigurationSection section)

@@ -18,6 +18,9 @@ internal sealed record RouteConfig(string RouteId, string ClusterId, int Order, 
 
     // Largest request body forwarded, in bytes; 0 means no limit (nginx's client_max_body_size 0).
     public long MaxRequestBodySize { get; init; } = RequestLimitsConfig.DefaultMaxRequestBodySize;
+
+    // A name in FerryConfig.RateLimiterPolicies (YARP's route key); null: no rate limit, and no cost per request.
+    public string? RateLimiterPolicy { get; init; }
 }
 
 /// <summary>

@@ -15,7 +15,8 @@ internal sealed record NginxImport(string Json, int Listeners, int Routes, int C
 /// Translates the proxying subset of an nginx configuration: listen, server_name, prefix and exact locations,
 /// proxy_pass (with a URI part when Ferry's path rules mean the same), upstream servers, the proxy timeouts and
 /// upstream keep-alive settings, and per location: proxy_set_header and proxy_hide_header, add_header, a prefix
-/// rewrite with break, and client_max_body_size. Everything else is listed as a note, never silently dropped.
+/// rewrite with break, client_max_body_size, and limit_req or limit_conn (with their zones) as a rate limiter policy.
+/// Everything else is listed as a note, never silently dropped.
 /// </summary>
 internal sealed class NginxImporter
 {
@@ -32,9 +33,24 @@ internal sealed class NginxImporter
     private readonly List<Route> _routes = [];
     private readonly Dictionary<string, Cluster?> _clusters = new(StringComparer.OrdinalIgnoreCase);  // null: could not be translated
 
+    // limit_req_zone and limit_conn_zone of the http block being imported, by zone name; null: could not be translated.
+    private Dictionary<string, Zone?> _requestZones = new(StringComparer.Ordinal);
+    private Dictionary<string, Zone?> _connectionZones = new(StringComparer.Ordinal);
+
+    // RateLimiterPolicies: each policy's settings in the order they are written, and the policy made for a zone used
+    // with given parameters ("zone|parameters"), so that locations limited alike share one policy as they share a zone.
+    private readonly Dictionary<string, IReadOnlyList<(string Key, object Value)>> _policies = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _policyFor = new(StringComparer.Ordinal);
+
+    // A zone's key as Ferry reads it: Key ClientIp, or Key Header with the header's name; and its size in MiB.
+    private sealed record Zone(string Name, string? HeaderName, double Mebibytes, double? RequestsPerSecond);
+
     // Transforms: each rule's keys and values in the order they are written (the first key names the rule).
     private sealed record Route(string Id, int Order, IReadOnlyList<string> Hosts, string? Path, string? PathPrefix,
-        IReadOnlyList<(string Key, string Value)[]> Transforms, string? MaxRequestBodySize, string ClusterId);
+        IReadOnlyList<(string Key, string Value)[]> Transforms, string? MaxRequestBodySize, string ClusterId)
+    {
+        public string? RateLimiterPolicy { get; init; }
+    }
 
     private sealed class Cluster(string id)
     {
@@ -80,6 +96,8 @@ internal sealed class NginxImporter
         var upstreams = http.Children("upstream").Where(u => u.Block is not null)
             .GroupBy(u => u.Arg(0), StringComparer.OrdinalIgnoreCase)
             .ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
+        _requestZones = ImportZones(http, "limit_req_zone");
+        _connectionZones = ImportZones(http, "limit_conn_zone");
         var listenSets = new HashSet<string>(StringComparer.Ordinal);
         NginxDirective? firstServer = null;
         foreach (var server in http.Children("server").Where(s => s.Block is not null))
@@ -302,6 +320,7 @@ internal sealed class NginxImporter
 
         ImportHeaderRules(scope, transforms);
         var maxBody = ImportMaxBodySize(scope);
+        var rateLimiterPolicy = ImportRateLimit(scope);
 
         var clusterId = ClusterFor(target, proxyPass, upstreams);
         if (clusterId is null)
@@ -311,7 +330,10 @@ internal sealed class NginxImporter
 
         ApplyLocationSettings(_clusters[clusterId]!, scope, location);
         var id = UniqueRouteId($"{(hosts.Count > 0 ? hosts[0] : "_")}{(exact ? "=" : "")}{path}");
-        _routes.Add(new Route(id, order, hosts, exact ? path : null, exact ? null : path, transforms, maxBody, clusterId));
+        _routes.Add(new Route(id, order, hosts, exact ? path : null, exact ? null : path, transforms, maxBody, clusterId)
+        {
+            RateLimiterPolicy = rateLimiterPolicy,
+        });
     }
 
     // "/old/" → "/new/": PathRemovePrefix /old, then PathPrefix /new; either is left out when it is "/".
@@ -494,6 +516,220 @@ internal sealed class NginxImporter
         }
 
         return effective.Arg(0).ToLowerInvariant();
+    }
+
+    // limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m; limit_conn_zone KEY zone=NAME:SIZE. nginx keeps one state per
+    // key in the zone's shared memory; Ferry keeps one partition per key, at most MaxPartitions.
+    private Dictionary<string, Zone?> ImportZones(NginxDirective http, string directive)
+    {
+        var zones = new Dictionary<string, Zone?>(StringComparer.Ordinal);
+        foreach (var zone in http.Children(directive))
+        {
+            var parameters = zone.Args.Skip(1).Select(a => a.Split('=', 2)).Where(p => p.Length == 2).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
+            if (!parameters.TryGetValue("zone", out var zoneText) || zoneText.Split(':') is not [var name, var size] || name.Length == 0)
+            {
+                Note(zone, $"\"{zone}\" not translated: no zone=name:size");
+                continue;
+            }
+
+            var key = zone.Arg(0);
+            string? header = null;
+            if (key.StartsWith("$http_", StringComparison.Ordinal) && key.Length > "$http_".Length && key.IndexOf('$', 1) < 0)
+            {
+                // nginx's $http_x_api_key is the header X-Api-Key: lower case, '-' written as '_'.
+                header = string.Join('-', key["$http_".Length..].Split('_').Select(w => w.Length == 0 ? w : char.ToUpperInvariant(w[0]) + w[1..]));
+            }
+            else if (key is not ("$binary_remote_addr" or "$remote_addr"))
+            {
+                Note(zone, $"\"{zone}\" not translated: Ferry partitions by the client address ($binary_remote_addr, $remote_addr) or one " +
+                           "request header ($http_name); the locations limited by this zone are not limited");
+                zones[name] = null;
+                continue;
+            }
+
+            double? rate = null;
+            if (directive == "limit_req_zone")
+            {
+                rate = parameters.TryGetValue("rate", out var rateText) ? ParseRate(rateText) : null;
+                if (rate is null)
+                {
+                    Note(zone, $"\"{zone}\" not translated: rate must be N r/s or N r/m; the locations limited by this zone are not limited");
+                    zones[name] = null;
+                    continue;
+                }
+            }
+
+            zones[name] = new Zone(name, header, ConfigReader.TryParseSize(size, out var bytes) ? bytes / 1024.0 / 1024.0 : 0, rate);
+        }
+
+        return zones;
+    }
+
+    private static double? ParseRate(string text)
+    {
+        var perMinute = text.EndsWith("r/m", StringComparison.Ordinal);
+        if (!perMinute && !text.EndsWith("r/s", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        return int.TryParse(text.AsSpan(0, text.Length - 3), NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
+            ? perMinute ? n / 60.0 : n
+            : null;
+    }
+
+    // The rate limit of a location: its limit_req (or, without one, its limit_conn), inherited from server and http
+    // like nginx's array directives: from the innermost level that has any.
+    private string? ImportRateLimit(IReadOnlyList<NginxDirective> scope)
+    {
+        var requests = Effective(scope, "limit_req").ToList();
+        var connections = Effective(scope, "limit_conn").ToList();
+        foreach (var ignored in requests.Skip(1).Concat(requests.Count > 0 ? connections : connections.Skip(1)))
+        {
+            Note(ignored, $"\"{ignored}\" not translated: a Ferry route has one rate limiter policy");
+        }
+
+        if (requests.Count > 0)
+        {
+            NoteStatus(scope, requests[0], "limit_req_status");
+            return ImportLimitReq(requests[0]);
+        }
+
+        if (connections.Count > 0)
+        {
+            NoteStatus(scope, connections[0], "limit_conn_status");
+            return ImportLimitConn(connections[0]);
+        }
+
+        return null;
+    }
+
+    // nginx refuses with 503 unless limit_req_status says otherwise; Ferry always answers 429 with Retry-After.
+    private void NoteStatus(IReadOnlyList<NginxDirective> scope, NginxDirective limit, string directive)
+    {
+        var status = scope.Select(level => level.Child(directive)).LastOrDefault(d => d is not null);
+        if (status?.Arg(0) is not (null or "429"))
+        {
+            Note(status, $"\"{status}\" not translated: Ferry refuses with 429 Too Many Requests and a Retry-After header");
+        }
+        else if (status is null)
+        {
+            Note(limit, $"\"{limit}\": without {directive} nginx refuses with 503; Ferry refuses with 429 Too Many Requests and a Retry-After header");
+        }
+    }
+
+    // limit_req zone=NAME [burst=B] [nodelay | delay=D]. nginx's limit_req is a leaky bucket: requests leave at the
+    // zone's rate, up to B wait in the bucket and are delayed to that rate, and more are refused; with nodelay the B
+    // excess requests are answered at once but still take their place in the bucket, which empties at the rate; with
+    // delay=D the first D are answered at once and the rest delayed. The token bucket that behaves the same holds
+    // D + 1 tokens (B + 1 with nodelay, 1 by default: the request itself plus the excess nginx answers at once),
+    // refills at the rate, and queues up to B - D requests (QueueLimit) until a token comes: those are nginx's delayed
+    // ones. What differs: nginx spaces delayed requests exactly 1/rate apart, Ferry releases them as the bucket
+    // refills (every 100 ms at most); nginx accounts in milliseconds per key, Ferry in whole tokens.
+    private string? ImportLimitReq(NginxDirective limit)
+    {
+        var parameters = limit.Args.Select(a => a.Split('=', 2)).ToDictionary(p => p[0], p => p.Length == 2 ? p[1] : "", StringComparer.Ordinal);
+        if (!parameters.TryGetValue("zone", out var zoneName) || !_requestZones.TryGetValue(zoneName, out var zone))
+        {
+            Note(limit, $"\"{limit}\" not translated: no limit_req_zone in this http block defines the zone");
+            return null;
+        }
+
+        if (zone is null)
+        {
+            return null;
+        }
+
+        var burst = parameters.TryGetValue("burst", out var burstText) && int.TryParse(burstText, NumberStyles.None, CultureInfo.InvariantCulture, out var b) ? b : 0;
+        var immediate = parameters.ContainsKey("nodelay") ? burst
+            : parameters.TryGetValue("delay", out var delayText) && int.TryParse(delayText, NumberStyles.None, CultureInfo.InvariantCulture, out var d) ? Math.Min(d, burst)
+            : 0;
+        var (tokens, periodMilliseconds) = Replenishment(zone.RequestsPerSecond!.Value);
+        var settings = new List<(string Key, object Value)>
+        {
+            ("Kind", nameof(RateLimiterKind.TokenBucket)),
+            ("TokenLimit", immediate + 1),
+            ("TokensPerPeriod", tokens),
+            ("ReplenishmentPeriod", periodMilliseconds.ToString("0.###", CultureInfo.InvariantCulture) + "ms"),
+        };
+        if (burst > immediate)
+        {
+            settings.Add(("QueueLimit", burst - immediate));
+        }
+
+        return AddPolicy(limit, zone, settings);
+    }
+
+    // limit_conn ZONE N: at most N requests of one key in progress at once (nginx counts requests, not connections,
+    // once the request head is read; over HTTP/2 each stream counts), which is a concurrency limiter.
+    private string? ImportLimitConn(NginxDirective limit)
+    {
+        if (!_connectionZones.TryGetValue(limit.Arg(0), out var zone))
+        {
+            Note(limit, $"\"{limit}\" not translated: no limit_conn_zone in this http block defines the zone");
+            return null;
+        }
+
+        if (zone is null)
+        {
+            return null;
+        }
+
+        if (!int.TryParse(limit.Arg(1), NumberStyles.None, CultureInfo.InvariantCulture, out var permits) || permits < 1)
+        {
+            Note(limit, $"\"{limit}\" not translated: the limit must be a positive number");
+            return null;
+        }
+
+        return AddPolicy(limit, zone, [("Kind", nameof(RateLimiterKind.Concurrency)), ("PermitLimit", permits)]);
+    }
+
+    // The fewest whole tokens per period of at least 100 ms (Ferry's replenishment step) that make the rate exactly:
+    // 10r/s is 1 token per 100ms, 30r/m 1 per 2000ms, 15r/s 2 per 133.333ms.
+    private static (int Tokens, double PeriodMilliseconds) Replenishment(double requestsPerSecond)
+    {
+        var interval = 1000 / requestsPerSecond;
+        var tokens = (int)Math.Ceiling(RateLimiterPolicyConfig.MinPeriod.TotalMilliseconds / interval - 1e-9);
+        tokens = Math.Max(tokens, 1);
+        return (tokens, Math.Round(tokens * interval, 3));
+    }
+
+    private string AddPolicy(NginxDirective limit, Zone zone, List<(string Key, object Value)> settings)
+    {
+        if (zone.HeaderName is { } header)
+        {
+            settings.Add(("Key", nameof(RateLimiterKey.Header)));
+            settings.Add(("Name", header));
+        }
+
+        // nginx: one megabyte of zone holds about 16 000 states of 64 bytes; Ferry's default (100 000) is kept when larger.
+        var states = (int)Math.Min(zone.Mebibytes * 16_000, int.MaxValue);
+        if (states > 0 && states < RateLimiterPolicyConfig.DefaultMaxPartitions)
+        {
+            settings.Add(("MaxPartitions", states));
+        }
+
+        var signature = zone.Name + "|" + string.Join(';', settings.Select(s => $"{s.Key}={s.Value}"));
+        if (_policyFor.TryGetValue(signature, out var existing))
+        {
+            return existing;
+        }
+
+        var name = zone.Name;
+        for (var i = 2; _policies.ContainsKey(name); i++)
+        {
+            name = $"{zone.Name}-{i}";
+        }
+
+        if (name != zone.Name)
+        {
+            Note(limit, $"\"{limit}\": zone \"{zone.Name}\" is also used with other parameters; nginx shares one state per key between " +
+                        $"them, Ferry gives these locations their own policy \"{name}\" and budgets");
+        }
+
+        _policies[name] = settings;
+        _policyFor[signature] = name;
+        return name;
     }
 
     private static (string Modifier, string Path) LocationMatch(NginxDirective location)
@@ -769,6 +1005,30 @@ internal sealed class NginxImporter
             }
 
             json.WriteEndObject();
+            if (_policies.Count > 0)
+            {
+                json.WriteStartObject("RateLimiterPolicies");
+                foreach (var (name, settings) in _policies)
+                {
+                    json.WriteStartObject(name);
+                    foreach (var (key, value) in settings)
+                    {
+                        if (value is int number)
+                        {
+                            json.WriteNumber(key, number);
+                        }
+                        else
+                        {
+                            json.WriteString(key, (string)value);
+                        }
+                    }
+
+                    json.WriteEndObject();
+                }
+
+                json.WriteEndObject();
+            }
+
             json.WriteStartObject("Routes");
             foreach (var route in _routes)
             {
@@ -801,6 +1061,11 @@ internal sealed class NginxImporter
                 if (route.MaxRequestBodySize is not null)
                 {
                     json.WriteString("MaxRequestBodySize", route.MaxRequestBodySize);
+                }
+
+                if (route.RateLimiterPolicy is not null)
+                {
+                    json.WriteString("RateLimiterPolicy", route.RateLimiterPolicy);
                 }
 
                 if (route.Transforms.Count > 0)

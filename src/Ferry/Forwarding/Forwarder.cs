@@ -1,10 +1,13 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Threading.RateLimiting;
 using Ferry.Configuration;
 using Ferry.Health;
 using Ferry.Hosting;
 using Ferry.LoadBalancing;
 using Ferry.Metrics;
 using Ferry.Model;
+using Ferry.RateLimiting;
 using Ferry.Routing;
 using Ferry.Upstream;
 using Microsoft.AspNetCore.Http.Features;
@@ -35,6 +38,7 @@ internal sealed partial class Forwarder(
             ClientTls = connection?.Listener.Tls is null ? null : TlsVersion(context),
         };
         BufferedBody? body = null;
+        RateLimitLease? permit = null; // a Concurrency policy's permit is held until the response ends
         RouteState? route = null; // its response header rules apply to Ferry's own error responses
         var span = tracing.StartRequest(request);
         // The request runs on this state to its end, whatever reload happens meanwhile; released in the finally below.
@@ -98,6 +102,25 @@ internal sealed partial class Forwarder(
             if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
             {
                 bodySize.MaxRequestBodySize = maxBody > 0 ? maxBody : null;
+            }
+
+            // The route's rate limit, once the route is known (a route without a policy pays one null check) and after
+            // the size check (a request refused anyway spends no permit), before any byte of the body is read.
+            if (route.RateLimiter is { } limiter)
+            {
+                permit = await AcquirePermitAsync(context, limiter, route, record);
+                if (!permit.IsAcquired)
+                {
+                    var retryAfter = permit.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : (TimeSpan?)null;
+                    record.RateLimiterPolicy = limiter.Name;
+                    LogRateLimited(request.Method, request.Path.Value, route.Config.RouteId, limiter.Name);
+                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.RateLimited,
+                        $"rate limiter policy '{limiter.Name}' ({limiter.Config.Kind} by {limiter.Config.KeyDescription}) has no permit left"
+                        + (limiter.Config.QueueLimit > 0 ? " and its queue is full" : "")
+                        + (retryAfter is { } after ? $"; retry after {RetryAfterSeconds(after)} s" : ""))
+                    { RetryAfter = retryAfter }, null, route.Config.Transforms.ResponseHeaders);
+                    return;
+                }
             }
 
             // Small bodies are read whole first, so that a keep-alive race can be replayed (docs/replay.md).
@@ -277,6 +300,7 @@ internal sealed partial class Forwarder(
             // Every exchange with a destination is over: its connection is back in the pool or closed.
             proxy.Leave();
             body?.Dispose();
+            permit?.Dispose();
             record.Duration = time.GetElapsedTime(record.StartTimestamp);
             if (record.Status == 0)
             {
@@ -292,6 +316,35 @@ internal sealed partial class Forwarder(
         context.Features.Get<Microsoft.AspNetCore.Connections.Features.ITlsHandshakeFeature>() is { } tls
             ? UpstreamConnection.TlsProtocolName(tls.Protocol)
             : null;
+
+    // The permit of the request's partition: its client address, the first value of the policy's header (a request
+    // without it shares the partition of the empty value), or the route.
+    private async ValueTask<RateLimitLease> AcquirePermitAsync(HttpContext context, RateLimiterPolicy limiter, RouteState route, RequestRecord record)
+    {
+        var key = limiter.Config.Key switch
+        {
+            RateLimiterKey.ClientIp => record.ClientAddress ?? "",
+            RateLimiterKey.Header => RateLimiterPolicy.HeaderKey(context.Request.Headers[limiter.Config.HeaderName!] is { Count: > 0 } values ? values[0] : null),
+            _ => route.Config.RouteId,
+        };
+        RateLimitLease permit;
+        try
+        {
+            permit = await limiter.AcquireAsync(key, context.RequestAborted);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            throw new ProxyException(ProxyError.ClientAborted, $"client went away while queued by rate limiter policy '{limiter.Name}'");
+        }
+        if (limiter.TakeOverflowStart())
+        {
+            LogRateLimiterFull(limiter.Name, limiter.Config.MaxPartitions);
+        }
+        return permit;
+    }
+
+    private static string RetryAfterSeconds(TimeSpan wait) =>
+        Math.Max(1, (long)Math.Ceiling(wait.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
 
     // nginx's proxy_next_upstream_timeout: no new destination once the request has spent this long.
     internal static bool WithinRetryBudget(TimeProvider time, RequestRecord record, RetryConfig retry) =>
@@ -334,7 +387,10 @@ internal sealed partial class Forwarder(
             context.Abort();
             return;
         }
-        LogProxyError(context.Request.Method, context.Request.Path.Value, destination?.Cluster.Id, destination?.Id, nextHop, type, ex.Details);
+        if (ex.Error != ProxyError.RateLimited)
+        {
+            LogProxyError(context.Request.Method, context.Request.Path.Value, destination?.Cluster.Id, destination?.Id, nextHop, type, ex.Details);
+        }
         if (context.Response.HasStarted)
         {
             // The status line is gone: aborting is the only way to tell the client the body is incomplete.
@@ -350,6 +406,10 @@ internal sealed partial class Forwarder(
             response.Headers.StrictTransportSecurity = hsts.HeaderValue;
         }
         response.Headers[ProxyStatusHeader.Name] = ProxyStatusHeader.Format(type, ex.Details, nextHop, proxy.Config.ProxyStatus.IncludeDetails);
+        if (ex.RetryAfter is { } retryAfter)
+        {
+            response.Headers.RetryAfter = RetryAfterSeconds(retryAfter);
+        }
         response.ContentType = "text/plain; charset=utf-8";
         if (responseRules is { Length: > 0 })
         {
@@ -396,6 +456,15 @@ internal sealed partial class Forwarder(
     [LoggerMessage(EventId = 9, Level = LogLevel.Information,
         Message = "{Cluster}/{Destination}: adaptive concurrency limit {From} -> {To} ({Reason}); requests above it wait in Ferry's queue")]
     private partial void LogLimitMoved(string cluster, string destination, int from, int to, string reason);
+
+    // Debug: refusing is the policy doing its job, and a flood of refusals must not become a flood of console lines.
+    // The access log has every one, with the policy in its details, and ferry_rate_limited_requests_total counts them.
+    [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "{Method} {Path}: route {Route}: refused by rate limiter policy {Policy} (429)")]
+    private partial void LogRateLimited(string method, string? path, string route, string policy);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Warning,
+        Message = "rate limiter policy {Policy} holds {MaxPartitions} busy partitions (MaxPartitions): new keys share one overflow partition until some go idle")]
+    private partial void LogRateLimiterFull(string policy, int maxPartitions);
 }
 
 // Retry:Statuses for one attempt: a listed status moves the request on only while another destination may still be

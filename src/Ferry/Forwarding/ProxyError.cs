@@ -31,6 +31,7 @@ internal enum ProxyError
     RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
     AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
     InvalidHost,               // a redirect listener got a Host that is not host[:port]: no Location is built from it
+    RateLimited,               // the route's RateLimiterPolicy refused the request (no permit, queue full)
 }
 
 internal static class ProxyErrors
@@ -63,6 +64,8 @@ internal static class ProxyErrors
         ProxyError.AmbiguousPath => (400, "http_request_error"),
         ProxyError.InvalidHost => (400, "http_request_error"),
         ProxyError.RequestBodyTooLarge => (413, "http_request_error"),
+        // RFC 9209 §2.3.15: refused by the intermediary's configuration or policy, never forwarded.
+        ProxyError.RateLimited => (429, "http_request_denied"),
         _ => (500, "proxy_internal_error"),
     };
 
@@ -86,4 +89,7 @@ internal sealed class ProxyException(ProxyError error, string details, Exception
     // The destination cannot have processed the request: its FIN arrived and its TCP stack never acknowledged a byte
     // of the request (docs/replay.md, "The evidence for a POST").
     public bool ProvenUnprocessed { get; init; }
+
+    // Sent as Retry-After (whole seconds, rounded up) when Ferry answers the error itself.
+    public TimeSpan? RetryAfter { get; init; }
 }

@@ -16,6 +16,7 @@ internal sealed class RequestRecord
     public string? ClientTls { get; init; }             // the client connection's TLS version on an HTTPS listener ("TLSv1.3")
     public string? RouteId { get; set; }
     public string? ClusterId { get; set; }
+    public string? RateLimiterPolicy { get; set; }      // the policy that refused the request (RateLimited); null otherwise
     public int Status { get; set; }                     // sent to the client; 499 when the client went away first
     public long BytesIn { get; set; }                   // request body bytes read from the client
     public long BytesOut { get; set; }                  // response body bytes written to the client

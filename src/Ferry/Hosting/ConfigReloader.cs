@@ -2,6 +2,7 @@ using Ferry.Configuration;
 using Ferry.Forwarding;
 using Ferry.Metrics;
 using Ferry.Model;
+using Ferry.RateLimiting;
 using Ferry.Upstream;
 using Microsoft.Extensions.Configuration;
 
@@ -244,21 +245,22 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
             _superseded.Add(old);
             mayUse = [.. _superseded];
             _drains.RemoveAll(d => d.Drain.IsCompleted);
-            _drains.Add((DrainAsync(old, mayUse, retired), retired));
+            _drains.Add((DrainAsync(old, mayUse, retired, old.RateLimitersRetiredBy(next)), retired));
         }
         return new ReloadResult(now, trigger, true, true, version, [], loaded.Warnings);
     }
 
     // The old state's health checkers stop at once (the new state has its own for the clusters it keeps). Removed
     // destinations can only be reached through superseded states: once none of those has a request left, nothing can
-    // use them and their pools are disposed.
-    private async Task DrainAsync(ProxyState old, IReadOnlyList<ProxyState> mayUse, IReadOnlyList<DestinationState> retired)
+    // use them and their pools and rate limiter policies are disposed.
+    private async Task DrainAsync(ProxyState old, IReadOnlyList<ProxyState> mayUse, IReadOnlyList<DestinationState> retired,
+        IReadOnlyList<RateLimiterPolicy> retiredLimiters)
     {
         await Task.Yield();
         try
         {
             await old.StopHealthChecksAsync();
-            if (retired.Count == 0)
+            if (retired.Count == 0 && retiredLimiters.Count == 0)
             {
                 return;
             }
@@ -281,6 +283,10 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         {
             destination.Resolver?.Dispose();
             await destination.Pool.DisposeAsync();
+        }
+        foreach (var limiter in retiredLimiters)
+        {
+            limiter.Dispose();
         }
     }
 

@@ -29,6 +29,7 @@ internal sealed class FerryMetrics
     private readonly Histogram<double> _head;
     private readonly Histogram<double> _upstream;
     private readonly Counter<long> _reloads;
+    private readonly Counter<long> _rateLimited;
 
     public FerryMetrics(IMeterFactory meterFactory, ProxyStateHolder state, Func<long>? accessLogDropped)
     {
@@ -54,6 +55,17 @@ internal sealed class FerryMetrics
         _reloads = meter.CreateCounter<long>("ferry.config.reloads", "{reload}",
             "Configuration reloads (file change, SIGHUP, POST /reload), by result: success, or failure when the running configuration was kept.");
 
+        _rateLimited = meter.CreateCounter<long>("ferry.rate_limited_requests", "{request}",
+            "Requests refused with 429 by a route's rate limiter policy, by route and policy.");
+        meter.CreateObservableUpDownCounter("ferry.rate_limiter.partitions", () =>
+        {
+            var list = new List<Measurement<long>>();
+            foreach (var policy in state.Current.RateLimiters.Values)
+            {
+                list.Add(new Measurement<long>(policy.Partitions, new KeyValuePair<string, object?>("ferry.rate_limiter_policy", policy.Name)));
+            }
+            return list;
+        }, "{partition}", "Partitions (clients, header values or routes) a rate limiter policy holds; at most its MaxPartitions.");
         meter.CreateObservableUpDownCounter("ferry.upstream.connections", () => Observe<long>(state, static (d, list) =>
         {
             list.Add(new Measurement<long>(d.Pool.Idle, Tags(d, "http.connection.state", "idle")));
@@ -157,6 +169,10 @@ internal sealed class FerryMetrics
             tags.Add("error.type", error);
         }
         _requests.Add(1, tags);
+        if (record.Error == ProxyError.RateLimited)
+        {
+            _rateLimited.Add(1, new TagList { { "ferry.route", record.RouteId }, { "ferry.rate_limiter_policy", record.RateLimiterPolicy } });
+        }
 
         var attempts = record.Attempts;
         for (var i = 0; i < attempts.Count; i++)

@@ -1,4 +1,5 @@
 using Ferry.Configuration;
+using Ferry.RateLimiting;
 using Ferry.Routing;
 using Ferry.Upstream;
 
@@ -11,16 +12,19 @@ internal sealed class ProxyState : IAsyncDisposable
 {
     private int _requests; // requests that captured this state and have not finished (ProxyStateHolder.Acquire)
 
-    private ProxyState(FerryConfig config, IReadOnlyDictionary<string, ClusterState> clusters, RouteTable routes)
+    private ProxyState(FerryConfig config, IReadOnlyDictionary<string, ClusterState> clusters, RouteTable routes,
+        IReadOnlyDictionary<string, RateLimiterPolicy> rateLimiters)
     {
         Config = config;
         Clusters = clusters;
         Routes = routes;
+        RateLimiters = rateLimiters;
     }
 
     public FerryConfig Config { get; }
     public IReadOnlyDictionary<string, ClusterState> Clusters { get; }
     public RouteTable Routes { get; }
+    public IReadOnlyDictionary<string, RateLimiterPolicy> RateLimiters { get; }
 
     public int Requests => Volatile.Read(ref _requests);
 
@@ -40,7 +44,21 @@ internal sealed class ProxyState : IAsyncDisposable
             clusters[id] = new ClusterState(cluster, poolFactory, time, resolve,
                 before is null ? null : d => DestinationReuse.Find(before, cluster, d));
         }
-        return new ProxyState(config, clusters, new RouteTable(config.Routes, clusters));
+        // Only the policies some route names: an unused one would run its heartbeat for nothing. A policy whose settings
+        // did not change keeps its partitions across a reload, as nginx keeps a limit_req zone: a reload is no reset of
+        // every client's budget.
+        var rateLimiters = new Dictionary<string, RateLimiterPolicy>(StringComparer.OrdinalIgnoreCase);
+        foreach (var route in config.Routes)
+        {
+            if (route.RateLimiterPolicy is { } name && !rateLimiters.ContainsKey(name))
+            {
+                var policy = config.RateLimiterPolicies[name];
+                rateLimiters[name] = previous?.RateLimiters.GetValueOrDefault(name) is { } running && running.Config == policy
+                    ? running
+                    : new RateLimiterPolicy(policy, time);
+            }
+        }
+        return new ProxyState(config, clusters, new RouteTable(config.Routes, clusters, rateLimiters), rateLimiters);
     }
 
     // The destinations of this state that `next` did not take over: nothing new reaches them once `next` is current.
@@ -49,6 +67,10 @@ internal sealed class ProxyState : IAsyncDisposable
         var kept = next.Destinations.ToHashSet();
         return Destinations.Where(d => !kept.Contains(d)).ToArray();
     }
+
+    // The rate limiter policies of this state that `next` did not keep.
+    public IReadOnlyList<RateLimiterPolicy> RateLimitersRetiredBy(ProxyState next) =>
+        RateLimiters.Values.Where(p => !next.RateLimiters.Values.Contains(p)).ToArray();
 
     // Stops what belongs to this state alone: the active health checkers. Pools may live on in a newer state.
     public async ValueTask StopHealthChecksAsync()
@@ -61,6 +83,10 @@ internal sealed class ProxyState : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        foreach (var policy in RateLimiters.Values)
+        {
+            policy.Dispose();
+        }
         foreach (var cluster in Clusters.Values)
         {
             await cluster.DisposeAsync();

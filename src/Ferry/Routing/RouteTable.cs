@@ -1,18 +1,27 @@
 using Ferry.Configuration;
 using Ferry.Model;
+using Ferry.RateLimiting;
 
 namespace Ferry.Routing;
 
-internal sealed record RouteState(RouteConfig Config, ClusterState Cluster);
+internal sealed record RouteState(RouteConfig Config, ClusterState Cluster)
+{
+    // The route's RateLimiterPolicy; null when it has none.
+    public RateLimiterPolicy? RateLimiter { get; init; }
+}
 
 // Routes in the order the configuration sorted them; the first match wins.
 internal sealed class RouteTable
 {
     private readonly RouteState[] _routes;
 
-    public RouteTable(IReadOnlyList<RouteConfig> routes, IReadOnlyDictionary<string, ClusterState> clusters)
+    public RouteTable(IReadOnlyList<RouteConfig> routes, IReadOnlyDictionary<string, ClusterState> clusters,
+        IReadOnlyDictionary<string, RateLimiterPolicy>? rateLimiters = null)
     {
-        _routes = routes.Select(r => new RouteState(r, clusters[r.ClusterId])).ToArray();
+        _routes = routes.Select(r => new RouteState(r, clusters[r.ClusterId])
+        {
+            RateLimiter = r.RateLimiterPolicy is { } name ? rateLimiters![name] : null,
+        }).ToArray();
     }
 
     public IReadOnlyList<RouteState> Routes => _routes;

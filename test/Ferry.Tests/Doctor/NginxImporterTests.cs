@@ -375,6 +375,97 @@ public sealed class NginxImporterTests
         Assert.Contains(import.Notes, n => n.Message.Contains("is also reached with http://", StringComparison.Ordinal));
     }
 
+    [Theory]
+    // rate=10r/s burst=20 nodelay: 21 requests at once, then one every 100 ms.
+    [InlineData("rate=10r/s", "burst=20 nodelay", 21, 1, 100, 0)]
+    // Without nodelay nginx delays the burst: one at once, 20 waiting for their token.
+    [InlineData("rate=10r/s", "burst=20", 1, 1, 100, 20)]
+    [InlineData("rate=10r/s", "burst=20 delay=5", 6, 1, 100, 15)]
+    [InlineData("rate=10r/s", "", 1, 1, 100, 0)]
+    [InlineData("rate=30r/m", "burst=5 nodelay", 6, 1, 2000, 0)]
+    [InlineData("rate=15r/s", "burst=3 nodelay", 4, 2, 133.333, 0)]
+    [InlineData("rate=100r/s", "nodelay", 1, 10, 100, 0)]
+    public void LimitReq_BecomesATokenBucket(string rate, string parameters, int tokenLimit, int tokensPerPeriod, double periodMs, int queueLimit)
+    {
+        var (import, route) = ImportOneRoute($$"""
+            limit_req_zone $binary_remote_addr zone=perip:10m {{rate}};
+            limit_req_status 429;
+            server { location / { limit_req zone=perip {{parameters}}; proxy_pass http://10.0.0.1; } }
+            """);
+
+        var config = LoadValid(import.Json);
+        var policy = config.RateLimiterPolicies["perip"];
+        Assert.Equal("perip", route.RateLimiterPolicy);
+        Assert.Equal((RateLimiterKind.TokenBucket, tokenLimit, tokensPerPeriod, queueLimit, RateLimiterKey.ClientIp),
+            (policy.Kind, policy.Limit, policy.TokensPerPeriod, policy.QueueLimit, policy.Key));
+        Assert.Equal(periodMs, policy.Period.TotalMilliseconds, precision: 3);
+        Assert.Equal(RateLimiterPolicyConfig.DefaultMaxPartitions, policy.MaxPartitions); // 10m holds more states than Ferry's default
+        Assert.Empty(import.Notes);
+    }
+
+    [Fact]
+    public void LimitReqZoneKeyedByAHeader_IsAHeaderKey_AndTheDefault503IsNoted()
+    {
+        var (import, route) = ImportOneRoute("""
+            limit_req_zone $http_x_api_key zone=keys:1m rate=5r/s;
+            server { limit_req zone=keys burst=10 nodelay; location /api/ { proxy_pass http://10.0.0.1; } }
+            """);
+
+        var policy = LoadValid(import.Json).RateLimiterPolicies["keys"];
+        Assert.Equal("keys", route.RateLimiterPolicy); // inherited from the server, as nginx does
+        Assert.Equal((RateLimiterKey.Header, "X-Api-Key", 16_000, 11, 1, 200.0),
+            (policy.Key, policy.HeaderName, policy.MaxPartitions, policy.Limit, policy.TokensPerPeriod, policy.Period.TotalMilliseconds));
+        Assert.Contains("without limit_req_status nginx refuses with 503; Ferry refuses with 429", Assert.Single(import.Notes).Message);
+    }
+
+    [Fact]
+    public void LimitConn_BecomesAConcurrencyLimit()
+    {
+        var (import, route) = ImportOneRoute("""
+            limit_conn_zone $binary_remote_addr zone=addr:10m;
+            limit_conn_status 429;
+            server { location / { limit_conn addr 4; proxy_pass http://10.0.0.1; } }
+            """);
+
+        var policy = LoadValid(import.Json).RateLimiterPolicies["addr"];
+        Assert.Equal("addr", route.RateLimiterPolicy);
+        Assert.Equal((RateLimiterKind.Concurrency, 4, RateLimiterKey.ClientIp, 0), (policy.Kind, policy.Limit, policy.Key, policy.QueueLimit));
+        Assert.Empty(import.Notes);
+    }
+
+    [Fact]
+    public void SameZoneWithOtherParameters_GetsItsOwnPolicy_AndWhatFerryCannotSayIsNoted()
+    {
+        var import = NginxImporter.Import(NginxConfigParser.ParseText("""
+            limit_req_zone $binary_remote_addr zone=one:10m rate=1r/s;
+            limit_req_zone $request_uri zone=uri:10m rate=1r/s;
+            limit_conn_zone $binary_remote_addr zone=addr:10m;
+            limit_req_status 503;
+            server {
+                location /a/ { limit_req zone=one burst=5; proxy_pass http://10.0.0.1; }
+                location /b/ { limit_req zone=one burst=5; proxy_pass http://10.0.0.1; }
+                location /c/ { limit_req zone=one burst=9 nodelay; limit_conn addr 2; proxy_pass http://10.0.0.1; }
+                location /d/ { limit_req zone=uri; proxy_pass http://10.0.0.1; }
+                location /e/ { limit_req zone=missing; proxy_pass http://10.0.0.1; }
+            }
+            """, "x.conf", "/nonexistent"), "x.conf");
+
+        var config = LoadValid(import.Json);
+        var policies = config.Routes.ToDictionary(r => r.Match.PathPrefix!, r => r.RateLimiterPolicy);
+        Assert.Equal("one", policies["/a"]);
+        Assert.Equal("one", policies["/b"]);
+        Assert.Equal("one-2", policies["/c"]);
+        Assert.Null(policies["/d"]);
+        Assert.Null(policies["/e"]);
+        Assert.Equal(["one", "one-2"], config.RateLimiterPolicies.Keys.Order());
+        var notes = string.Join("\n", import.Notes.Select(n => n.Message));
+        Assert.Contains("\"limit_req_status 503\" not translated: Ferry refuses with 429", notes);
+        Assert.Contains("zone \"one\" is also used with other parameters", notes);
+        Assert.Contains("\"limit_conn addr 2\" not translated: a Ferry route has one rate limiter policy", notes);
+        Assert.Contains("\"limit_req_zone $request_uri zone=uri:10m rate=1r/s\" not translated: Ferry partitions by the client address", notes);
+        Assert.Contains("\"limit_req zone=missing\" not translated: no limit_req_zone in this http block defines the zone", notes);
+    }
+
     private static FerryConfig LoadValid(string json)
     {
         using var dir = new TempDirectory();

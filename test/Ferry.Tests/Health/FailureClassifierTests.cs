@@ -25,6 +25,7 @@ public sealed class FailureClassifierTests
     [InlineData(nameof(ProxyError.ClientAborted), true, false)]
     [InlineData(nameof(ProxyError.ClientRequestBodyError), false, false)]
     [InlineData(nameof(ProxyError.RequestBodyTooLarge), false, false)]
+    [InlineData(nameof(ProxyError.RateLimited), false, false)]
     [InlineData(nameof(ProxyError.ConnectionLimitReached), false, false)]
     [InlineData(nameof(ProxyError.DestinationUnavailable), false, false)]
     public void OnlyTheDestinationsOwnFailuresCount(string error, bool reused, bool counts) =>

@@ -116,4 +116,22 @@ public sealed class DestinationReuseTests
         Assert.Equal(0, first.Requests);
         Assert.Equal(0, second.Requests);
     }
+
+    private static string WithPolicy(string policy) =>
+        ConfigTestJson.Minimal(route: "\"RateLimiterPolicy\": \"p\"").Replace("\"Listeners\":",
+            $"\"RateLimiterPolicies\": {{ \"p\": {{ {policy} }} }},\n  \"Listeners\":", StringComparison.Ordinal);
+
+    [Fact]
+    public void AnUnchangedRateLimiterPolicy_KeepsItsPartitions_AChangedOneStartsAfresh()
+    {
+        const string policy = "\"Kind\": \"TokenBucket\", \"TokenLimit\": 10, \"TokensPerPeriod\": 1, \"ReplenishmentPeriod\": \"1s\"";
+        var first = Build(WithPolicy(policy));
+        var same = Build(WithPolicy(policy), first);
+        var changed = Build(WithPolicy(policy.Replace("10", "20", StringComparison.Ordinal)), same);
+
+        Assert.Same(first.RateLimiters["p"], same.RateLimiters["p"]);
+        Assert.Empty(first.RateLimitersRetiredBy(same));
+        Assert.NotSame(same.RateLimiters["p"], changed.RateLimiters["p"]);
+        Assert.Equal([same.RateLimiters["p"]], same.RateLimitersRetiredBy(changed));
+    }
 }
