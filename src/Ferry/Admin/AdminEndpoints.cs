@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Ferry.Configuration;
 using Ferry.Forwarding;
+using Ferry.Hosting;
 using Ferry.Metrics;
 using Ferry.Upstream;
 
@@ -10,13 +11,15 @@ namespace Ferry.Admin;
 
 // The admin listener: /healthz for orchestrators, / (the status page), /status and /stats for people and scripts,
 // /metrics for Prometheus. With Admin:Token set, everything but /healthz needs "Authorization: Bearer <token>".
-internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null)
+internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null,
+    DrainState? drain = null)
 {
     private readonly byte[]? _tokenHash = config?.Token is { } token ? SHA256.HashData(Encoding.UTF8.GetBytes(token)) : null;
 
     // The admin endpoints of the server whose services were built by AddFerryObservability.
     public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices) =>
-        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats);
+        new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats,
+            proxyServices.GetService<DrainState>());
 
     public Task InvokeAsync(HttpContext context)
     {
@@ -36,6 +39,12 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
         if (path == "/healthz")
         {
             context.Response.ContentType = "text/plain";
+            if (drain?.IsDraining == true)
+            {
+                // A readiness probe takes the process out of its Service's endpoints while it finishes what it has.
+                context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                return context.Response.WriteAsync("draining\n");
+            }
             return context.Response.WriteAsync("ok\n");
         }
         if (!IsAuthorized(context.Request))

@@ -15,10 +15,11 @@ namespace Ferry.Configuration;
 /// </summary>
 internal static class FerryConfigLoader
 {
-    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
+    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing", "Restart"];
     private static readonly string[] RootLimitsKeys = ["MaxRequestBodySize"];
     private static readonly string[] ListenerKeys = ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
+    private static readonly string[] RestartKeys = ["ControlSocket", "ShutdownTimeout", "DrainGrace"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades", "Transforms", "MaxRequestBodySize"];
     private static readonly string[] MatchKeys = ["Hosts", "Path", "PathPrefix", "Methods"];
@@ -169,6 +170,7 @@ internal static class FerryConfigLoader
 
         routes.Sort(RouteOrder.Compare);
         var (accessLog, metrics, tracing) = ReadObservability(reader, configuration);
+        var restart = ReadRestart(reader, configuration);
 
         var config = reader.Errors.Count == 0
             ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
@@ -177,6 +179,7 @@ internal static class FerryConfigLoader
                 AccessLog = accessLog,
                 Metrics = metrics,
                 Tracing = tracing,
+                Restart = restart,
             }
             : null;
         return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
@@ -253,6 +256,23 @@ internal static class FerryConfigLoader
             }
         }
         return networks.Count == 0 ? [] : [.. networks.Distinct()];
+    }
+
+    private static RestartConfig ReadRestart(ConfigReader reader, IConfiguration root)
+    {
+        var section = reader.Section(root, "Restart");
+        reader.WarnUnknownKeys(section, RestartKeys);
+        var controlSocket = reader.String(section, "ControlSocket");
+        if (controlSocket is not null && !Path.IsPathFullyQualified(controlSocket))
+        {
+            // The successor finds it by the same name whatever its working directory.
+            reader.Error(section.GetSection("ControlSocket").Path, $"'{controlSocket}' must be an absolute path");
+            controlSocket = null;
+        }
+        return new RestartConfig(
+            controlSocket,
+            reader.Duration(section, "ShutdownTimeout", RestartConfig.Default.ShutdownTimeout),
+            reader.Duration(section, "DrainGrace", RestartConfig.Default.DrainGrace));
     }
 
     private static AdminConfig ReadAdmin(ConfigReader reader, IConfiguration root,
