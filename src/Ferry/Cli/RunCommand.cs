@@ -12,10 +12,10 @@ internal static class RunCommand
             Description = "JSON configuration file (see ferry.example.json and docs/configuration.md)",
             Required = true,
         };
-        var takeover = new Option<string?>("--takeover")
+        // A flag rather than an option with a value: a value would swallow a following --Section:Key=value override.
+        var takeover = new Option<bool>("--takeover")
         {
-            Description = "take the listening sockets over from the Ferry process serving on this control socket (default: Restart:ControlSocket); it stops accepting, drains and exits",
-            Arity = ArgumentArity.ZeroOrOne,
+            Description = "take the listening sockets over from the Ferry process serving on Restart:ControlSocket; it stops accepting, drains and exits",
         };
         var command = new Command("run",
             "Run Ferry with a configuration file. FERRY__ environment variables and --Section:Key=value arguments override it.")
@@ -34,12 +34,12 @@ internal static class RunCommand
             var configuration = FerryConfigLoader.Build(file.FullName, parse.UnmatchedTokens, Environment.GetEnvironmentVariables());
             var result = FerryConfigLoader.Load(configuration);
             string? from = null;
-            if (parse.GetResult(takeover) is not null)
+            if (parse.GetValue(takeover) && result.IsValid)
             {
-                from = parse.GetValue(takeover) ?? result.Config?.Restart.ControlSocket;
-                if (from is null && result.IsValid)
+                from = result.Config!.Restart.ControlSocket;
+                if (from is null)
                 {
-                    Console.Error.WriteLine("ferry: --takeover needs a control socket: give its path, or set Restart:ControlSocket");
+                    Console.Error.WriteLine("ferry: --takeover needs Restart:ControlSocket, the control socket of the running process");
                     return Task.FromResult(1);
                 }
             }

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Options;
 
 namespace Ferry.Hosting;
 
@@ -82,7 +83,6 @@ internal sealed class ListenSockets : IDisposable
         {
             foreach (var socket in _inherited)
             {
-                Unix.ClearCloseOnExec(socket.SafeHandle);
                 socket.Dispose();
             }
             _inherited.Clear();
@@ -120,7 +120,7 @@ internal sealed class ListenSockets : IDisposable
         }
     }
 
-    // Held by each accept loop while it is inside an accept, so that no socket is closed under one.
+    // Held by each Kestrel listener while it accepts, and until it has closed its duplicate after a stop.
     internal void EnterAccept() => Interlocked.Increment(ref _accepting);
 
     internal void ExitAccept() => Interlocked.Decrement(ref _accepting);
@@ -133,7 +133,7 @@ internal sealed class ListenSockets : IDisposable
     public async Task StopAcceptingAsync()
     {
         _stopAccepting.Cancel();
-        // Cancelling an accept completes it on the accepting thread; the bound only matters if one is stuck.
+        // Each listener closes its duplicate once its cancelled accept has returned; the bound only matters if one is stuck.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
         while (Volatile.Read(ref _accepting) > 0 && DateTime.UtcNow < deadline)
         {
@@ -146,14 +146,10 @@ internal sealed class ListenSockets : IDisposable
     {
         lock (_lock)
         {
+            // Nothing ever accepts on these descriptors (Kestrel accepts on duplicates), so closing one is a plain
+            // close(2): it never resets the socket another process shares.
             foreach (var socket in _owned.Concat(_inherited))
             {
-                // Disposing a socket with an accept pending makes .NET close it abortively: it sets SO_LINGER 0 on
-                // the socket itself, so every connection a successor accepts from it would inherit that and end
-                // with a reset instead of a FIN; and a close racing a running accept makes .NET disconnect the
-                // socket, unless the descriptor lacks FD_CLOEXEC ("may be shared with other processes"). Accepts
-                // are over by now; clearing the flag covers the race all the same.
-                Unix.ClearCloseOnExec(socket.SafeHandle);
                 socket.Dispose();
             }
             _inherited.Clear();
@@ -181,80 +177,95 @@ internal sealed class OwnedListenEndPoint(Socket socket, ListenSockets owner) : 
 }
 
 /// <summary>
-/// Kestrel's transport for <see cref="OwnedListenEndPoint"/>: the accept loop of Kestrel's socket transport, except
-/// that unbinding cancels the pending accept instead of disposing the socket. Accepted connections are Kestrel's
-/// own socket connections (<see cref="SocketConnectionContextFactory"/>).
+/// Kestrel's transport for <see cref="OwnedListenEndPoint"/>: Kestrel's own socket transport, given a duplicate of the
+/// owned descriptor, behind a listener whose unbinding first cancels the pending accept and only then lets Kestrel
+/// close its duplicate. Accepted connections are Kestrel's socket connections, with its options and memory pool.
 /// </summary>
-internal sealed class OwnedSocketTransportFactory(ILoggerFactory loggers) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOptions> options, ILoggerFactory loggers)
+    : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
+    private readonly SocketTransportFactory _sockets = new(options, loggers);
+
     public bool CanBind(EndPoint endpoint) => endpoint is OwnedListenEndPoint;
 
-    public ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
         var owned = (OwnedListenEndPoint)endpoint;
-        var contexts = new SocketConnectionContextFactory(new SocketConnectionFactoryOptions(),
-            loggers.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
-        return ValueTask.FromResult<IConnectionListener>(new Listener(owned, contexts));
+        var duplicate = Unix.Duplicate(owned.Socket.SafeHandle);
+        try
+        {
+            return new Listener(await _sockets.BindAsync(new FileHandleEndPoint((ulong)duplicate, FileHandleType.Tcp), cancellationToken), owned.Owner);
+        }
+        catch
+        {
+            Unix.Close(duplicate);
+            throw;
+        }
     }
 
-    private sealed class Listener(OwnedListenEndPoint owned, SocketConnectionContextFactory contexts) : IConnectionListener
+    private sealed class Listener(IConnectionListener inner, ListenSockets owner) : IConnectionListener
     {
         private readonly CancellationTokenSource _unbound = new();
+        private int _accepting;
+        private int _innerUnbound;
 
-        // Kestrel reports this as the listener's address; the socket's, so that port 0 shows the port it got.
-        public EndPoint EndPoint { get; } = owned.Socket.LocalEndPoint!;
+        public EndPoint EndPoint => inner.EndPoint;
 
         public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
         {
-            owned.Owner.EnterAccept();
+            owner.EnterAccept();
+            Interlocked.Increment(ref _accepting);
             try
             {
-                return await AcceptCoreAsync(cancellationToken);
-            }
-            finally
-            {
-                owned.Owner.ExitAccept();
-            }
-        }
-
-        private async ValueTask<ConnectionContext?> AcceptCoreAsync(CancellationToken cancellationToken)
-        {
-            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, owned.Owner.StopAcceptingToken);
-            while (true)
-            {
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, owner.StopAcceptingToken);
                 try
                 {
-                    var accepted = await owned.Socket.AcceptAsync(stop.Token);
-                    accepted.NoDelay = true;
-                    return contexts.Create(accepted);
+                    return await inner.AcceptAsync(stop.Token);
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
+                    if (owner.StoppedAccepting)
+                    {
+                        // Nothing accepts on this duplicate any more: close it now, so that the socket itself closes
+                        // with the owner's descriptor unless a successor holds it.
+                        Interlocked.Decrement(ref _accepting);
+                        await UnbindInnerAsync();
+                        Interlocked.Increment(ref _accepting);
+                    }
                     return null; // Kestrel's accept loop ends on null
                 }
-                catch (ObjectDisposedException) when (owned.Owner.StoppedAccepting || _unbound.IsCancellationRequested)
-                {
-                    return null;
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
-                {
-                    // The client gave up while the connection was queued; Kestrel's transport skips these too.
-                }
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _accepting);
+                owner.ExitAccept();
             }
         }
 
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+        // Disposing a socket with an accept pending makes .NET close it abortively: it sets SO_LINGER 0 on the socket
+        // itself, so every connection a successor accepts from it would inherit that and end with a reset instead of
+        // a FIN. The accept is cancelled first and Kestrel closes its duplicate only once none is pending.
+        private async ValueTask UnbindInnerAsync()
         {
             _unbound.Cancel();
-            return ValueTask.CompletedTask;
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+            while (Volatile.Read(ref _accepting) > 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+            if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
+            {
+                await inner.UnbindAsync();
+            }
         }
 
-        public ValueTask DisposeAsync()
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => UnbindInnerAsync();
+
+        public async ValueTask DisposeAsync()
         {
-            _unbound.Cancel();
+            await UnbindInnerAsync();
+            await inner.DisposeAsync();
             _unbound.Dispose();
-            contexts.Dispose();
-            return ValueTask.CompletedTask;
         }
     }
 }

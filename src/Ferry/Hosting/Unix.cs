@@ -5,7 +5,7 @@ namespace Ferry.Hosting;
 
 /// <summary>
 /// The few libc calls a socket handover needs and .NET has no API for: descriptors passed in SCM_RIGHTS ancillary
-/// data (sendmsg/recvmsg), the peer's credentials (SO_PEERCRED) and the close-on-exec flag. Linux on 64-bit only:
+/// data (sendmsg/recvmsg), the peer's credentials (SO_PEERCRED), duplicates and the close-on-exec flag. Linux on 64-bit only:
 /// the structure layouts below are Linux's LP64 ones.
 /// </summary>
 internal static class Unix
@@ -18,6 +18,7 @@ internal static class Unix
     private const int FGetFd = 1;
     private const int FSetFd = 2;
     private const int FdCloexec = 1;
+    private const int FDupFdCloexec = 1030;
 
     // struct msghdr: name, namelen (+4 padding), iov, iovlen, control, controllen, flags (+4 padding).
     private const int MsgHdrSize = 56;
@@ -29,20 +30,6 @@ internal static class Unix
     public const int MaxDescriptors = 64;
 
     public static bool IsSupported => OperatingSystem.IsLinux() && IntPtr.Size == 8;
-
-    public static void ClearCloseOnExec(SafeHandle handle)
-    {
-        if (!IsSupported || handle.IsInvalid || handle.IsClosed)
-        {
-            return;
-        }
-        var fd = (int)handle.DangerousGetHandle();
-        var flags = fcntl(fd, FGetFd, 0);
-        if (flags >= 0)
-        {
-            fcntl(fd, FSetFd, flags & ~FdCloexec);
-        }
-    }
 
     public static void SetCloseOnExec(SafeHandle handle)
     {
@@ -57,6 +44,15 @@ internal static class Unix
             fcntl(fd, FSetFd, flags | FdCloexec);
         }
     }
+
+    /// <summary>A new descriptor for the same socket (close on exec), for Kestrel to own and close.</summary>
+    public static int Duplicate(SafeHandle handle)
+    {
+        var fd = fcntl((int)handle.DangerousGetHandle(), FDupFdCloexec, 0);
+        return fd >= 0 ? fd : throw new SocketException(Marshal.GetLastPInvokeError());
+    }
+
+    public static void Close(int fd) => close(fd);
 
     public static uint EffectiveUserId() => geteuid();
 
@@ -224,4 +220,7 @@ internal static class Unix
 
     [DllImport("libc")]
     private static extern uint geteuid();
+
+    [DllImport("libc")]
+    private static extern int close(int fd);
 }
