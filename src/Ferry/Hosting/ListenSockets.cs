@@ -177,9 +177,10 @@ internal sealed class OwnedListenEndPoint(Socket socket, ListenSockets owner) : 
 }
 
 /// <summary>
-/// Kestrel's transport for <see cref="OwnedListenEndPoint"/>: Kestrel's own socket transport, given a duplicate of the
-/// owned descriptor, behind a listener whose unbinding first cancels the pending accept and only then lets Kestrel
-/// close its duplicate. Accepted connections are Kestrel's socket connections, with its options and memory pool.
+/// Kestrel's transport for <see cref="OwnedListenEndPoint"/>: Kestrel's own socket transport on a duplicate of the
+/// owned descriptor (as with ListenHandle), behind a listener that can stop accepting before Kestrel stops, and that
+/// closes the duplicate once Kestrel has let go of it. Accepted connections are Kestrel's socket connections, with
+/// its options and memory pool.
 /// </summary>
 internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOptions> options, ILoggerFactory loggers)
     : IConnectionListenerFactory, IConnectionListenerFactorySelector
@@ -194,7 +195,7 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
         var duplicate = Unix.Duplicate(owned.Socket.SafeHandle);
         try
         {
-            return new Listener(await _sockets.BindAsync(new FileHandleEndPoint((ulong)duplicate, FileHandleType.Tcp), cancellationToken), owned.Owner);
+            return new Listener(await _sockets.BindAsync(new FileHandleEndPoint((ulong)duplicate, FileHandleType.Tcp), cancellationToken), owned.Owner, duplicate);
         }
         catch
         {
@@ -203,7 +204,7 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
         }
     }
 
-    private sealed class Listener(IConnectionListener inner, ListenSockets owner) : IConnectionListener
+    private sealed class Listener(IConnectionListener inner, ListenSockets owner, int duplicate) : IConnectionListener
     {
         private readonly CancellationTokenSource _unbound = new();
         private int _accepting;
@@ -242,9 +243,10 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
             }
         }
 
-        // Disposing a socket with an accept pending makes .NET close it abortively: it sets SO_LINGER 0 on the socket
-        // itself, so every connection a successor accepts from it would inherit that and end with a reset instead of
-        // a FIN. The accept is cancelled first and Kestrel closes its duplicate only once none is pending.
+        // Disposing a socket that owns its descriptor while an accept is pending makes .NET close it abortively: it
+        // sets SO_LINGER 0 on the socket itself, so every connection a successor accepts from it would inherit that
+        // and end with a reset instead of a FIN. Kestrel wraps a file handle without owning it, and the accept is
+        // cancelled before Kestrel lets go of the socket all the same; the duplicate is closed here, after that.
         private async ValueTask UnbindInnerAsync()
         {
             _unbound.Cancel();
@@ -256,6 +258,7 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
             if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
             {
                 await inner.UnbindAsync();
+                Unix.Close(duplicate);
             }
         }
 
