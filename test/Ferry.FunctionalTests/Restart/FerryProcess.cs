@@ -4,6 +4,18 @@ using System.Runtime.InteropServices;
 
 namespace Ferry.FunctionalTests.Restart;
 
+// A test that runs Ferry under systemd-socket-activate; skipped, saying why, where systemd's tools are not installed.
+internal sealed class SocketActivateFactAttribute : FactAttribute
+{
+    public SocketActivateFactAttribute()
+    {
+        if (!File.Exists(FerryProcess.SocketActivate))
+        {
+            Skip = $"{FerryProcess.SocketActivate} is not installed (package systemd)";
+        }
+    }
+}
+
 // `ferry run` as a real process: the ferry.dll built next to the tests, started with `dotnet`. Its output is kept
 // line by line so a test can wait for what it prints; disposing kills it if it is still running.
 internal sealed class FerryProcess : IAsyncDisposable
@@ -25,14 +37,30 @@ internal sealed class FerryProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join("\n", _lines);
 
-    public static FerryProcess Start(params string[] arguments)
+    public const string SocketActivate = "/usr/bin/systemd-socket-activate";
+
+    public static FerryProcess Start(params string[] arguments) => StartUnder([], arguments);
+
+    // systemd's socket activation tool binds `listen`, and on the first connection runs Ferry with it as fd 3
+    // (LISTEN_FDS=1, LISTEN_PID its own pid: it execs Ferry in the process it forked).
+    public static FerryProcess StartSocketActivated(string listen, params string[] arguments) => StartUnder([SocketActivate, "-l", listen], arguments);
+
+    private static FerryProcess StartUnder(string[] wrapper, string[] arguments)
     {
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(wrapper.Length > 0 ? wrapper[0] : "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (var argument in wrapper.Skip(1))
+        {
+            info.ArgumentList.Add(argument);
+        }
+        if (wrapper.Length > 0)
+        {
+            info.ArgumentList.Add("dotnet");
+        }
         info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ferry.dll"));
         foreach (var argument in arguments)
         {

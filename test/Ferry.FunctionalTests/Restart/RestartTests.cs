@@ -127,6 +127,24 @@ public sealed class RestartTests(ITestOutputHelper output) : IAsyncLifetime, IDi
         Assert.Equal(0, await first.WaitForExitAsync(ExitBound));
     }
 
+    [SocketActivateFact]
+    public async Task UnderSocketActivation_TheListenerIsSystemdsSocket_AndAConnectionMadeBeforeFerryRanIsServed()
+    {
+        var (config, listener, _, _) = WriteConfig();
+        await using var activated = FerryProcess.StartSocketActivated(listener.ToString(), "run", "--config", config);
+        await activated.WaitForOutputAsync("Listening on", StartBound);
+
+        // Ferry is started by this very connection, and finds it queued on the socket it was given.
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        var response = await client.GetAsync($"http://{listener}/");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await activated.WaitForOutputAsync("ferry: proxying on", StartBound);
+        Assert.DoesNotContain("cannot listen", activated.Output);
+
+        activated.Signal(FerryProcess.SigTerm);
+        Assert.Equal(0, await activated.WaitForExitAsync(ExitBound));
+    }
+
     [Theory]
     [InlineData(FerryProcess.SigTerm)]
     [InlineData(FerryProcess.SigInt)]
