@@ -99,7 +99,7 @@ internal sealed record RequestLimitsConfig(long MaxRequestBodySize)
 /// <summary>How a process stops and hands its listeners to a successor (docs/operations.md).</summary>
 internal sealed record RestartConfig(string? ControlSocket, TimeSpan ShutdownTimeout, TimeSpan DrainGrace)
 {
-    // 30 s: ASP.NET Core's own shutdown timeout and Kubernetes' default terminationGracePeriodSeconds; requests
-    // running longer are cut. A second of grace lets busy keep-alive clients leave on a "Connection: close".
+    // 30 s: ASP.NET Core's own shutdown timeout; requests running longer are cut. A second of grace lets busy
+    // keep-alive clients leave on a "Connection: close" rather than meet a closed connection.
     public static RestartConfig Default { get; } = new(null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(1));
 }
