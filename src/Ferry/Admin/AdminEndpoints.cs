@@ -12,14 +12,14 @@ namespace Ferry.Admin;
 // The admin listener: /healthz for orchestrators, / (the status page), /status and /stats for people and scripts,
 // /metrics for Prometheus. With Admin:Token set, everything but /healthz needs "Authorization: Bearer <token>".
 internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null,
-    ConfigReloader? reloader = null, Hosting.CertificateStore? certificates = null)
+    ConfigReloader? reloader = null, Hosting.CertificateStore? certificates = null, DrainState? drain = null)
 {
     private readonly byte[]? _tokenHash = config?.Token is { } token ? SHA256.HashData(Encoding.UTF8.GetBytes(token)) : null;
 
     // The admin endpoints of the server whose services were built by AddFerryObservability.
     public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices, ConfigReloader? reloader = null) =>
         new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats, reloader,
-            proxyServices.GetService<Hosting.CertificateStore>());
+            proxyServices.GetService<Hosting.CertificateStore>(), proxyServices.GetService<DrainState>());
 
     public Task InvokeAsync(HttpContext context)
     {
@@ -42,6 +42,12 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
         if (path == "/healthz")
         {
             context.Response.ContentType = "text/plain";
+            if (drain?.IsDraining == true)
+            {
+                // A readiness probe takes the process out of its Service's endpoints while it finishes what it has.
+                context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                return context.Response.WriteAsync("draining\n");
+            }
             return context.Response.WriteAsync("ok\n");
         }
         if (!IsAuthorized(context.Request))

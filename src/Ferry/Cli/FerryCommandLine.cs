@@ -4,7 +4,14 @@ namespace Ferry.Cli;
 
 internal static class FerryCommandLine
 {
-    public static Task<int> InvokeAsync(string[] args) => Build().Parse(args).InvokeAsync();
+    public static Task<int> InvokeAsync(string[] args)
+    {
+        var parse = Build().Parse(args);
+        // The serving commands handle SIGTERM and SIGINT themselves (ServerRunner): System.CommandLine would end the
+        // process two seconds after the signal, in the middle of the drain.
+        var serves = parse.CommandResult.Command is RootCommand || parse.CommandResult.Command.Name is "run" or "proxy";
+        return parse.InvokeAsync(serves ? new InvocationConfiguration { ProcessTerminationTimeout = null } : null);
+    }
 
     public static RootCommand Build()
     {

@@ -48,7 +48,7 @@ internal static class ProxyCommand
                 .AddInMemoryCollection(settings)
                 .AddConfiguration(FerryConfigLoader.Build(null, parse.UnmatchedTokens, Environment.GetEnvironmentVariables()))
                 .Build();
-            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop, new FerryServerOptions { Configuration = configuration });
+            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop, options: new FerryServerOptions { Configuration = configuration });
         });
         return command;
     }

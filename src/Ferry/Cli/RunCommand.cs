@@ -13,10 +13,15 @@ internal static class RunCommand
             Description = "JSON configuration file (see ferry.example.json and docs/configuration.md)",
             Required = true,
         };
+        // A flag rather than an option with a value: a value would swallow a following --Section:Key=value override.
+        var takeover = new Option<bool>("--takeover")
+        {
+            Description = "take the listening sockets over from the Ferry process serving on Restart:ControlSocket; it stops accepting, drains and exits",
+        };
         var command = new Command("run",
             "Run Ferry with a configuration file. FERRY__ environment variables and --Section:Key=value arguments override it.")
         {
-            config,
+            config, takeover,
         };
         command.TreatUnmatchedTokensAsErrors = false;
         command.SetAction((parse, stop) =>
@@ -30,8 +35,18 @@ internal static class RunCommand
             // Kept for reloads: the file is read again under the same overrides (docs/configuration.md, "Reload").
             var source = new ConfigSource(file.FullName, [.. parse.UnmatchedTokens], Environment.GetEnvironmentVariables());
             var configuration = source.Build();
-            return ServerRunner.RunAsync(FerryConfigLoader.Load(configuration), null, stop,
-                new FerryServerOptions { Configuration = configuration, Source = source });
+            var result = FerryConfigLoader.Load(configuration);
+            string? from = null;
+            if (parse.GetValue(takeover) && result.IsValid)
+            {
+                from = result.Config!.Restart.ControlSocket;
+                if (from is null)
+                {
+                    Console.Error.WriteLine("ferry: --takeover needs Restart:ControlSocket, the control socket of the running process");
+                    return Task.FromResult(1);
+                }
+            }
+            return ServerRunner.RunAsync(result, null, stop, from, new FerryServerOptions { Configuration = configuration, Source = source });
         });
         return command;
     }

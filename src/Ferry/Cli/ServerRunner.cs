@@ -4,9 +4,14 @@ using Ferry.Hosting;
 
 namespace Ferry.Cli;
 
-// What `run`, `proxy` and the demo share: report the configuration's problems, start, wait for a stop signal, drain.
+// What `run`, `proxy` and the demo share: report the configuration's problems, start (taking the listeners over from
+// a running process if asked), wait for a stop signal or a successor, drain.
 internal static class ServerRunner
 {
+    // Both bound the handover's two round trips on the control socket; the predecessor's side waits longer, for the
+    // whole start of its successor.
+    private static readonly TimeSpan HandoverTimeout = TimeSpan.FromSeconds(10);
+
     public static bool Report(ConfigLoadResult result, TextWriter output, TextWriter error)
     {
         foreach (var warning in result.Warnings)
@@ -25,27 +30,87 @@ internal static class ServerRunner
         return true;
     }
 
-    public static async Task<int> RunAsync(ConfigLoadResult result, Func<FerryServer, string>? banner, CancellationToken stop,
+    /// <param name="takeover">The control socket of the running process to take the listeners over from, or null.</param>
+    public static async Task<int> RunAsync(ConfigLoadResult result, Func<FerryServer, string>? banner, CancellationToken stop, string? takeover = null,
         FerryServerOptions? options = null)
     {
         if (!Report(result, Console.Out, Console.Error))
         {
             return 1;
         }
+        var config = result.Config!;
+        using var signals = new StopSignals(stop);
+        var inherited = SystemdSockets.Take();
+        HandoverClient? predecessor = null;
+        if (takeover is not null)
+        {
+            try
+            {
+                predecessor = HandoverClient.Connect(takeover, HandoverTimeout);
+                inherited.AddRange(predecessor.Sockets);
+            }
+            catch (IOException ex)
+            {
+                Console.Error.WriteLine($"ferry: cannot take over: {ex.Message}");
+                inherited.ForEach(s => s.Dispose());
+                return 2;
+            }
+        }
         FerryServer server;
         try
         {
-            server = await FerryServer.StartAsync(result.Config!, options, stop);
+            server = await FerryServer.StartAsync(config, (options ?? new FerryServerOptions()) with
+            {
+                ShutdownTimeout = config.Restart.ShutdownTimeout,
+                DrainGrace = config.Restart.DrainGrace,
+                InheritedSockets = inherited,
+            }, signals.Token);
         }
         catch (IOException ex)
         {
-            // Kestrel reports an address in use or not available as an IOException.
+            // Kestrel reports an address in use or not available as an IOException. A predecessor sees the control
+            // connection close and goes on serving.
             Console.Error.WriteLine($"ferry: cannot listen: {ex.Message}");
+            predecessor?.Dispose();
             return 2;
         }
         await using (server)
         {
             using var sighup = options?.Source is null ? null : ReloadOnSighup(server);
+            if (predecessor is not null)
+            {
+                using (predecessor)
+                {
+                    try
+                    {
+                        predecessor.Complete(HandoverTimeout);
+                        Console.WriteLine($"ferry: took over the listeners of process {predecessor.PredecessorPid}; it drains and exits");
+                    }
+                    catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
+                    {
+                        // Serving regardless: two processes accepting from the same sockets lose nothing.
+                        Console.Error.WriteLine($"ferry: warning: {ex.Message}");
+                    }
+                }
+            }
+            HandoverServer? control = null;
+            if (config.Restart.ControlSocket is { } path)
+            {
+                try
+                {
+                    control = StartControl(path, server);
+                }
+                catch (IOException ex)
+                {
+                    Console.Error.WriteLine($"ferry: {ex.Message}");
+                    if (predecessor is null)
+                    {
+                        await server.StopAsync();
+                        return 2;
+                    }
+                    // After a takeover the listeners are this process's now: keep serving, without a control socket.
+                }
+            }
             foreach (var uri in server.ListenerUris)
             {
                 Console.WriteLine($"ferry: proxying on {uri}");
@@ -54,19 +119,30 @@ internal static class ServerRunner
             {
                 Console.WriteLine($"ferry: admin on {admin} (status page at /, /status, /metrics, /healthz)");
             }
+            if (control is not null)
+            {
+                Console.WriteLine($"ferry: control socket {control.Path} (`ferry run --takeover` hands the listeners over)");
+            }
             if (banner is not null)
             {
                 Console.WriteLine(banner(server));
             }
-            try
+            var stopped = Task.Delay(Timeout.Infinite, signals.Token);
+            var handedOver = control?.HandedOver ?? new TaskCompletionSource<int>().Task;
+            if (await Task.WhenAny(stopped, handedOver) == handedOver)
             {
-                await Task.Delay(Timeout.Infinite, stop);
+                Console.WriteLine($"ferry: process {await handedOver} took over the listeners; draining requests in flight");
             }
-            catch (OperationCanceledException)
+            else
             {
                 Console.WriteLine("ferry: stopping, draining requests in flight");
             }
-            await server.StopAsync();
+            if (control is not null)
+            {
+                await control.DisposeAsync();
+            }
+            await server.DrainAsync();
+            Console.WriteLine("ferry: stopped");
         }
         return 0;
     }
@@ -87,5 +163,49 @@ internal static class ServerRunner
             _ = Task.Run(server.Certificates.Reload);
             _ = server.Reloader.ReloadAsync("SIGHUP");
         });
+    }
+
+    private static HandoverServer StartControl(string path, FerryServer server)
+    {
+        if (!OperatingSystem.IsLinux() || Handover.NotSupported() is not null)
+        {
+            throw new IOException($"Restart:ControlSocket: {Handover.NotSupported() ?? "Linux only"}");
+        }
+        var logger = server.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HandoverServer).FullName!);
+        return HandoverServer.Start(path, () => server.ListeningSockets, server.StopAcceptingAsync, logger);
+    }
+
+    // SIGTERM (systemd, Kubernetes, docker stop) and SIGINT (Ctrl+C) start the drain; a second one ends the process at once.
+    private sealed class StopSignals : IDisposable
+    {
+        private readonly CancellationTokenSource _stop;
+        private readonly PosixSignalRegistration[] _registrations;
+        private int _received;
+
+        public StopSignals(CancellationToken stop)
+        {
+            _stop = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            _registrations = [PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal), PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal)];
+        }
+
+        public CancellationToken Token => _stop.Token;
+
+        private void OnSignal(PosixSignalContext context)
+        {
+            if (Interlocked.Increment(ref _received) == 1)
+            {
+                context.Cancel = true;
+                _stop.Cancel();
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var registration in _registrations)
+            {
+                registration.Dispose();
+            }
+            _stop.Dispose();
+        }
     }
 }

@@ -16,6 +16,7 @@ internal sealed record FerryConfig(
     public AccessLogConfig AccessLog { get; init; } = AccessLogConfig.Default;
     public MetricsConfig Metrics { get; init; } = MetricsConfig.Default;
     public TracingConfig Tracing { get; init; } = TracingConfig.Default;
+    public RestartConfig Restart { get; init; } = RestartConfig.Default;
 }
 
 /// <summary>A client-facing endpoint. "*:port" binds <see cref="IPAddress.Any"/>.</summary>
@@ -137,4 +138,12 @@ internal sealed record RequestLimitsConfig(long MaxRequestBodySize)
     public const long DefaultMaxRequestBodySize = 100L * 1024 * 1024;
 
     public static RequestLimitsConfig Default { get; } = new(DefaultMaxRequestBodySize);
+}
+
+/// <summary>How a process stops and hands its listeners to a successor (docs/operations.md).</summary>
+internal sealed record RestartConfig(string? ControlSocket, TimeSpan ShutdownTimeout, TimeSpan DrainGrace)
+{
+    // 30 s: ASP.NET Core's own shutdown timeout; requests running longer are cut. A second of grace lets busy
+    // keep-alive clients leave on a "Connection: close" rather than meet a closed connection.
+    public static RestartConfig Default { get; } = new(null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(1));
 }

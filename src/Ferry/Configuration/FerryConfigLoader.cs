@@ -15,7 +15,7 @@ namespace Ferry.Configuration;
 /// </summary>
 internal static class FerryConfigLoader
 {
-    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "RateLimiterPolicies", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing"];
+    private static readonly string[] RootKeys = ["Listeners", "Admin", "ProxyStatus", "Limits", "RateLimiterPolicies", "Routes", "Clusters", "AccessLog", "Metrics", "Tracing", "Restart"];
     private static readonly string[] RootLimitsKeys = ["MaxRequestBodySize"];
     private static readonly string[] ListenerKeys =
         ["Address", "Protocols", "TrustedProxies", "ProxyProtocol", "AmbiguousPaths", "Certificate", "Sni", "SslProtocols", "Hsts", "RedirectToHttps"];
@@ -24,6 +24,7 @@ internal static class FerryConfigLoader
     private static readonly string[] HstsKeys = ["Enabled", "MaxAge", "IncludeSubDomains", "Preload"];
     private static readonly string[] RedirectToHttpsKeys = ["Enabled", "Port"];
     private static readonly string[] AdminKeys = ["Address", "Enabled", "Token", "AllowedHosts"];
+    private static readonly string[] RestartKeys = ["ControlSocket", "ShutdownTimeout", "DrainGrace"];
     private static readonly string[] ProxyStatusKeys = ["IncludeDetails"];
     private static readonly string[] RouteKeys = ["ClusterId", "Order", "Match", "PathRemovePrefix", "Upgrades", "Transforms", "MaxRequestBodySize", "RateLimiterPolicy"];
     private static readonly string[] RateLimiterCommonKeys = ["Kind", "Key", "Name", "QueueLimit", "QueueProcessingOrder", "MaxPartitions"];
@@ -218,6 +219,7 @@ internal static class FerryConfigLoader
 
         routes.Sort(RouteOrder.Compare);
         var (accessLog, metrics, tracing) = ReadObservability(reader, configuration);
+        var restart = ReadRestart(reader, configuration);
 
         var config = reader.Errors.Count == 0
             ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
@@ -227,6 +229,7 @@ internal static class FerryConfigLoader
                 AccessLog = accessLog,
                 Metrics = metrics,
                 Tracing = tracing,
+                Restart = restart,
             }
             : null;
         return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
@@ -491,6 +494,23 @@ internal static class FerryConfigLoader
             }
         }
         return networks.Count == 0 ? [] : [.. networks.Distinct()];
+    }
+
+    private static RestartConfig ReadRestart(ConfigReader reader, IConfiguration root)
+    {
+        var section = reader.Section(root, "Restart");
+        reader.WarnUnknownKeys(section, RestartKeys);
+        var controlSocket = reader.String(section, "ControlSocket");
+        if (controlSocket is not null && !Path.IsPathFullyQualified(controlSocket))
+        {
+            // The successor finds it by the same name whatever its working directory.
+            reader.Error(section.GetSection("ControlSocket").Path, $"'{controlSocket}' must be an absolute path");
+            controlSocket = null;
+        }
+        return new RestartConfig(
+            controlSocket,
+            reader.Duration(section, "ShutdownTimeout", RestartConfig.Default.ShutdownTimeout),
+            reader.Duration(section, "DrainGrace", RestartConfig.Default.DrainGrace));
     }
 
     private static AdminConfig ReadAdmin(ConfigReader reader, IConfiguration root,

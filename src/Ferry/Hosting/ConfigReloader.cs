@@ -23,7 +23,7 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
 {
     // Sections read once, when the listeners and the observability pipeline are built: a change to them is refused
     // rather than ignored, so that the version /status shows is always the configuration that runs.
-    internal static readonly string[] RestartOnlySections = ["Listeners", "Admin", "AccessLog", "Metrics", "Tracing"];
+    internal static readonly string[] RestartOnlySections = ["Listeners", "Admin", "AccessLog", "Metrics", "Tracing", "Restart"];
 
     // Editors and deployment tools write a file in several steps (truncate, write, rename); one reload after the
     // last event of a burst, not one per event.

@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using Ferry.Admin;
 using Ferry.Configuration;
@@ -8,6 +9,7 @@ using Ferry.Metrics;
 using Ferry.Model;
 using Ferry.Upstream;
 using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
@@ -18,7 +20,15 @@ internal sealed record FerryServerOptions
 {
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
     public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
-    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan ShutdownTimeout { get; init; } = RestartConfig.Default.ShutdownTimeout;
+
+    /// <summary>How long <see cref="FerryServer.DrainAsync"/> keeps serving keep-alive connections (each response asking the
+    /// client to close) before closing the idle ones.</summary>
+    public TimeSpan DrainGrace { get; init; } = RestartConfig.Default.DrainGrace;
+
+    /// <summary>Listening sockets taken over from a predecessor or passed by systemd; a listener whose address one
+    /// is bound to serves on it instead of binding. Those no listener wants are closed.</summary>
+    public IReadOnlyList<Socket> InheritedSockets { get; init; } = [];
 
     // The effective key/values the configuration was loaded from: its version, and the base a reload compares
     // restart-only sections against.
@@ -31,12 +41,27 @@ internal sealed record FerryServerOptions
     public bool WatchFile { get; init; } = true;
 }
 
+/// <summary>Set once the server begins to stop: the admin /healthz answers 503 and HTTP/1.x responses ask clients
+/// to close their connections, so that they reconnect to wherever the listeners are served now.</summary>
+internal sealed class DrainState
+{
+    private volatile bool _draining;
+
+    public bool IsDraining => _draining;
+
+    public void Begin() => _draining = true;
+}
+
 // The running proxy: Kestrel listeners for proxied traffic, a separate Kestrel for the admin endpoints (they never
 // share a port with proxied traffic), and the live ProxyState both of them read.
 internal sealed class FerryServer : IAsyncDisposable
 {
     private readonly WebApplication _proxy;
     private readonly WebApplication? _admin;
+    private readonly ListenSockets _proxySockets;
+    private readonly ListenSockets _adminSockets;
+    private readonly DrainState _drain;
+    private readonly TimeSpan _drainGrace;
 
     static FerryServer()
     {
@@ -45,10 +70,15 @@ internal sealed class FerryServer : IAsyncDisposable
         AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
     }
 
-    private FerryServer(WebApplication proxy, WebApplication? admin, ProxyStateHolder state, ConfigReloader reloader, IReadOnlyList<Uri> listeners, Uri? adminUri)
+    private FerryServer(WebApplication proxy, WebApplication? admin, ListenSockets proxySockets, ListenSockets adminSockets, DrainState drain,
+        TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, IReadOnlyList<Uri> listeners, Uri? adminUri)
     {
         _proxy = proxy;
         _admin = admin;
+        _proxySockets = proxySockets;
+        _adminSockets = adminSockets;
+        _drain = drain;
+        _drainGrace = drainGrace;
         State = state;
         Reloader = reloader;
         ListenerUris = listeners;
@@ -60,6 +90,10 @@ internal sealed class FerryServer : IAsyncDisposable
     public IReadOnlyList<Uri> ListenerUris { get; }
     public Uri? AdminUri { get; }
     public IServiceProvider Services => _proxy.Services;
+    public bool IsDraining => _drain.IsDraining;
+
+    /// <summary>Every listening socket, proxied and admin: what a successor takes over.</summary>
+    public IReadOnlyList<Socket> ListeningSockets => [.. _proxySockets.Owned, .. _adminSockets.Owned];
 
     /// <summary>The HTTPS listeners' certificates; <see cref="CertificateStore.Reload"/> loads changed files now.</summary>
     public CertificateStore Certificates => _proxy.Services.GetRequiredService<CertificateStore>();
@@ -68,28 +102,48 @@ internal sealed class FerryServer : IAsyncDisposable
     {
         options ??= new FerryServerOptions();
         var time = options.TimeProvider;
-        var state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
-
-        var proxy = CreateApp(options, config.Listeners.Select(l => (l.EndPoint, l.Protocols, (ListenerConfig?)l)), captureConnection: true, services =>
-        {
-            services.AddSingleton(state);
-            services.AddSingleton(time);
-            services.AddSingleton<Forwarder>();
-            services.AddSingleton(sp => new CertificateStore(config.Listeners, time, sp.GetRequiredService<ILogger<CertificateStore>>(), sp.GetService<IMeterFactory>()));
-            services.AddFerryObservability(config);
-        });
-        var forwarder = proxy.Services.GetRequiredService<Forwarder>();
-        proxy.Run(forwarder.InvokeAsync);
-        var reloader = new ConfigReloader(state, options.Configuration, options.Source, PoolFactory(time), time,
-            proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<ConfigReloader>(), proxy.Services.GetService<FerryMetrics>());
-
+        // Every address is bound (or found among the inherited sockets) before anything accepts, so that a start that
+        // fails on one listener has taken no connection on another, and a predecessor keeps serving untouched.
+        var proxySockets = new ListenSockets(options.InheritedSockets);
+        var adminSockets = new ListenSockets();
+        var drain = new DrainState();
+        ProxyStateHolder? state = null;
+        WebApplication? proxy = null;
+        ConfigReloader? reloader = null;
         WebApplication? admin = null;
         try
         {
-            await proxy.StartAsync(cancellationToken);
-            if (config.Admin.Enabled)
+            var listeners = config.Listeners.Select(l => (EndPoint)new OwnedListenEndPoint(proxySockets.Acquire(l.EndPoint), proxySockets)).ToList();
+            var adminEndPoint = config.Admin.Enabled ? AdoptOrBind(proxySockets, adminSockets, config.Admin.EndPoint) : null;
+            proxySockets.CloseUnclaimed();
+
+            state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
+            var proxyState = state;
+            proxy = CreateApp(options, config.Listeners.Select((l, i) => (listeners[i], l.Protocols, (ListenerConfig?)l)), captureConnection: true, services =>
             {
-                admin = CreateApp(options, [(config.Admin.EndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(state));
+                services.AddSingleton(proxyState);
+                services.AddSingleton(time);
+                services.AddSingleton(drain);
+                services.AddSingleton<Forwarder>();
+                services.AddSingleton(sp => new CertificateStore(config.Listeners, time, sp.GetRequiredService<ILogger<CertificateStore>>(), sp.GetService<IMeterFactory>()));
+                services.AddFerryObservability(config);
+            });
+            var forwarder = proxy.Services.GetRequiredService<Forwarder>();
+            proxy.Run(context =>
+            {
+                if (drain.IsDraining)
+                {
+                    AskToClose(context);
+                }
+                return forwarder.InvokeAsync(context);
+            });
+            reloader = new ConfigReloader(state, options.Configuration, options.Source, PoolFactory(time), time,
+                proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<ConfigReloader>(), proxy.Services.GetService<FerryMetrics>());
+
+            await proxy.StartAsync(cancellationToken);
+            if (adminEndPoint is not null)
+            {
+                admin = CreateApp(options, [(adminEndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(proxyState));
                 admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services, reloader).InvokeAsync);
                 await admin.StartAsync(cancellationToken);
             }
@@ -100,16 +154,51 @@ internal sealed class FerryServer : IAsyncDisposable
         }
         catch
         {
-            await proxy.DisposeAsync();
+            if (proxy is not null)
+            {
+                await proxy.DisposeAsync();
+            }
             if (admin is not null)
             {
                 await admin.DisposeAsync();
             }
-            await reloader.DisposeAsync();
-            await state.Current.DisposeAsync();
+            if (reloader is not null)
+            {
+                await reloader.DisposeAsync();
+            }
+            if (state is not null)
+            {
+                await state.Current.DisposeAsync();
+            }
+            proxySockets.Dispose();
+            adminSockets.Dispose();
             throw;
         }
-        return new FerryServer(proxy, admin, state, reloader, Addresses(proxy), admin is null ? null : Addresses(admin)[0]);
+        return new FerryServer(proxy, admin, proxySockets, adminSockets, drain, options.DrainGrace, state, reloader, Addresses(proxy),
+            admin is null ? null : Addresses(admin)[0]);
+    }
+
+    // The admin socket is inherited like the others but stops accepting separately: it stays up while proxied
+    // traffic drains after a stop signal.
+    private static OwnedListenEndPoint AdoptOrBind(ListenSockets inherited, ListenSockets admin, IPEndPoint endPoint) =>
+        inherited.Release(endPoint) is { } socket ? new(admin.Adopt(socket), admin) : new(admin.Acquire(endPoint), admin);
+
+    // While draining, an HTTP/1.x connection ends after its response (RFC 9112 §9.6): its client opens the next one
+    // on whichever process now accepts. Upgrades keep their 101; HTTP/2 gets Kestrel's GOAWAY at stop.
+    private static void AskToClose(HttpContext context)
+    {
+        if (HttpProtocol.IsHttp11(context.Request.Protocol) || HttpProtocol.IsHttp10(context.Request.Protocol))
+        {
+            context.Response.OnStarting(static state =>
+            {
+                var response = (HttpResponse)state;
+                if (response.StatusCode != StatusCodes.Status101SwitchingProtocols)
+                {
+                    response.Headers.Connection = "close";
+                }
+                return Task.CompletedTask;
+            }, context.Response);
+        }
     }
 
     // Content-Length through a decoder that fails on anything but digits, so that Kestrel refuses "+5" (StrictContentLengthEncoding).
@@ -119,7 +208,7 @@ internal sealed class FerryServer : IAsyncDisposable
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
-    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(IPEndPoint EndPoint, ListenerProtocols Protocols, ListenerConfig? Listener)> endPoints,
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(EndPoint EndPoint, ListenerProtocols Protocols, ListenerConfig? Listener)> endPoints,
         bool captureConnection, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -168,6 +257,8 @@ internal sealed class FerryServer : IAsyncDisposable
                 });
             }
         });
+        // Registered after Kestrel's socket transport, so Kestrel asks it first (for the endpoints it can bind).
+        builder.Services.AddSingleton<IConnectionListenerFactory, OwnedSocketTransportFactory>();
         services(builder.Services);
         return builder.Build();
     }
@@ -193,8 +284,44 @@ internal sealed class FerryServer : IAsyncDisposable
             .Select(a => new Uri(a.Replace("://[::]", "://[::1]", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)))
             .ToArray();
 
+    /// <summary>
+    /// Hands the listeners to a successor that already serves on them: stops accepting on every socket, proxied and
+    /// admin, without closing any socket (the successor holds them). <see cref="DrainAsync"/> follows.
+    /// </summary>
+    public async Task StopAcceptingAsync()
+    {
+        _drain.Begin();
+        await _proxySockets.StopAcceptingAsync();
+        await _adminSockets.StopAcceptingAsync();
+    }
+
+    /// <summary>
+    /// The way out after a stop signal or a handover: stop accepting proxied connections, keep serving the open ones
+    /// for the drain grace (each HTTP/1.x response with "Connection: close", so that busy keep-alive clients leave
+    /// between two requests rather than find their connection closed under a request), then stop: in-flight requests
+    /// finish within the shutdown timeout, idle connections are closed.
+    /// </summary>
+    public async Task DrainAsync(CancellationToken cancellationToken = default)
+    {
+        _drain.Begin();
+        await _proxySockets.StopAcceptingAsync();
+        if (_drainGrace > TimeSpan.Zero)
+        {
+            try
+            {
+                await Task.Delay(_drainGrace, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                // Asked to hurry: stop at once.
+            }
+        }
+        await StopAsync(cancellationToken);
+    }
+
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
+        _drain.Begin();
         // Proxied traffic drains first; the admin endpoints stay up meanwhile so the drain can be watched.
         await _proxy.StopAsync(cancellationToken);
         if (_admin is not null)
@@ -213,5 +340,7 @@ internal sealed class FerryServer : IAsyncDisposable
         // Draining pools of removed destinations are disposed here; a reload can no longer start.
         await Reloader.DisposeAsync();
         await State.Current.DisposeAsync();
+        _proxySockets.Dispose();
+        _adminSockets.Dispose();
     }
 }

@@ -34,6 +34,18 @@ public sealed class CommandLineTests : IDisposable
         Assert.Equal(1, await FerryCommandLine.InvokeAsync(["check", "--config", file, "--Clusters:c:Destinations:d:Address=htp://x"]));
     }
 
+    [Fact]
+    public async Task Takeover_WithoutAControlSocket_ExitsNonZero()
+    {
+        var file = Write("no-control.json", """
+            { "Listeners": { "a": { "Address": "127.0.0.1:0" } },
+              "Routes": { "r": { "ClusterId": "c" } },
+              "Clusters": { "c": { "Destinations": { "d": { "Address": "http://127.0.0.1:9000" } } } } }
+            """);
+
+        Assert.Equal(1, await FerryCommandLine.InvokeAsync(["run", "--config", file, "--takeover"]));
+    }
+
     private string Write(string name, string json)
     {
         var path = Path.Combine(_dir, name);
