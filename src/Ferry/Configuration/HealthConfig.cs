@@ -84,7 +84,7 @@ internal sealed record AdaptiveLimitConfig(bool Enabled, int Min, int Max, int I
     // baseline taken at a higher concurrency may already include the backend's queue); the limit grows by half every
     // 100 ms window while latency stays at the baseline, to 64 in about a second. Max 1000: the queue's size; a
     // destination serving more than that at once is past what the limit is for. Min 1: a destination is never starved.
-    public static AdaptiveLimitConfig Default { get; } = new(Enabled: false, Min: 1, Max: 1000, Initial: 1);
+    public static AdaptiveLimitConfig Default { get; } = new(Enabled: true, Min: 1, Max: 1000, Initial: 1);
 }
 
 /// <summary>
