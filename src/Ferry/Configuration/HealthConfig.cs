@@ -76,8 +76,8 @@ internal sealed record ConnectionLimitConfig(int MaxConnections, int QueueSize, 
     public int AdaptiveMax => MaxConnections > 0 ? Math.Min(MaxConnections, Adaptive.Max) : Adaptive.Max;
 }
 
-/// <summary>The adaptive concurrency limit per destination (ConcurrencyLimit): off by default (a cold start would fill
-/// the queue before it grows), between <see cref="Min"/> and <see cref="Max"/>, starting at <see cref="Initial"/>.</summary>
+/// <summary>The adaptive concurrency limit per destination (ConcurrencyLimit): on by default (its queue sheds on a
+/// standing queue, not on a cold start's burst), between <see cref="Min"/> and <see cref="Max"/>, starting at <see cref="Initial"/>.</summary>
 internal sealed record AdaptiveLimitConfig(bool Enabled, int Min, int Max, int Initial)
 {
     // Initial 1: the first latencies are then the unqueued ones, the baseline everything else is judged against (a
