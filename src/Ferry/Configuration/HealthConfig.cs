@@ -76,15 +76,15 @@ internal sealed record ConnectionLimitConfig(int MaxConnections, int QueueSize, 
     public int AdaptiveMax => MaxConnections > 0 ? Math.Min(MaxConnections, Adaptive.Max) : Adaptive.Max;
 }
 
-/// <summary>The adaptive concurrency limit per destination (ConcurrencyLimit): off by default (a cold start would fill
-/// the queue before it grows), between <see cref="Min"/> and <see cref="Max"/>, starting at <see cref="Initial"/>.</summary>
+/// <summary>The adaptive concurrency limit per destination (ConcurrencyLimit): on by default (its queue sheds on a
+/// standing queue, not on a cold start's burst), between <see cref="Min"/> and <see cref="Max"/>, starting at <see cref="Initial"/>.</summary>
 internal sealed record AdaptiveLimitConfig(bool Enabled, int Min, int Max, int Initial)
 {
     // Initial 1: the first latencies are then the unqueued ones, the baseline everything else is judged against (a
     // baseline taken at a higher concurrency may already include the backend's queue); the limit grows by half every
     // 100 ms window while latency stays at the baseline, to 64 in about a second. Max 1000: the queue's size; a
     // destination serving more than that at once is past what the limit is for. Min 1: a destination is never starved.
-    public static AdaptiveLimitConfig Default { get; } = new(Enabled: false, Min: 1, Max: 1000, Initial: 1);
+    public static AdaptiveLimitConfig Default { get; } = new(Enabled: true, Min: 1, Max: 1000, Initial: 1);
 }
 
 /// <summary>

@@ -58,6 +58,7 @@ internal sealed class ConcurrencyLimit
     private long _atMinSince = -1;            // since when latency stayed risen with the limit at Min
     private long _atMinLowest = long.MaxValue; // ticks; lowest latency since then
     private long _lastDecrease;
+    private long _lastIncrease;
     private long _lastAverage = -1;    // ticks; the last window's average latency
     private long _increases, _decreases, _overloads, _rebases;
     private int _reported;          // the limit last reported as a move (or the initial one)
@@ -75,6 +76,7 @@ internal sealed class ConcurrencyLimit
         _limit = _reported = Math.Clamp(initial, min, max);
         _windowStart = time.GetTimestamp();
         _lastDecrease = _windowStart - time.TimestampFrequency; // no decrease yet: the first evidence counts at once
+        _lastIncrease = _lastDecrease;
 
     }
 
@@ -108,6 +110,13 @@ internal sealed class ConcurrencyLimit
                 // Samples from before a rise are kept: a higher limit only queues more than the lower one did.
                 return;
             }
+            if (_time.GetElapsedTime(_lastIncrease, now) < latency)
+            {
+                // Sent before the limit last rose: it cannot say whether the higher limit queues, and growing on it
+                // again overshot (a serial backend's round at limit 7 lasts longer than a window).
+                _windowPeak = Math.Max(_windowPeak, inFlight);
+                return;
+            }
             _windowMin = Math.Min(_windowMin, ticks);
             _windowTicks += ticks;
             _windowCount++;
@@ -136,7 +145,7 @@ internal sealed class ConcurrencyLimit
                 {
                     // In proportion to how far latency rose past the tolerance, at most by half.
                     var next = (int)(_limit * Math.Max(0.5, risen / average));
-                    SetLimit(Math.Min(next, _limit - 1), now, decrease: true, "latency rose");
+                    SetLimit(Math.Min(next, _limit - 1), now, decrease: true, $"latency rose: {Ms(average)} against {Ms(_baseline)}");
                 }
                 return;
             }
@@ -149,7 +158,7 @@ internal sealed class ConcurrencyLimit
                 // than the floor itself (at 20 ms, two requests queued in a serial backend already make 40 ms).
                 var atBaseline = Headroom * _baseline + Math.Max(0, NoiseFloor.Ticks - _baseline);
                 var grow = average <= atBaseline ? Math.Max(1, _limit / 2) : 1;
-                SetLimit(_limit + grow, now, decrease: false, "latency steady");
+                SetLimit(_limit + grow, now, decrease: false, $"latency steady: {Ms(average)} against {Ms(_baseline)}");
             }
         }
     }
@@ -193,6 +202,8 @@ internal sealed class ConcurrencyLimit
         }
     }
 
+    private static string Ms(long ticks) => $"{TimeSpan.FromTicks(ticks).TotalMilliseconds:0.#} ms";
+
     private void ResetWindow(long now)
     {
         _windowStart = now;
@@ -219,6 +230,7 @@ internal sealed class ConcurrencyLimit
         }
         else
         {
+            _lastIncrease = now;
             Interlocked.Increment(ref _increases);
         }
         // Relative to the limit last reported, so that a slide by small steps is reported too.

@@ -118,6 +118,8 @@ public sealed class HealthTests
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "slow", Script = LabScripts.Stall });
         var settings = ProxyHarness.Settings(("slow", upstream.Uri));
         settings["Clusters:c:MaxConnections"] = "1";
+        // MaxConnections alone: its queue refuses by length (the adaptive limit's sheds on its wait, tested below).
+        settings["Clusters:c:AdaptiveLimit:Enabled"] = "false";
         settings["Clusters:c:Queue:Size"] = "1";
         settings["Clusters:c:Queue:Timeout"] = "300ms";
         await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);

@@ -15,9 +15,9 @@ public sealed class HealthConfigTests
         Assert.Equal(PassiveHealthConfig.Default, cluster.HealthCheck.Passive);
         Assert.False(cluster.HealthCheck.Active.Enabled);
         Assert.Equal(0, cluster.ConnectionLimit.MaxConnections);
-        // No limit by default: a cold start under a wide load would fill the queue before an adaptive limit has grown.
-        Assert.Equal(new AdaptiveLimitConfig(Enabled: false, Min: 1, Max: 1000, Initial: 1), cluster.ConnectionLimit.Adaptive);
-        Assert.False(cluster.ConnectionLimit.Limited);
+        // The adaptive limit is on: its queue sheds on a queue that does not drain, not on a cold start's burst.
+        Assert.Equal(new AdaptiveLimitConfig(Enabled: true, Min: 1, Max: 1000, Initial: 1), cluster.ConnectionLimit.Adaptive);
+        Assert.True(cluster.ConnectionLimit.Limited);
         Assert.Equal(TimeSpan.Zero, cluster.SlowStart);
     }
 
@@ -92,7 +92,7 @@ public sealed class HealthConfigTests
     [Fact]
     public void SettingsWithoutEffect_AreWarnings()
     {
-        var result = Load(Minimal("\"Queue\": { \"Size\": 10 }, \"Hash\": { \"Key\": \"ClientIp\" }"));
+        var result = Load(Minimal("\"Queue\": { \"Size\": 10 }, \"AdaptiveLimit\": { \"Enabled\": false }, \"Hash\": { \"Key\": \"ClientIp\" }"));
 
         Assert.True(result.IsValid);
         Assert.Equal(

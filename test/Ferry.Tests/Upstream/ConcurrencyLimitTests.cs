@@ -184,4 +184,20 @@ public sealed class ConcurrencyLimitTests
         Assert.Equal(1, limit.Limit);
         Assert.Equal([new LimitMove(15, 7, "slow connect"), new LimitMove(7, 3, "slow connect"), new LimitMove(3, 1, "slow connect")], moves);
     }
+
+    // A cold start under thousands of connections to a fast destination: from 1, the limit grows by half every window
+    // and never falls, so the queue drains (the pool's queue does not shed while it drains).
+    [Fact]
+    public void ColdStart_FastDestination_WideDemand_GrowsPastHundredsWithinTwoSeconds_NeverFalls()
+    {
+        var clock = new TestClock();
+        var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 1);
+        var random = new Random(3);
+        Func<int, TimeSpan> fast = n => TimeSpan.FromMilliseconds(0.1 + 0.002 * n + random.NextDouble() * 3);
+
+        Run(clock, limit, TimeSpan.FromSeconds(2), demand: 3000, fast);
+
+        Assert.True(limit.Limit >= 300, $"limit {limit.Limit} after 2 s of 3,000 waiting requests");
+        Assert.Equal(0, limit.Decreases);
+    }
 }
