@@ -48,7 +48,7 @@ public sealed class DestinationReuseTests
     [InlineData("\"Timeouts\": { \"Connect\": \"2s\" }", "")]
     [InlineData("\"MaxConnections\": 10", "")]
     [InlineData("\"Queue\": { \"Size\": 10 }", "")]
-    [InlineData("\"AdaptiveLimit\": { \"Enabled\": true }", "")]
+    [InlineData("\"AdaptiveLimit\": { \"Enabled\": false }", "")]
     [InlineData("\"SourceAddresses\": [ \"127.0.0.1\" ]", "")]
     [InlineData("\"Dns\": { \"RefreshInterval\": \"5s\" }", "")]
     [InlineData("\"SlowStart\": \"10s\"", "")]
