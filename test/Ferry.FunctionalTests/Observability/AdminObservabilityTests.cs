@@ -118,10 +118,10 @@ public sealed class AdminObservabilityTests : IAsyncLifetime
         var destination = status.RootElement.GetProperty("clusters")[0].GetProperty("destinations")[0];
         Assert.Equal(0, destination.GetProperty("queued").GetInt32());
         Assert.Equal(0, destination.GetProperty("pool").GetProperty("reuseRatio").GetDouble());
-        // The adaptive limit is off by default.
+        // The adaptive limit is on by default, and starts above zero.
         var limit = destination.GetProperty("concurrencyLimit");
-        Assert.False(limit.GetProperty("adaptive").GetBoolean());
-        Assert.Equal(JsonValueKind.Null, limit.GetProperty("limit").ValueKind); // and no MaxConnections either
+        Assert.True(limit.GetProperty("adaptive").GetBoolean());
+        Assert.True(limit.GetProperty("limit").GetInt32() > 0);
         Assert.Equal(0, limit.GetProperty("inFlight").GetInt32());
         Assert.Equal(0, limit.GetProperty("slowConnects").GetInt64());
     }
