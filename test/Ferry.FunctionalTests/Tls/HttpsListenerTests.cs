@@ -330,7 +330,8 @@ public sealed partial class HttpsListenerTests : IDisposable
             {
                 RemoteCertificateValidationCallback = (_, _, _, _) => Interlocked.Increment(ref handshakes) > 0,
             },
-        }) { BaseAddress = proxy.ProxyUri, Timeout = Bound };
+        })
+        { BaseAddress = proxy.ProxyUri, Timeout = Bound };
         kept.DefaultRequestHeaders.Host = "localhost";
         (await kept.GetAsync("/")).EnsureSuccessStatusCode();
 

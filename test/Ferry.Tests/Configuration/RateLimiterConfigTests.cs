@@ -17,7 +17,7 @@ public sealed class RateLimiterConfigTests
             "fixed": { "Kind": "fixedwindow", "PermitLimit": 100, "Window": "1m", "Key": "Route" },
             "sliding": { "Kind": "SlidingWindow", "PermitLimit": 60, "Window": "1m", "SegmentsPerWindow": 6, "Key": "Header", "Name": "X-Api-Key", "MaxPartitions": 1000 },
             "conc": { "Kind": "Concurrency", "PermitLimit": 4 }
-            """) .Replace("\"Routes\": {", """
+            """).Replace("\"Routes\": {", """
             "Routes": { "f": { "ClusterId": "backend", "RateLimiterPolicy": "FIXED" }, "s": { "ClusterId": "backend", "RateLimiterPolicy": "sliding" },
                         "c": { "ClusterId": "backend", "RateLimiterPolicy": "conc" },
             """, StringComparison.Ordinal));
