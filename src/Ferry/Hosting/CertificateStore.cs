@@ -24,13 +24,14 @@ internal sealed partial class CertificateStore : IDisposable
     // `ferry check` warns from this close to expiry; the server logs the same warning at start and on every reload.
     public static readonly TimeSpan ExpiryWarning = TimeSpan.FromDays(14);
 
-    private readonly Dictionary<string, ListenerCertificates> _listeners = new(StringComparer.OrdinalIgnoreCase);
+    // Replaced whole when a configuration reload adds, changes or removes an HTTPS listener; read without a lock.
+    private volatile Dictionary<string, ListenerCertificates> _listeners = new(StringComparer.OrdinalIgnoreCase);
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Lock _reloadLock = new();
     private readonly List<FileSystemWatcher> _watchers = [];
-    private readonly ITimer? _debounce;
-    private readonly ITimer? _poll;
+    private readonly ITimer _debounce;
+    private readonly ITimer _poll;
     private bool _disposed;
 
     public CertificateStore(IEnumerable<ListenerConfig> listeners, TimeProvider time, ILogger<CertificateStore> logger, IMeterFactory? meters)
@@ -48,10 +49,6 @@ internal sealed partial class CertificateStore : IDisposable
         {
             WarnIfExpiring(slot.Listener, slot.Name, slot.Current!);
         }
-        if (_listeners.Count == 0)
-        {
-            return;
-        }
         if (meters is not null)
         {
             var meter = meters.Create(FerryMetrics.MeterName);
@@ -68,9 +65,10 @@ internal sealed partial class CertificateStore : IDisposable
                 }
             }), "s", "Expiry of the certificate an HTTPS listener serves (Unix time), by server name (default: the listener's Certificate).");
         }
-        Watch();
+        // Set up even without an HTTPS listener: a configuration reload may add one.
         _debounce = time.CreateTimer(static s => ((CertificateStore)s!).CheckForChanges(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _poll = time.CreateTimer(static s => ((CertificateStore)s!).CheckForChanges(), this, PollInterval, PollInterval);
+        Watch();
     }
 
     public IReadOnlyCollection<ListenerCertificates> Listeners => _listeners.Values;
@@ -78,6 +76,41 @@ internal sealed partial class CertificateStore : IDisposable
     public ListenerCertificates? For(string listener) => _listeners.GetValueOrDefault(listener);
 
     private IEnumerable<CertificateSlot> Slots => _listeners.Values.SelectMany(l => l.Slots);
+
+    /// <summary>
+    /// After a configuration reload: the certificates of listeners added or changed replace those of the same name,
+    /// those of removed listeners (or listeners no longer HTTPS) go, and the watched directories follow.
+    /// </summary>
+    public void Replace(IReadOnlyCollection<string> changed, IEnumerable<ListenerCertificates> loaded)
+    {
+        lock (_reloadLock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            var next = new Dictionary<string, ListenerCertificates>(_listeners, StringComparer.OrdinalIgnoreCase);
+            foreach (var name in changed)
+            {
+                next.Remove(name);
+            }
+            foreach (var listener in loaded)
+            {
+                next[listener.Listener] = listener;
+                foreach (var slot in listener.Slots)
+                {
+                    WarnIfExpiring(slot.Listener, slot.Name, slot.Current!);
+                }
+            }
+            _listeners = next;
+            foreach (var watcher in _watchers)
+            {
+                watcher.Dispose();
+            }
+            _watchers.Clear();
+            Watch();
+        }
+    }
 
     /// <summary>
     /// Loads every certificate file again now (an operator's request: SIGHUP, an admin call). A certificate whose files
@@ -176,7 +209,7 @@ internal sealed partial class CertificateStore : IDisposable
         {
             if (!_disposed)
             {
-                _debounce?.Change(Debounce, Timeout.InfiniteTimeSpan);
+                _debounce.Change(Debounce, Timeout.InfiniteTimeSpan);
             }
         }
     }
@@ -208,8 +241,8 @@ internal sealed partial class CertificateStore : IDisposable
         {
             watcher.Dispose();
         }
-        _debounce?.Dispose();
-        _poll?.Dispose();
+        _debounce.Dispose();
+        _poll.Dispose();
     }
 
     [LoggerMessage(EventId = 60, Level = LogLevel.Information,
