@@ -4,6 +4,8 @@ using Ferry.Metrics;
 using Ferry.Model;
 using Ferry.RateLimiting;
 using Ferry.Upstream;
+using System.Net.Sockets;
+using System.Security.Cryptography;
 using Microsoft.Extensions.Configuration;
 
 namespace Ferry.Hosting;
@@ -21,9 +23,9 @@ internal sealed record LoadedConfig(string? Version, DateTimeOffset LoadedAt, st
 // started with; destinations that are gone drain: their pools are disposed once no request can reach them.
 internal sealed partial class ConfigReloader : IAsyncDisposable
 {
-    // Sections read once, when the listeners and the observability pipeline are built: a change to them is refused
-    // rather than ignored, so that the version /status shows is always the configuration that runs.
-    internal static readonly string[] RestartOnlySections = ["Listeners", "Admin", "AccessLog", "Metrics", "Tracing", "Restart"];
+    // Sections read once, when the admin listener and the observability pipeline are built: a change to them is
+    // refused rather than ignored, so that the version /status shows is always the configuration that runs.
+    internal static readonly string[] RestartOnlySections = ["Admin", "AccessLog", "Metrics", "Tracing", "Restart"];
 
     // Editors and deployment tools write a file in several steps (truncate, write, rename); one reload after the
     // last event of a burst, not one per event.
@@ -42,19 +44,22 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly FerryMetrics? _metrics;
+    private readonly ProxyListeners? _listeners;
+    private readonly CertificateStore? _certificates;
     private readonly SemaphoreSlim _reloading = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _lock = new();
     private readonly List<ProxyState> _superseded = []; // swapped out, maybe still used by requests; guarded by _lock
     private readonly List<(Task Drain, IReadOnlyList<DestinationState> Retired)> _drains = []; // guarded by _lock
     private IReadOnlyDictionary<string, string> _restartOnly;
+    private IReadOnlyDictionary<string, string> _listenerValues;
     private FileSystemWatcher? _watcher;
     private ITimer? _debounce;
     private LoadedConfig _loaded;
     private ReloadResult? _last;
 
     public ConfigReloader(ProxyStateHolder state, IConfiguration? configuration, ConfigSource? source, ConnectionPool.Factory poolFactory,
-        TimeProvider time, ILogger logger, FerryMetrics? metrics)
+        TimeProvider time, ILogger logger, FerryMetrics? metrics, ProxyListeners? listeners = null, CertificateStore? certificates = null)
     {
         _state = state;
         _source = source;
@@ -62,7 +67,10 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         _time = time;
         _logger = logger;
         _metrics = metrics;
-        _restartOnly = configuration is null ? new Dictionary<string, string>() : RestartOnlyValues(configuration);
+        _listeners = listeners;
+        _certificates = certificates;
+        _restartOnly = configuration is null ? new Dictionary<string, string>() : SectionValues(configuration, RestartOnlySections);
+        _listenerValues = configuration is null ? new Dictionary<string, string>() : SectionValues(configuration, ["Listeners"]);
         _loaded = new LoadedConfig(configuration is null ? null : ConfigVersion.Compute(configuration), time.GetUtcNow(), source?.FilePath);
     }
 
@@ -154,7 +162,7 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         }
         try
         {
-            var result = Reload(trigger);
+            var result = await ReloadCoreAsync(trigger);
             Volatile.Write(ref _last, result);
             _metrics?.RecordReload(result.Success);
             foreach (var warning in result.Warnings)
@@ -177,7 +185,7 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         }
     }
 
-    private ReloadResult Reload(string trigger)
+    private async Task<ReloadResult> ReloadCoreAsync(string trigger)
     {
         var now = _time.GetUtcNow();
         var started = _time.GetTimestamp();
@@ -202,8 +210,14 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         {
             return new ReloadResult(now, trigger, false, false, version, loaded.Errors, loaded.Warnings);
         }
-        var restartOnly = RestartOnlyValues(configuration);
+        var restartOnly = SectionValues(configuration, RestartOnlySections);
         var needRestart = RestartOnlyChanges(_restartOnly, restartOnly);
+        var listenerValues = SectionValues(configuration, ["Listeners"]);
+        var changedListeners = ChangedListeners(_listenerValues, listenerValues);
+        if (changedListeners.Count > 0 && _listeners is not { CanReload: true })
+        {
+            needRestart.Add($"Listeners:{changedListeners[0]}: changed; this server cannot rebind its listeners (the running Listeners settings are kept, nothing was reloaded)");
+        }
         if (needRestart.Count > 0)
         {
             return new ReloadResult(now, trigger, false, false, version, needRestart, loaded.Warnings);
@@ -211,6 +225,23 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         if (version == Loaded.Version)
         {
             return new ReloadResult(now, trigger, true, false, version, [], loaded.Warnings);
+        }
+
+        // Listeners first: an address that cannot be bound fails the reload before anything changed. Added and
+        // changed listeners serve before the ones they replace stop accepting (with the running state until the swap).
+        ListenerChange? listenerChange = null;
+        if (changedListeners.Count > 0)
+        {
+            try
+            {
+                listenerChange = _listeners!.Prepare(loaded.Config!.Listeners, changedListeners);
+                await _listeners.StartAsync(listenerChange, _stopping.Token);
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or CertificateFileException or CryptographicException
+                or InvalidOperationException or OperationCanceledException)
+            {
+                return new ReloadResult(now, trigger, false, false, version, [$"rebinding the listeners failed: {ex.Message}"], loaded.Warnings);
+            }
         }
 
         // Reloads are serialized and nothing else swaps: the state built on is the one swapped out.
@@ -228,9 +259,20 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
             {
                 destination.Adopt(cluster, config);
             }
+            if (listenerChange is not null)
+            {
+                await _listeners!.AbortAsync(listenerChange);
+            }
             return new ReloadResult(now, trigger, false, false, version, [$"building the new configuration failed: {ex.Message}"], loaded.Warnings);
         }
         var old = _state.Swap(next);
+        if (listenerChange is not null)
+        {
+            _certificates?.Replace(listenerChange.Names, listenerChange.Added.Select(l => l.Certificates).OfType<ListenerCertificates>());
+            await _listeners!.CommitAsync(listenerChange);
+            _listenerValues = listenerValues;
+            LogListenersChanged(trigger, string.Join(", ", listenerChange.Names.Order(StringComparer.OrdinalIgnoreCase)));
+        }
         var from = Loaded.Version;
         _restartOnly = restartOnly;
         Volatile.Write(ref _loaded, new LoadedConfig(version, now, _source.FilePath));
@@ -290,10 +332,10 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
         }
     }
 
-    private static Dictionary<string, string> RestartOnlyValues(IConfiguration configuration)
+    private static Dictionary<string, string> SectionValues(IConfiguration configuration, IEnumerable<string> sections)
     {
         var values = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-        foreach (var section in RestartOnlySections)
+        foreach (var section in sections)
         {
             foreach (var (key, value) in configuration.GetSection(section).AsEnumerable())
             {
@@ -304,6 +346,23 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
             }
         }
         return values;
+    }
+
+    /// <summary>The listener ids (the key after "Listeners:") whose settings differ: added, removed or changed.</summary>
+    internal static List<string> ChangedListeners(IReadOnlyDictionary<string, string> running, IReadOnlyDictionary<string, string> next)
+    {
+        static string? Id(string key)
+        {
+            var parts = key.Split(':');
+            return parts.Length >= 2 && parts[0].Equals("Listeners", StringComparison.OrdinalIgnoreCase) ? parts[1] : null;
+        }
+        return running.Keys.Union(next.Keys, StringComparer.OrdinalIgnoreCase)
+            .Where(k => !running.TryGetValue(k, out var a) || !next.TryGetValue(k, out var b) || a != b)
+            .Select(Id)
+            .OfType<string>()
+            .Distinct(StringComparer.OrdinalIgnoreCase)
+            .Order(StringComparer.OrdinalIgnoreCase)
+            .ToList();
     }
 
     internal static List<string> RestartOnlyChanges(IReadOnlyDictionary<string, string> running, IReadOnlyDictionary<string, string> next)
@@ -343,6 +402,10 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
     [LoggerMessage(EventId = 60, Level = LogLevel.Information,
         Message = "configuration reloaded ({Trigger}) in {Milliseconds:0.#} ms: version {From} -> {To}; {Kept} destinations kept with their connections, {Added} new, {Retired} draining")]
     private partial void LogReloaded(string trigger, string? from, string to, int kept, int added, int retired, double milliseconds);
+
+    [LoggerMessage(EventId = 66, Level = LogLevel.Information,
+        Message = "configuration reload ({Trigger}): listeners {Listeners} rebound; the others kept their sockets and connections")]
+    private partial void LogListenersChanged(string trigger, string listeners);
 
     [LoggerMessage(EventId = 61, Level = LogLevel.Error, Message = "configuration reload ({Trigger}): error: {Error}")]
     private partial void LogReloadError(string trigger, string error);

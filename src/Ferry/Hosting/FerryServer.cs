@@ -56,9 +56,11 @@ internal sealed class DrainState
 // share a port with proxied traffic), and the live ProxyState both of them read.
 internal sealed class FerryServer : IAsyncDisposable
 {
+    // The first Kestrel instance: it serves the listeners the server started with and holds the services that every
+    // instance a reload starts shares (ProxyListeners).
     private readonly WebApplication _proxy;
     private readonly WebApplication? _admin;
-    private readonly ListenSockets _proxySockets;
+    private readonly ProxyListeners _listeners;
     private readonly ListenSockets _adminSockets;
     private readonly DrainState _drain;
     private readonly TimeSpan _drainGrace;
@@ -70,30 +72,33 @@ internal sealed class FerryServer : IAsyncDisposable
         AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
     }
 
-    private FerryServer(WebApplication proxy, WebApplication? admin, ListenSockets proxySockets, ListenSockets adminSockets, DrainState drain,
-        TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, IReadOnlyList<Uri> listeners, Uri? adminUri)
+    private FerryServer(WebApplication proxy, WebApplication? admin, ProxyListeners listeners, ListenSockets adminSockets, DrainState drain,
+        TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, Uri? adminUri)
     {
         _proxy = proxy;
         _admin = admin;
-        _proxySockets = proxySockets;
+        _listeners = listeners;
         _adminSockets = adminSockets;
         _drain = drain;
         _drainGrace = drainGrace;
         State = state;
         Reloader = reloader;
-        ListenerUris = listeners;
         AdminUri = adminUri;
     }
 
     public ProxyStateHolder State { get; }
     public ConfigReloader Reloader { get; }
-    public IReadOnlyList<Uri> ListenerUris { get; }
+    /// <summary>The proxied listeners' addresses as they are now (a reload may change them), in the configuration's order.</summary>
+    public IReadOnlyList<Uri> ListenerUris => [.. _listeners.Current.Select(l => l.Uri)];
+
+    public Uri? ListenerUri(string name) =>
+        _listeners.Current.FirstOrDefault(l => l.Config.Name.Equals(name, StringComparison.OrdinalIgnoreCase))?.Uri;
     public Uri? AdminUri { get; }
     public IServiceProvider Services => _proxy.Services;
     public bool IsDraining => _drain.IsDraining;
 
     /// <summary>Every listening socket, proxied and admin: what a successor takes over.</summary>
-    public IReadOnlyList<Socket> ListeningSockets => [.. _proxySockets.Owned, .. _adminSockets.Owned];
+    public IReadOnlyList<Socket> ListeningSockets => [.. _listeners.Sockets, .. _adminSockets.Owned];
 
     /// <summary>The HTTPS listeners' certificates; <see cref="CertificateStore.Reload"/> loads changed files now.</summary>
     public CertificateStore Certificates => _proxy.Services.GetRequiredService<CertificateStore>();
@@ -104,8 +109,10 @@ internal sealed class FerryServer : IAsyncDisposable
         var time = options.TimeProvider;
         // Every address is bound (or found among the inherited sockets) before anything accepts, so that a start that
         // fails on one listener has taken no connection on another, and a predecessor keeps serving untouched.
-        var proxySockets = new ListenSockets(options.InheritedSockets);
+        var inherited = new ListenSockets(options.InheritedSockets);
+        var opened = new List<ProxyListener>();
         var adminSockets = new ListenSockets();
+        ProxyListeners? listeners = null;
         var drain = new DrainState();
         ProxyStateHolder? state = null;
         WebApplication? proxy = null;
@@ -113,13 +120,17 @@ internal sealed class FerryServer : IAsyncDisposable
         WebApplication? admin = null;
         try
         {
-            var listeners = config.Listeners.Select(l => (EndPoint)new OwnedListenEndPoint(proxySockets.Acquire(l.EndPoint), proxySockets)).ToList();
-            var adminEndPoint = config.Admin.Enabled ? AdoptOrBind(proxySockets, adminSockets, config.Admin.EndPoint) : null;
-            proxySockets.CloseUnclaimed();
+            foreach (var listener in config.Listeners)
+            {
+                opened.Add(ProxyListeners.Open(listener, inherited));
+            }
+            listeners = new ProxyListeners(opened, time, options.DrainGrace);
+            var adminEndPoint = config.Admin.Enabled ? AdoptOrBind(inherited, adminSockets, config.Admin.EndPoint) : null;
+            inherited.CloseUnclaimed();
 
             state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
             var proxyState = state;
-            proxy = CreateApp(options, config.Listeners.Select((l, i) => (listeners[i], l.Protocols, (ListenerConfig?)l)), captureConnection: true, services =>
+            proxy = CreateApp(options, ListenEndPoints(opened), captureConnection: true, services =>
             {
                 services.AddSingleton(proxyState);
                 services.AddSingleton(time);
@@ -129,16 +140,35 @@ internal sealed class FerryServer : IAsyncDisposable
                 services.AddFerryObservability(config);
             });
             var forwarder = proxy.Services.GetRequiredService<Forwarder>();
-            proxy.Run(context =>
+            RequestDelegate handle = context =>
             {
-                if (drain.IsDraining)
+                if (drain.IsDraining || context.Features.Get<ListenerConnectionFeature>() is { Drain.IsDraining: true })
                 {
                     AskToClose(context);
                 }
                 return forwarder.InvokeAsync(context);
+            };
+            proxy.Run(handle);
+            var shared = proxy.Services;
+            listeners.CanStart(added =>
+            {
+                var app = CreateApp(options, ListenEndPoints(added), captureConnection: true, services =>
+                {
+                    // Registered after the builder's own: the new instance logs, measures and reloads certificates
+                    // through the first one's services.
+                    services.AddSingleton(shared.GetRequiredService<ILoggerFactory>());
+                    if (shared.GetService<IMeterFactory>() is { } meters)
+                    {
+                        services.AddSingleton(meters);
+                    }
+                    services.AddSingleton(shared.GetRequiredService<CertificateStore>());
+                });
+                app.Run(handle);
+                return app;
             });
             reloader = new ConfigReloader(state, options.Configuration, options.Source, PoolFactory(time), time,
-                proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<ConfigReloader>(), proxy.Services.GetService<FerryMetrics>());
+                proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<ConfigReloader>(), proxy.Services.GetService<FerryMetrics>(),
+                listeners, proxy.Services.GetRequiredService<CertificateStore>());
 
             await proxy.StartAsync(cancellationToken);
             if (adminEndPoint is not null)
@@ -170,13 +200,20 @@ internal sealed class FerryServer : IAsyncDisposable
             {
                 await state.Current.DisposeAsync();
             }
-            proxySockets.Dispose();
+            foreach (var listener in opened)
+            {
+                listener.Sockets.Dispose();
+            }
+            inherited.Dispose();
             adminSockets.Dispose();
             throw;
         }
-        return new FerryServer(proxy, admin, proxySockets, adminSockets, drain, options.DrainGrace, state, reloader, Addresses(proxy),
+        return new FerryServer(proxy, admin, listeners, adminSockets, drain, options.DrainGrace, state, reloader,
             admin is null ? null : Addresses(admin)[0]);
     }
+
+    private static IEnumerable<(EndPoint, ListenerProtocols, ProxyListener?)> ListenEndPoints(IEnumerable<ProxyListener> listeners) =>
+        listeners.Select(l => ((EndPoint)new OwnedListenEndPoint(l.Socket, l.Sockets), l.Config.Protocols, (ProxyListener?)l));
 
     // The admin socket is inherited like the others but stops accepting separately: it stays up while proxied
     // traffic drains after a stop signal.
@@ -208,7 +245,7 @@ internal sealed class FerryServer : IAsyncDisposable
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
-    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(EndPoint EndPoint, ListenerProtocols Protocols, ListenerConfig? Listener)> endPoints,
+    private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(EndPoint EndPoint, ListenerProtocols Protocols, ProxyListener? Listener)> endPoints,
         bool captureConnection, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -245,11 +282,13 @@ internal sealed class FerryServer : IAsyncDisposable
                     };
                     if (listener is not null)
                     {
-                        // First the PROXY protocol header, which a load balancer sends in clear before the client's
-                        // TLS handshake; then TLS (connection middleware runs in the order it is added).
+                        // First the connection's record (a reload that retires the listener closes it), then the PROXY
+                        // protocol header, which a load balancer sends in clear before the client's TLS handshake;
+                        // then TLS (connection middleware runs in the order it is added).
+                        l.Use(next => connection => listener.ServeAsync(connection, next));
                         var logger = l.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ListenerConnection).FullName!);
-                        ListenerConnection.Use(l, listener, options.TimeProvider, logger, l.ApplicationServices.GetService<IMeterFactory>());
-                        if (l.ApplicationServices.GetRequiredService<CertificateStore>().For(listener.Name) is { } certificates)
+                        ListenerConnection.Use(l, listener.Config, listener.Drain, options.TimeProvider, logger, l.ApplicationServices.GetService<IMeterFactory>());
+                        if ((listener.Certificates ?? l.ApplicationServices.GetRequiredService<CertificateStore>().For(listener.Config.Name)) is { } certificates)
                         {
                             l.UseHttps(new TlsHandshakeCallbackOptions { OnConnection = certificates.OnConnection });
                         }
@@ -291,7 +330,7 @@ internal sealed class FerryServer : IAsyncDisposable
     public async Task StopAcceptingAsync()
     {
         _drain.Begin();
-        await _proxySockets.StopAcceptingAsync();
+        await _listeners.StopAcceptingAsync();
         await _adminSockets.StopAcceptingAsync();
     }
 
@@ -304,7 +343,7 @@ internal sealed class FerryServer : IAsyncDisposable
     public async Task DrainAsync(CancellationToken cancellationToken = default)
     {
         _drain.Begin();
-        await _proxySockets.StopAcceptingAsync();
+        await _listeners.StopAcceptingAsync();
         if (_drainGrace > TimeSpan.Zero)
         {
             try
@@ -323,7 +362,7 @@ internal sealed class FerryServer : IAsyncDisposable
     {
         _drain.Begin();
         // Proxied traffic drains first; the admin endpoints stay up meanwhile so the drain can be watched.
-        await _proxy.StopAsync(cancellationToken);
+        await Task.WhenAll(_proxy.StopAsync(cancellationToken), _listeners.StopAsync(cancellationToken));
         if (_admin is not null)
         {
             await _admin.StopAsync(cancellationToken);
@@ -339,8 +378,8 @@ internal sealed class FerryServer : IAsyncDisposable
         }
         // Draining pools of removed destinations are disposed here; a reload can no longer start.
         await Reloader.DisposeAsync();
+        await _listeners.DisposeAsync();
         await State.Current.DisposeAsync();
-        _proxySockets.Dispose();
         _adminSockets.Dispose();
     }
 }

@@ -19,6 +19,12 @@ internal sealed class ListenSockets : IDisposable
 
     private readonly List<Socket> _inherited;
     private readonly List<Socket> _owned = [];
+    // Kestrel's duplicates of these sockets whose accept loops have ended while the socket lives on in this process
+    // (a reload gave it to another listener). They stay open: the runtime registered each one with its epoll
+    // instance, and a closed descriptor's registration lives on as long as the socket does, so a later duplicate
+    // that got the same number could not be registered and would never be accepted on.
+    private readonly List<int> _parked = [];
+    private ListenSockets? _successor;
     private readonly CancellationTokenSource _stopAccepting = new();
     private readonly Lock _lock = new();
     private int _accepting;
@@ -100,7 +106,7 @@ internal sealed class ListenSockets : IDisposable
         return address.Equals(other);
     }
 
-    private static Socket Bind(IPEndPoint endPoint)
+    internal static Socket Bind(IPEndPoint endPoint)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
@@ -142,10 +148,61 @@ internal sealed class ListenSockets : IDisposable
         CloseAll();
     }
 
+    /// <summary>The sockets live on in <paramref name="successor"/>, another set of this process: Kestrel duplicates
+    /// of them that this set still holds, or that are unbound from now on, are parked there rather than closed.</summary>
+    public void HandOver(ListenSockets successor)
+    {
+        lock (_lock)
+        {
+            _successor = successor;
+            foreach (var parked in _parked)
+            {
+                successor.Park(parked);
+            }
+            _parked.Clear();
+        }
+    }
+
+    // A Kestrel listener has let go of its duplicate of one of these sockets.
+    internal void Unbound(int duplicate)
+    {
+        lock (_lock)
+        {
+            if (_successor is null)
+            {
+                Unix.Close(duplicate);
+            }
+            else
+            {
+                _successor.Park(duplicate);
+            }
+        }
+    }
+
+    private void Park(int duplicate)
+    {
+        lock (_lock)
+        {
+            if (_successor is null)
+            {
+                _parked.Add(duplicate);
+            }
+            else
+            {
+                _successor.Park(duplicate);
+            }
+        }
+    }
+
     private void CloseAll()
     {
         lock (_lock)
         {
+            foreach (var parked in _parked)
+            {
+                Unix.Close(parked);
+            }
+            _parked.Clear();
             // Nothing ever accepts on these descriptors (Kestrel accepts on duplicates), so closing one is a plain
             // close(2): it never resets the socket another process shares.
             foreach (var socket in _owned.Concat(_inherited))
@@ -258,7 +315,7 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
             if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
             {
                 await inner.UnbindAsync();
-                Unix.Close(duplicate);
+                owner.Unbound(duplicate);
             }
         }
 

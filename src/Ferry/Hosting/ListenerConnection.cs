@@ -10,9 +10,12 @@ namespace Ferry.Hosting;
 /// Which listener a connection came through and whether its peer is one of that listener's trusted proxies. Set once
 /// per connection; requests see it through their feature collection, which falls back to the connection's.
 /// </summary>
-internal sealed class ListenerConnectionFeature(ListenerConfig listener, bool peerTrusted)
+internal sealed class ListenerConnectionFeature(ListenerConfig listener, bool peerTrusted, DrainState drain)
 {
     public ListenerConfig Listener { get; } = listener;
+
+    // Begun when a reload retires the listener: its responses ask HTTP/1.x clients to close.
+    public DrainState Drain { get; } = drain;
 
     public bool PeerTrusted { get; } = peerTrusted;
 }
@@ -27,13 +30,13 @@ internal static partial class ListenerConnection
     // Kestrel's own timeouts take over.
     public static readonly TimeSpan HeaderTimeout = TimeSpan.FromSeconds(10);
 
-    public static void Use(Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions options, ListenerConfig listener, TimeProvider time,
+    public static void Use(Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions options, ListenerConfig listener, DrainState drain, TimeProvider time,
         ILogger logger, IMeterFactory? meters)
     {
         var refused = new Refusals(listener.Name, logger, meters?.Create(FerryMetrics.MeterName).CreateCounter<long>(
             "ferry.listener.connections.refused", "{connection}",
             "Connections closed before HTTP because their PROXY protocol header was missing, invalid, late, or sent by a peer not in TrustedProxies."));
-        options.Use(next => connection => OnConnectionAsync(connection, next, listener, time, refused));
+        options.Use(next => connection => OnConnectionAsync(connection, next, listener, drain, time, refused));
     }
 
     private sealed class Refusals(string listener, ILogger logger, Counter<long>? counter)
@@ -45,14 +48,15 @@ internal static partial class ListenerConnection
         }
     }
 
-    private static async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next, ListenerConfig listener, TimeProvider time, Refusals refused)
+    private static async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next, ListenerConfig listener, DrainState drain,
+        TimeProvider time, Refusals refused)
     {
         if (listener.ProxyProtocol && !await AcceptProxyHeaderAsync(connection, listener, time, refused))
         {
             return; // returning closes the connection
         }
         var peer = (connection.RemoteEndPoint as IPEndPoint)?.Address;
-        connection.Features.Set(new ListenerConnectionFeature(listener, listener.Trusts(peer)));
+        connection.Features.Set(new ListenerConnectionFeature(listener, listener.Trusts(peer), drain));
         await next(connection);
     }
 

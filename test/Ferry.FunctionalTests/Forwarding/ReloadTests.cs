@@ -276,7 +276,7 @@ public sealed class ReloadTests : IDisposable
     }
 
     [Fact]
-    public async Task ListenerChange_IsRefused_TheRunningConfigurationStays()
+    public async Task RestartOnlyChange_IsRefused_TheRunningConfigurationStays()
     {
         await using var u = new Upstreams(Upstream("a"), Upstream("b"), Upstream("x"), Upstream("y1"), Upstream("y2"), Upstream("e"));
         var path = Path.Combine(_directory, "ferry.json");
@@ -285,12 +285,12 @@ public sealed class ReloadTests : IDisposable
         using var admin = Admin(server);
         var before = server.State.Current;
 
-        await File.WriteAllTextAsync(path, Config(u, 1).Replace("\"main\":{\"Address\":\"127.0.0.1:0\"}", "\"main\":{\"Address\":\"127.0.0.2:0\"}"));
+        await File.WriteAllTextAsync(path, Config(u, 1).Replace($"\"Token\":\"{Token}\"", "\"Token\":\"another\""));
         var (status, result) = await ReloadAsync(admin);
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, status);
         var error = Assert.Single(result.GetProperty("errors").EnumerateArray()).GetString();
-        Assert.StartsWith("Listeners:main:Address: changed; Listeners changes need a restart", error);
+        Assert.StartsWith("Admin:Token: changed; Admin changes need a restart", error);
         Assert.Same(before, server.State.Current);
     }
 

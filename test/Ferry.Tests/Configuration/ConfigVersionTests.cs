@@ -64,21 +64,43 @@ public sealed class ConfigVersionTests
     {
         var running = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
         {
-            ["Listeners:web:Address"] = "*:8080",
+            ["Metrics:Enabled"] = "true",
             ["Admin:Token"] = "t",
         };
         var next = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
         {
-            ["listeners:web:address"] = "*:8080",
-            ["Listeners:api:Address"] = "*:8081",
+            ["metrics:enabled"] = "true",
+            ["Metrics:Otlp:Endpoint"] = "http://127.0.0.1:4317",
             ["Admin:Token"] = "u",
         };
 
         var errors = ConfigReloader.RestartOnlyChanges(running, next);
 
         Assert.Equal(2, errors.Count);
-        Assert.StartsWith("Listeners:api:Address: changed; Listeners changes need a restart", errors[0]);
-        Assert.StartsWith("Admin:Token: changed; Admin changes need a restart", errors[1]);
+        Assert.StartsWith("Admin:Token: changed; Admin changes need a restart", errors[0]);
+        Assert.StartsWith("Metrics:Otlp:Endpoint: changed; Metrics changes need a restart", errors[1]);
         Assert.Empty(ConfigReloader.RestartOnlyChanges(running, running));
+        Assert.DoesNotContain("Listeners", ConfigReloader.RestartOnlySections);
+    }
+
+    [Fact]
+    public void ChangedListeners_AreTheIdsAddedRemovedOrWithAnyKeyChanged()
+    {
+        var running = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
+        {
+            ["Listeners:web:Address"] = "*:8080",
+            ["Listeners:api:Address"] = "*:8081",
+            ["Listeners:api:TrustedProxies:0"] = "10.0.0.0/8",
+            ["Listeners:old:Address"] = "*:8082",
+        };
+        var next = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
+        {
+            ["listeners:WEB:address"] = "*:8080",
+            ["Listeners:api:Address"] = "*:8081",
+            ["Listeners:new:Address"] = "*:8083",
+        };
+
+        Assert.Equal(["api", "new", "old"], ConfigReloader.ChangedListeners(running, next));
+        Assert.Empty(ConfigReloader.ChangedListeners(running, running));
     }
 }

@@ -21,7 +21,7 @@ public sealed class ClientAddressTests
         {
             context.Request.Headers["X-Forwarded-For"] = forwardedFor;
         }
-        return ClientAddress.Resolve(context, new ListenerConnectionFeature(Listener, Listener.Trusts(context.Connection.RemoteIpAddress)))?.ToString();
+        return ClientAddress.Resolve(context, new ListenerConnectionFeature(Listener, Listener.Trusts(context.Connection.RemoteIpAddress), new DrainState()))?.ToString();
     }
 
     [Theory]
