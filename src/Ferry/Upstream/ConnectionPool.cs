@@ -338,7 +338,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
         finally
         {
-            Interlocked.Decrement(ref _connecting);
+            var connecting = Interlocked.Decrement(ref _connecting);
+            Debug.Assert(connecting >= 0);
         }
         var connected = _time.GetTimestamp();
         UpstreamConnection connection;
@@ -433,7 +434,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // Called exactly once per lease. `retire` null: the exchange completed cleanly and the connection may be reused.
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
-        Interlocked.Decrement(ref _active);
+        var active = Interlocked.Decrement(ref _active);
+        Debug.Assert(active >= 0, "a lease released twice");
+        Debug.Assert(!ReferenceEquals(connection, _sentinel), "the sentinel was leased");
         var holdsSlot = connection.HoldsSlot;
         connection.HoldsSlot = false;
         var now = _time.GetTimestamp();
@@ -525,6 +528,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         lock (_lock)
         {
             wasIdle = _idle.Remove(connection);
+            Debug.Assert(!wasIdle || !ReferenceEquals(_sentinel, connection), "the sentinel was in the idle stack");
             if (!wasIdle && ReferenceEquals(_sentinel, connection))
             {
                 _sentinel = null;
@@ -565,7 +569,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     private void Retire(UpstreamConnection connection, RetireReason reason)
     {
+        Debug.Assert(!connection.IsDisposed, "a connection retired twice");
         Interlocked.Increment(ref _retired[(int)reason]);
+        AssertCounts();
         connection.Dispose();
         bool counted;
         PortSpaceKey key;
@@ -579,6 +585,21 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
     }
 
+    // Every connection opened is leased (Active), idle, the sentinel, between two of these, or retired once: never more
+    // leased and retired than opened. Retired is read first and Opened last, and both only grow, so the check holds
+    // while other threads lease and retire.
+    [Conditional("DEBUG")]
+    private void AssertCounts()
+    {
+        var retired = 0L;
+        for (var i = 0; i < _retired.Length; i++)
+        {
+            retired += Interlocked.Read(ref _retired[i]);
+        }
+        var active = Active;
+        Debug.Assert(active >= 0 && active + retired <= Opened, $"{active} leased and {retired} retired of {Opened} opened");
+    }
+
     private void Scavenge()
     {
         var now = _time.GetTimestamp();
@@ -589,6 +610,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             for (var i = _idle.Count - 1; i >= 0; i--)
             {
                 var c = _idle[i];
+                Debug.Assert(!ReferenceEquals(c, _sentinel), "the sentinel was in the idle stack");
                 var keepAlive = c.KeepAlive;
                 if (KeepAlive.ExpiryReason(keepAlive, now) is not { } reason)
                 {
@@ -643,7 +665,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             Retire(c, RetireReason.Shutdown);
         }
-        Debug.Assert(Idle == 0);
+        Debug.Assert(Idle == 0 && _sentinel is null);
         return ValueTask.CompletedTask;
     }
 }
