@@ -302,7 +302,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("reused", pool.Reused);
                     var leases = pool.Opened + pool.Reused;
                     json.WriteNumber("reuseRatio", leases == 0 ? 0 : Math.Round((double)pool.Reused / leases, 4));
-                    json.WriteNumber("idleTimeoutSeconds", pool.IdleTimeout.TotalSeconds);
+                    json.WriteNumber("idleTimeoutSeconds", pool.KeepAlive.IdleTimeout.TotalSeconds);
                     json.WriteNumber("replays", d.Replays);
                     json.WriteNumber("closedWhileIdleFin", pool.ClosedByFin);
                     json.WriteNumber("closedWhileIdleReset", pool.ClosedByReset);
@@ -320,7 +320,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     // Whether enough closes were seen for the learned value alone to govern non-replayable requests.
                     json.WriteBoolean("idleTimeoutSettled", pool.Learner.IdleTimeoutSettled);
                     json.WriteNumber("idleTimeoutForgotten", pool.Learner.Forgotten);
-                    json.WriteNumber("provenIdleSeconds", Math.Round(pool.ProvenIdle.TotalSeconds, 3));
+                    json.WriteNumber("provenIdleSeconds", Math.Round(pool.KeepAlive.ProvenIdle.TotalSeconds, 3));
                     // Requests that could not be replayed and connected because every idle connection was too old.
                     json.WriteNumber("unsafeIdleSkips", pool.SkippedUnsafe);
                     json.WriteEndObject();

@@ -134,8 +134,7 @@ internal sealed class Exchange
             }
             if (head.KeepAliveMax >= 0)
             {
-                // "max" counts the requests still allowed after this one (RFC 2068 §19.7.1.1, Apache's behaviour).
-                connection.AnnouncedMaxRequests = connection.RequestCount + head.KeepAliveMax;
+                connection.AnnouncedMaxRequests = KeepAlivePolicy.AnnouncedMaxRequests(connection.RequestCount, head.KeepAliveMax);
             }
             if (_retryOnStatus?.ShouldRetry(head.StatusCode) == true)
             {

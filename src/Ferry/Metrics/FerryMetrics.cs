@@ -115,7 +115,7 @@ internal sealed class FerryMetrics
             }
         }), "{connection}", "Connections closed by Ferry, by reason.");
         meter.CreateObservableGauge("ferry.upstream.keepalive.idle_timeout", () => Observe<double>(state, static (d, list) =>
-            list.Add(new Measurement<double>(d.Pool.IdleTimeout.TotalSeconds, Tags(d)))), "s",
+            list.Add(new Measurement<double>(d.Pool.KeepAlive.IdleTimeout.TotalSeconds, Tags(d)))), "s",
             "Idle time after which Ferry retires a pooled connection to the destination.");
         meter.CreateObservableGauge("ferry.upstream.keepalive.learned_idle_timeout", () => Observe<double>(state, static (d, list) =>
         {

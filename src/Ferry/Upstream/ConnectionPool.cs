@@ -19,21 +19,14 @@ internal readonly record struct Lease(UpstreamConnection Connection, bool Reused
 // - limits the destination announced (Keep-Alive: timeout, max) or that were learned from its silent closes retire a
 //   connection with a margin before the destination would close it;
 // - a request that could not be replayed only takes a connection idle for less than what is known to be safe.
+// The pool holds the connections, the slots and the counts; every keep-alive decision is KeepAlivePolicy's.
 internal sealed class ConnectionPool : IAsyncDisposable
 {
     public delegate ConnectionPool Factory(DestinationState destination);
 
-    // Before anything is known about a destination's idle timeout, a request that cannot be replayed only takes a
-    // connection idle for less than this: below gunicorn's 2 s keepalive, the shortest common server default.
-    internal static readonly TimeSpan UnknownSafeIdle = TimeSpan.FromSeconds(1);
-
     // How often idle connections are checked against their limits. A quarter second keeps retirement close to the
     // margin (at least 200 ms) for the shortest idle timeouts seen in practice.
     internal static readonly TimeSpan ScavengePeriod = TimeSpan.FromMilliseconds(250);
-
-    // One connection in this many that reaches a learned request limit is kept as a probe, for requests that can be
-    // replayed: if it answers one more, the destination has changed and the limit is forgotten.
-    internal const int LearnedLimitProbeEvery = 16;
 
     private readonly DestinationState _destination;
     private readonly KeepAliveConfig _config;
@@ -52,9 +45,6 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _connecting;     // connects in progress
     private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
-    private long _provenIdleTicks; // longest idle time a connection was seen to survive (nothing learned yet)
-    private long _learnedLimitHits; // connections that reached a learned request limit
-    private long _limitProbes;      // of those, the ones kept as probes
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
@@ -76,17 +66,16 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             _adaptive = new ConcurrencyLimit(time, Math.Min(_limit.Adaptive.Min, _limit.AdaptiveMax), _limit.AdaptiveMax, _limit.Adaptive.Initial);
         }
-        Learner = new KeepAliveLearner(time);
+        KeepAlive = new KeepAlivePolicy(config, time);
         _sources = destination.Cluster.Config.SourceAddresses;
         Ports = new PortSpace(EphemeralRange.Read().Size, time);
         _demand = new LeaseDemand(time);
         _scavenger = time.CreateTimer(static s => ((ConnectionPool)s!).Scavenge(), this, ScavengePeriod, ScavengePeriod);
     }
 
-    public KeepAliveLearner Learner { get; }
-
-    // Connections kept past a learned request limit: each may cost one replay when the limit still holds.
-    public long LimitProbes => Interlocked.Read(ref _limitProbes);
+    public KeepAlivePolicy KeepAlive { get; }
+    public KeepAliveLearner Learner => KeepAlive.Learner;
+    public long LimitProbes => KeepAlive.LimitProbes;
 
     // Local ports this destination's connections take, per 4-tuple space (port exhaustion guard).
     public PortSpace Ports { get; }
@@ -100,7 +89,6 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     // The most requests that held or opened a connection at once over the last 30 to 60 s: what the pool keeps.
     public int RecentPeakLeases => _demand.RecentPeak;
-    public TimeSpan ProvenIdle => TimeSpan.FromTicks(Interlocked.Read(ref _provenIdleTicks));
     public int Idle { get { lock (_lock) { return _idle.Count; } } }
     public int Queued { get { lock (_lock) { return _waiters.Count; } } }
 
@@ -117,19 +105,6 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // Requests holding a slot (connecting or in use).
     public int InFlight => Volatile.Read(ref _slotsInUse);
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
-
-    // The idle timeout in force for every request: the configured one (or the automatic cap), tightened by what was
-    // learned from this destination, minus the margin.
-    public TimeSpan IdleTimeout
-    {
-        get
-        {
-            var limit = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
-            return Learner.IdleTimeout is { } learned && learned - KeepAliveLearner.Margin(learned) < limit
-                ? learned - KeepAliveLearner.Margin(learned)
-                : limit;
-        }
-    }
 
     // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
     // again if this connection turns out to be closed, so it may take an older connection.
@@ -325,7 +300,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 // so no idle time comes out negative.
                 now = _time.GetTimestamp();
                 candidate = _idle[^1];
-                if (!replayable && !IsSafeForNonReplayable(candidate, now))
+                if (!replayable && !KeepAlive.IsSafeForNonReplayable(candidate.KeepAlive, now))
                 {
                     // The warmest is too old, so is every other: leave them to requests that can be replayed.
                     Interlocked.Increment(ref _skippedUnsafe);
@@ -333,7 +308,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 }
                 _idle.RemoveAt(_idle.Count - 1);
             }
-            if (ExpiryReason(candidate, now) is { } reason)
+            if (KeepAlive.ExpiryReason(candidate.KeepAlive, now) is { } reason)
             {
                 Retire(candidate, reason);
                 continue;
@@ -363,7 +338,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
         finally
         {
-            Interlocked.Decrement(ref _connecting);
+            var connecting = Interlocked.Decrement(ref _connecting);
+            Debug.Assert(connecting >= 0);
         }
         var connected = _time.GetTimestamp();
         UpstreamConnection connection;
@@ -458,20 +434,19 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // Called exactly once per lease. `retire` null: the exchange completed cleanly and the connection may be reused.
     public void Release(UpstreamConnection connection, RetireReason? retire)
     {
-        Interlocked.Decrement(ref _active);
+        var active = Interlocked.Decrement(ref _active);
+        Debug.Assert(active >= 0, "a lease released twice");
+        Debug.Assert(!ReferenceEquals(connection, _sentinel), "the sentinel was leased");
         var holdsSlot = connection.HoldsSlot;
         connection.HoldsSlot = false;
         var now = _time.GetTimestamp();
-        var reason = retire ?? RequestLimitReason(connection);
+        var reason = retire;
         if (retire is null)
         {
-            Learner.NoteServed(connection.RequestCount);
-            if (reason == RetireReason.LearnedLimit && !connection.BeyondLearnedLimit
-                && Interlocked.Increment(ref _learnedLimitHits) % LearnedLimitProbeEvery == 0)
+            reason = KeepAlive.Released(connection.KeepAlive, out var probe);
+            if (probe)
             {
                 connection.BeyondLearnedLimit = true;
-                Interlocked.Increment(ref _limitProbes);
-                reason = null;
             }
         }
         UpstreamConnection? coldest = null;
@@ -553,6 +528,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         lock (_lock)
         {
             wasIdle = _idle.Remove(connection);
+            Debug.Assert(!wasIdle || !ReferenceEquals(_sentinel, connection), "the sentinel was in the idle stack");
             if (!wasIdle && ReferenceEquals(_sentinel, connection))
             {
                 _sentinel = null;
@@ -569,14 +545,13 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     private void ObserveClose(UpstreamConnection connection, long now, IdleRead read)
     {
-        var idle = _time.GetElapsedTime(connection.IdleSince, now);
         var reset = IsReset(read.Error);
         if (read.Error is null && !read.Result.Buffer.IsEmpty)
         {
             return; // a stray byte: a broken destination, not a keep-alive limit
         }
         Interlocked.Increment(ref reset ? ref _closedByReset : ref _closedByFin);
-        Learner.ObserveIdleClose(idle, connection.RequestCount);
+        KeepAlive.ObserveIdleClose(connection.KeepAlive, now);
     }
 
     // A TLS stream can wrap the socket's error one level deeper than a plain stream does.
@@ -592,79 +567,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
         return false;
     }
 
-    private RetireReason? RequestLimitReason(UpstreamConnection c)
-    {
-        if (c.AnnouncedMaxRequests >= 0 && c.RequestCount >= c.AnnouncedMaxRequests)
-        {
-            return RetireReason.AnnouncedLimit;
-        }
-        if (_config.MaxRequests > 0 && c.RequestCount >= _config.MaxRequests)
-        {
-            return RetireReason.MaxRequests;
-        }
-        return Learner.MaxRequests is > 0 and var learned && c.RequestCount >= learned && !c.BeyondLearnedLimit
-            ? RetireReason.LearnedLimit
-            : null;
-    }
-
-    private RetireReason? ExpiryReason(UpstreamConnection c, long now)
-    {
-        if (RequestLimitReason(c) is { } limit)
-        {
-            return limit;
-        }
-        if (_config.MaxLifetime > TimeSpan.Zero && _time.GetElapsedTime(c.CreatedAt, now) >= _config.MaxLifetime)
-        {
-            return RetireReason.Lifetime;
-        }
-        var idle = _time.GetElapsedTime(c.IdleSince, now);
-        if (c.AnnouncedIdleTimeoutSeconds >= 0)
-        {
-            var announced = TimeSpan.FromSeconds(c.AnnouncedIdleTimeoutSeconds);
-            if (idle >= announced - KeepAliveLearner.Margin(announced))
-            {
-                return RetireReason.AnnouncedLimit;
-            }
-        }
-        var configured = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
-        if (idle >= configured)
-        {
-            return RetireReason.IdleTimeout;
-        }
-        return Learner.IdleTimeout is { } learned && idle >= learned - KeepAliveLearner.Margin(learned)
-            ? RetireReason.LearnedLimit
-            : null;
-    }
-
-    // Known limits (announced, learned from enough closes, configured) already retire connections with a margin. Before
-    // that, the safe idle time is what connections were seen to survive, minus the margin, and at least UnknownSafeIdle.
-    private bool IsSafeForNonReplayable(UpstreamConnection c, long now)
-    {
-        if (c.BeyondLearnedLimit)
-        {
-            return false;
-        }
-        if (c.AnnouncedIdleTimeoutSeconds >= 0 || Learner.IdleTimeoutSettled || _config.IdleTimeout is not null)
-        {
-            return true;
-        }
-        var proven = ProvenIdle;
-        var safe = proven - KeepAliveLearner.Margin(proven);
-        return _time.GetElapsedTime(c.IdleSince, now) < (safe > UnknownSafeIdle ? safe : UnknownSafeIdle);
-    }
-
-    private void NoteSurvived(TimeSpan idle)
-    {
-        long seen;
-        while (idle.Ticks > (seen = Interlocked.Read(ref _provenIdleTicks))
-            && Interlocked.CompareExchange(ref _provenIdleTicks, idle.Ticks, seen) != seen)
-        {
-        }
-    }
-
     private void Retire(UpstreamConnection connection, RetireReason reason)
     {
+        Debug.Assert(!connection.IsDisposed, "a connection retired twice");
         Interlocked.Increment(ref _retired[(int)reason]);
+        AssertCounts();
         connection.Dispose();
         bool counted;
         PortSpaceKey key;
@@ -678,6 +585,21 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
     }
 
+    // Every connection opened is leased (Active), idle, the sentinel, between two of these, or retired once: never more
+    // leased and retired than opened. Retired is read first and Opened last, and both only grow, so the check holds
+    // while other threads lease and retire.
+    [Conditional("DEBUG")]
+    private void AssertCounts()
+    {
+        var retired = 0L;
+        for (var i = 0; i < _retired.Length; i++)
+        {
+            retired += Interlocked.Read(ref _retired[i]);
+        }
+        var active = Active;
+        Debug.Assert(active >= 0 && active + retired <= Opened, $"{active} leased and {retired} retired of {Opened} opened");
+    }
+
     private void Scavenge()
     {
         var now = _time.GetTimestamp();
@@ -688,34 +610,26 @@ internal sealed class ConnectionPool : IAsyncDisposable
             for (var i = _idle.Count - 1; i >= 0; i--)
             {
                 var c = _idle[i];
-                if (ExpiryReason(c, now) is not { } reason)
+                Debug.Assert(!ReferenceEquals(c, _sentinel), "the sentinel was in the idle stack");
+                var keepAlive = c.KeepAlive;
+                if (KeepAlive.ExpiryReason(keepAlive, now) is not { } reason)
                 {
-                    // Still in the list, so its idle watch has seen no close: the destination tolerates this idle time.
-                    NoteSurvived(_time.GetElapsedTime(c.IdleSince, now));
+                    // Still in the list, so its idle watch has seen no close.
+                    KeepAlive.NoteSurvived(keepAlive, now);
                     continue;
                 }
                 _idle.RemoveAt(i);
-                if (reason == RetireReason.LearnedLimit && _sentinel is null && Learner.IdleTimeout is not null)
+                if (KeepAlive.KeepsAsSentinel(reason, sentinelKept: _sentinel is not null))
                 {
-                    // Kept idle (and out of reach of requests) to see whether the destination still closes there.
                     _sentinel = c;
                     continue;
                 }
                 (expired ??= []).Add((c, reason));
             }
-            if (_sentinel is { } sentinel)
+            if (_sentinel is { } sentinel && KeepAlive.WatchSentinel(sentinel.KeepAlive, now) != SentinelVerdict.Watching)
             {
-                var idle = _time.GetElapsedTime(sentinel.IdleSince, now);
-                var configured = _config.IdleTimeout ?? _config.AutoIdleTimeoutCap;
-                if (Learner.IsOutlived(idle) || idle >= configured)
-                {
-                    if (Learner.SentinelOutlived())
-                    {
-                        Interlocked.Exchange(ref _provenIdleTicks, 0);
-                    }
-                    _sentinel = null;
-                    (expired ??= []).Add((sentinel, RetireReason.LearnedLimit));
-                }
+                _sentinel = null;
+                (expired ??= []).Add((sentinel, RetireReason.LearnedLimit));
             }
         }
         if (expired is not null)
@@ -751,7 +665,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             Retire(c, RetireReason.Shutdown);
         }
-        Debug.Assert(Idle == 0);
+        Debug.Assert(Idle == 0 && _sentinel is null);
         return ValueTask.CompletedTask;
     }
 }

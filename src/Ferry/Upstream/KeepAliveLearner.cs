@@ -1,8 +1,8 @@
 namespace Ferry.Upstream;
 
 // Learns the keep-alive limits a destination enforces without announcing them (gunicorn, Tomcat and most frameworks
-// send no Keep-Alive header) from the closes the idle watch observes, so that Ferry retires connections before the
-// destination closes them.
+// send no Keep-Alive header) from the closes the idle watch observes, so that KeepAlivePolicy retires connections
+// before the destination closes them.
 //
 // Safety first: the learned idle timeout is the earliest close seen. A lower sample is believed at once (the cost of a
 // value too low is an extra connect, the cost of a value too high is a race); a later one is no evidence that longer
@@ -63,10 +63,6 @@ internal sealed class KeepAliveLearner(TimeProvider time)
 
     public long IdleSamples => Interlocked.Read(ref _idleSamples);
     public long Forgotten => Interlocked.Read(ref _forgotten);
-
-    // Safety margin before a known limit: a quarter of it, at least 200 ms (scheduling and network delay), at most 2 s.
-    public static TimeSpan Margin(TimeSpan limit) =>
-        TimeSpan.FromTicks(Math.Clamp(limit.Ticks / 4, TimeSpan.FromMilliseconds(200).Ticks, TimeSpan.FromSeconds(2).Ticks));
 
     // The destination closed a connection that had been idle for `idle` after serving `requests` requests.
     public void ObserveIdleClose(TimeSpan idle, int requests)

@@ -94,6 +94,10 @@ internal sealed class UpstreamConnection : IDisposable
     // Kept past a learned request limit as a probe: only requests that can be replayed may use it.
     public bool BeyondLearnedLimit { get; set; }
 
+    // What the keep-alive policy decides on.
+    public ConnectionKeepAlive KeepAlive =>
+        new(CreatedAt, IdleSince, RequestCount, AnnouncedIdleTimeoutSeconds, AnnouncedMaxRequests, BeyondLearnedLimit);
+
     // The lease holding this connection holds a slot under the destination's connection limit (ConnectionPool).
     public bool HoldsSlot { get; set; }
 

@@ -164,12 +164,4 @@ public sealed class KeepAliveLearnerTests
         clock.Advance(KeepAliveLearner.MaxRequestsLifetime);
         Assert.Equal(0, learner.MaxRequests);
     }
-
-    [Theory]
-    [InlineData(0.5, 0.2)]   // at least 200 ms
-    [InlineData(2, 0.5)]     // a quarter
-    [InlineData(5, 1.25)]
-    [InlineData(60, 2)]      // at most 2 s
-    public void Margin_IsAQuarter_Clamped(double limit, double margin) =>
-        Assert.Equal(S(margin), KeepAliveLearner.Margin(S(limit)));
 }
