@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Forwarding;
 
 namespace Ferry.AccessLog;

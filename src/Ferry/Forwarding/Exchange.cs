@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net;
+using Ferry.Errors;
 using Ferry.Http1;
 using Ferry.Model;
 using Ferry.Routing;

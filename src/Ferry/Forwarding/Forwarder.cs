@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Threading.RateLimiting;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Health;
 using Ferry.Hosting;
 using Ferry.LoadBalancing;

@@ -1,4 +1,4 @@
-using Ferry.Forwarding;
+using Ferry.Errors;
 
 namespace Ferry.Health;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Ferry.Upstream;
 

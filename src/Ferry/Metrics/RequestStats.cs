@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Ferry.Errors;
 using Ferry.Forwarding;
 
 namespace Ferry.Metrics;

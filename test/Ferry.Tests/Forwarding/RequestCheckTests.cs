@@ -1,3 +1,4 @@
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;

@@ -1,4 +1,4 @@
-using Ferry.Forwarding;
+using Ferry.Errors;
 using Ferry.Health;
 
 namespace Ferry.Tests.Health;

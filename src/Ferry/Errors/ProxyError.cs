@@ -1,4 +1,4 @@
-namespace Ferry.Forwarding;
+namespace Ferry.Errors;
 
 // Where an exchange failed, named after RFC 9209 error types (docs/errors.md; docs/architecture.md, "Failures").
 // Health logic, the Proxy-Status header, logs and metrics all use this one name.
