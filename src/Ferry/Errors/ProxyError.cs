@@ -28,7 +28,6 @@ internal enum ProxyError
     RequestNotExpressible,     // the request cannot be written as HTTP/1.1 (bad method, target, field name or value)
     MethodNotImplemented,      // CONNECT: Ferry opens no tunnels to arbitrary authorities
     RequestBodyTooLarge,       // the request body is over the route's MaxRequestBodySize
-    RetryableStatus,           // the destination answered a status in Retry:Statuses; never sent: the forwarder moves on
     AmbiguousPath,             // a path servers interpret differently ('..', '%2F', '//'...): refused before routing
     InvalidHost,               // a redirect listener got a Host that is not host[:port]: no Location is built from it
     RateLimited,               // the route's RateLimiterPolicy refused the request (no permit, queue full)

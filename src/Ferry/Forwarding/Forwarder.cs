@@ -229,11 +229,22 @@ internal sealed partial class Forwarder(
                         : null;
                     try
                     {
-                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
+                        var relayed = await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
                             proofDecidesReplay: bodyReplayable && !methodAllows, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
-                        return;
+                        if (relayed)
+                        {
+                            return;
+                        }
+                        // 5. Forwarding decision for a status listed in Retry:Statuses: the attempt keeps the status
+                        //    it got, passive health judged it as any answer, and the destination picked goes next.
+                        statusRetryTo = retryOnStatus!.Next;
+                        Debug.Assert(statusRetryTo is not null);
+                        LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id,
+                            $"the destination answered {attempt.Status}");
+                        (tried ??= []).Add(destination);
+                        replayTo = null;
                     }
                     catch (ProxyException ex) when (!replayed && !context.Response.HasStarted
                         && ReplayPolicy.CanReplay(ex, lease.Reused, methodAllows, bodyReplayable))
@@ -247,18 +258,6 @@ internal sealed partial class Forwarder(
                         replayed = true;
                         replayTo = destination;
                         lastError = ex;
-                    }
-                    catch (ProxyException ex) when (ex.Error == ProxyError.RetryableStatus)
-                    {
-                        // 5. Forwarding decision for a status listed in Retry:Statuses: the attempt keeps the status
-                        //    it got, passive health judges it as any answer, and the destination picked goes next.
-                        statusRetryTo = retryOnStatus!.Next;
-                        Debug.Assert(statusRetryTo is not null);
-                        FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
-                        ReportOutcome(destination, attempt.Status);
-                        LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
-                        (tried ??= []).Add(destination);
-                        replayTo = null;
                     }
                 }
                 catch (ProxyException ex)
