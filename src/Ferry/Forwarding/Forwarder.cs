@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Threading.RateLimiting;
 using Ferry.Configuration;
 using Ferry.Errors;
-using Ferry.Health;
 using Ferry.Hosting;
 using Ferry.LoadBalancing;
 using Ferry.Metrics;
@@ -191,7 +190,7 @@ internal sealed partial class Forwarder(
                         lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted,
                             upgrade: context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true);
                     }
-                    catch (ProxyException ex) when (ProxyErrors.IsConnectFailure(ex.Error))
+                    catch (ProxyException ex) when (ProxyErrorTable.Of(ex.Error).ConnectFailure)
                     {
                         // 5. Forwarding decision for a failed connect: the destination is at fault, try the next one.
                         Record(attempt, ex);
@@ -264,7 +263,7 @@ internal sealed partial class Forwarder(
                 {
                     Record(attempt, ex);
                     FerryTracing.Stop(attemptSpan, attempt.Status, ex.Error);
-                    var destinationFault = FailureClassifier.IsDestinationFault(ex.Error, attempt.Reused);
+                    var destinationFault = ProxyErrorTable.Of(ex.Error).CountsAgainstDestination(attempt.Reused);
                     if (destinationFault)
                     {
                         destination.Health.ReportFailure(ex.Details);
@@ -376,7 +375,8 @@ internal sealed partial class Forwarder(
     private async Task FailAsync(HttpContext context, ProxyState proxy, RequestRecord record, ProxyException ex, DestinationState? destination,
         ResponseHeaderRule[]? responseRules = null)
     {
-        var (status, type) = ProxyErrors.Describe(ex.Error);
+        var error = ProxyErrorTable.Of(ex.Error);
+        var (status, type) = (error.Status, error.Type);
         var nextHop = destination?.NextHop;
         record.Error = ex.Error;
         record.ErrorDetails = ex.Details;

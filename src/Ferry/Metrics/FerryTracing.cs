@@ -71,7 +71,7 @@ internal sealed class FerryTracing(TracingConfig config)
         }
         if (error != ProxyError.None)
         {
-            activity.SetTag("error.type", ProxyErrors.Describe(error).Type);
+            activity.SetTag("error.type", ProxyErrorTable.Of(error).Type);
             activity.SetStatus(ActivityStatusCode.Error);
         }
         activity.Dispose();
