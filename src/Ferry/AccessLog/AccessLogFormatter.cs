@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Forwarding;
 
 namespace Ferry.AccessLog;
@@ -61,7 +62,7 @@ internal static class AccessLogFormatter
             WriteOptional(json, "cluster"u8, record.ClusterId);
             if (record.Error != ProxyError.None)
             {
-                json.WriteString("error"u8, ProxyErrors.Describe(record.Error).Type);
+                json.WriteString("error"u8, ProxyErrorTable.Of(record.Error).Type);
                 WriteOptional(json, "error_details"u8, record.ErrorDetails);
             }
             WriteOptional(json, "tunnel"u8, record.TunnelEnd);
@@ -86,7 +87,7 @@ internal static class AccessLogFormatter
                 json.WriteBoolean("replay"u8, attempt.Replay);
                 if (attempt.Error != ProxyError.None)
                 {
-                    json.WriteString("error"u8, ProxyErrors.Describe(attempt.Error).Type);
+                    json.WriteString("error"u8, ProxyErrorTable.Of(attempt.Error).Type);
                     WriteOptional(json, "error_details"u8, attempt.ErrorDetails);
                 }
                 json.WriteEndObject();
@@ -123,7 +124,7 @@ internal static class AccessLogFormatter
         AppendMilliseconds(line, record.Duration);
         line.Append(" route=").Append(record.RouteId ?? "-");
         line.Append(" cluster=").Append(record.ClusterId ?? "-");
-        line.Append(" error=").Append(record.Error == ProxyError.None ? "-" : ProxyErrors.Describe(record.Error).Type);
+        line.Append(" error=").Append(record.Error == ProxyError.None ? "-" : ProxyErrorTable.Of(record.Error).Type);
         if (record.ClientTls is not null)
         {
             // Only on HTTPS listeners: plain-HTTP lines keep their fields.
@@ -149,7 +150,7 @@ internal static class AccessLogFormatter
         AppendList(line, " ups_idle=", attempts, static (l, a) => AppendMilliseconds(l, a.Reused ? a.IdleTime : null));
         AppendList(line, " ups_reqs=", attempts, static (l, a) => l.Append(a.Reused ? a.ConnectionRequests.ToString(CultureInfo.InvariantCulture) : "-"));
         AppendList(line, " ups_replay=", attempts, static (l, a) => l.Append(a.Replay ? '1' : '0'));
-        AppendList(line, " ups_error=", attempts, static (l, a) => l.Append(a.Error == ProxyError.None ? "-" : ProxyErrors.Describe(a.Error).Type));
+        AppendList(line, " ups_error=", attempts, static (l, a) => l.Append(a.Error == ProxyError.None ? "-" : ProxyErrorTable.Of(a.Error).Type));
         var details = record.ErrorDetails ?? attempts.LastOrDefault(a => a.ErrorDetails is not null)?.ErrorDetails;
         line.Append(" details=\"");
         AppendEscaped(line, details ?? "-").Append("\"\n");

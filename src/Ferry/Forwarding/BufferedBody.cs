@@ -1,4 +1,5 @@
 using System.Buffers;
+using Ferry.Errors;
 using Microsoft.AspNetCore.Http.Features;
 
 namespace Ferry.Forwarding;

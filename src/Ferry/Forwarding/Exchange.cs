@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net;
+using Ferry.Errors;
 using Ferry.Http1;
 using Ferry.Model;
 using Ferry.Routing;
@@ -62,7 +63,9 @@ internal sealed class Exchange
         _start = time.GetTimestamp();
     }
 
-    public async Task RunAsync()
+    // False when the destination answered a status the forwarder retries elsewhere (Retry:Statuses): nothing of that
+    // answer reached the client. True when the response was relayed.
+    public async Task<bool> RunAsync()
     {
         var connection = _connection;
         var request = _context.Request;
@@ -140,7 +143,7 @@ internal sealed class Exchange
             {
                 // Nothing has reached the client: the forwarder tries another destination instead.
                 retire = bodyTask is null ? await DrainForRetryAsync(connection, framing, ct) : RetireReason.NotReusable;
-                throw new ProxyException(ProxyError.RetryableStatus, $"the destination answered {head.StatusCode}");
+                return false;
             }
 
             // 6. Stream the response to the client.
@@ -151,7 +154,7 @@ internal sealed class Exchange
                 connection.SetDeadline(Timeout.InfiniteTimeSpan);
                 retire = RetireReason.NotReusable;
                 await TunnelAsync(connection);
-                return;
+                return true;
             }
             _phase = Phase.ReadingBody;
             var clean = await CopyBodyAsync(connection, framing, ct);
@@ -180,6 +183,7 @@ internal sealed class Exchange
             retire = !framing.KeepAlivePermitted
                 ? (head.ConnectionClose ? RetireReason.AnnouncedLimit : RetireReason.NotReusable)
                 : (!clean || !sentAll ? RetireReason.NotReusable : null);
+            return true;
         }
         catch (Exception ex) when (ex is not ProxyException)
         {

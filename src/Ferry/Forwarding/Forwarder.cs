@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Threading.RateLimiting;
 using Ferry.Configuration;
-using Ferry.Health;
+using Ferry.Errors;
 using Ferry.Hosting;
 using Ferry.LoadBalancing;
 using Ferry.Metrics;
@@ -190,7 +190,7 @@ internal sealed partial class Forwarder(
                         lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted,
                             upgrade: context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true);
                     }
-                    catch (ProxyException ex) when (ProxyErrors.IsConnectFailure(ex.Error))
+                    catch (ProxyException ex) when (ProxyErrorTable.Of(ex.Error).ConnectFailure)
                     {
                         // 5. Forwarding decision for a failed connect: the destination is at fault, try the next one.
                         Record(attempt, ex);
@@ -228,11 +228,22 @@ internal sealed partial class Forwarder(
                         : null;
                     try
                     {
-                        await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
+                        var relayed = await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
                             proofDecidesReplay: bodyReplayable && !methodAllows, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
-                        return;
+                        if (relayed)
+                        {
+                            return;
+                        }
+                        // 5. Forwarding decision for a status listed in Retry:Statuses: the attempt keeps the status
+                        //    it got, passive health judged it as any answer, and the destination picked goes next.
+                        statusRetryTo = retryOnStatus!.Next;
+                        Debug.Assert(statusRetryTo is not null);
+                        LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id,
+                            $"the destination answered {attempt.Status}");
+                        (tried ??= []).Add(destination);
+                        replayTo = null;
                     }
                     catch (ProxyException ex) when (!replayed && !context.Response.HasStarted
                         && ReplayPolicy.CanReplay(ex, lease.Reused, methodAllows, bodyReplayable))
@@ -247,24 +258,12 @@ internal sealed partial class Forwarder(
                         replayTo = destination;
                         lastError = ex;
                     }
-                    catch (ProxyException ex) when (ex.Error == ProxyError.RetryableStatus)
-                    {
-                        // 5. Forwarding decision for a status listed in Retry:Statuses: the attempt keeps the status
-                        //    it got, passive health judges it as any answer, and the destination picked goes next.
-                        statusRetryTo = retryOnStatus!.Next;
-                        Debug.Assert(statusRetryTo is not null);
-                        FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
-                        ReportOutcome(destination, attempt.Status);
-                        LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
-                        (tried ??= []).Add(destination);
-                        replayTo = null;
-                    }
                 }
                 catch (ProxyException ex)
                 {
                     Record(attempt, ex);
                     FerryTracing.Stop(attemptSpan, attempt.Status, ex.Error);
-                    var destinationFault = FailureClassifier.IsDestinationFault(ex.Error, attempt.Reused);
+                    var destinationFault = ProxyErrorTable.Of(ex.Error).CountsAgainstDestination(attempt.Reused);
                     if (destinationFault)
                     {
                         destination.Health.ReportFailure(ex.Details);
@@ -376,7 +375,8 @@ internal sealed partial class Forwarder(
     private async Task FailAsync(HttpContext context, ProxyState proxy, RequestRecord record, ProxyException ex, DestinationState? destination,
         ResponseHeaderRule[]? responseRules = null)
     {
-        var (status, type) = ProxyErrors.Describe(ex.Error);
+        var error = ProxyErrorTable.Of(ex.Error);
+        var (status, type) = (error.Status, error.Type);
         var nextHop = destination?.NextHop;
         record.Error = ex.Error;
         record.ErrorDetails = ex.Details;

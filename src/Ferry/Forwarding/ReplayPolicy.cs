@@ -1,4 +1,5 @@
 using Ferry.Configuration;
+using Ferry.Errors;
 
 namespace Ferry.Forwarding;
 

@@ -1,3 +1,4 @@
+using Ferry.Errors;
 using Ferry.Http1;
 using Microsoft.AspNetCore.Http.Features;
 

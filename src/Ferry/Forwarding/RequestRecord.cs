@@ -1,3 +1,4 @@
+using Ferry.Errors;
 using Ferry.Model;
 
 namespace Ferry.Forwarding;

@@ -116,7 +116,7 @@ internal sealed class DestinationHealth
         }
     }
 
-    // Counts one failure that was the destination's fault (see FailureClassifier).
+    // Counts one failure that was the destination's fault (the Health column of ProxyErrorTable).
     public void ReportFailure(string reason)
     {
         if (!_passive.Enabled)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Ferry.Upstream;
 
@@ -155,7 +156,7 @@ internal sealed class FerryMetrics
 
     public void Record(RequestRecord record)
     {
-        var error = record.Error == ProxyError.None ? null : ProxyErrors.Describe(record.Error).Type;
+        var error = record.Error == ProxyError.None ? null : ProxyErrorTable.Of(record.Error).Type;
         var statusClass = record.Status is >= 100 and < 600 ? StatusClasses[record.Status / 100] : "other";
         var tags = new TagList
         {
@@ -206,7 +207,7 @@ internal sealed class FerryMetrics
             where.Add("ferry.reused", attempt.Reused ? BoxedTrue : BoxedFalse);
             if (attempt.Error != ProxyError.None)
             {
-                where.Add("error.type", ProxyErrors.Describe(attempt.Error).Type);
+                where.Add("error.type", ProxyErrorTable.Of(attempt.Error).Type);
             }
             _attempts.Add(1, where);
         }

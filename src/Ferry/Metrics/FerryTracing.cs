@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Model;
 
 namespace Ferry.Metrics;
@@ -58,7 +59,7 @@ internal sealed class FerryTracing(TracingConfig config)
     }
 
     // Ends a span with the outcome: the HTTP status and, for a failure, the RFC 9209 error type.
-    public static void Stop(Activity? activity, int status, Forwarding.ProxyError error)
+    public static void Stop(Activity? activity, int status, ProxyError error)
     {
         if (activity is null)
         {
@@ -68,9 +69,9 @@ internal sealed class FerryTracing(TracingConfig config)
         {
             activity.SetTag("http.response.status_code", status);
         }
-        if (error != Forwarding.ProxyError.None)
+        if (error != ProxyError.None)
         {
-            activity.SetTag("error.type", Forwarding.ProxyErrors.Describe(error).Type);
+            activity.SetTag("error.type", ProxyErrorTable.Of(error).Type);
             activity.SetStatus(ActivityStatusCode.Error);
         }
         activity.Dispose();

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Ferry.Errors;
 using Ferry.Forwarding;
 
 namespace Ferry.Metrics;
@@ -56,7 +57,7 @@ internal sealed class RequestStats(TimeProvider time)
                 {
                     if (_errors[slot, e] > 0)
                     {
-                        var cause = Errors[e] == ProxyError.None ? DestinationCause : ProxyErrors.Describe(Errors[e]).Type;
+                        var cause = Errors[e] == ProxyError.None ? DestinationCause : ProxyErrorTable.Of(Errors[e]).Type;
                         if (!errors.TryGetValue(cause, out var series))
                         {
                             errors[cause] = series = new int[seconds];

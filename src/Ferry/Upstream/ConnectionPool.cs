@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Ferry.Configuration;
-using Ferry.Forwarding;
+using Ferry.Errors;
 using Ferry.Http1;
 using Ferry.Model;
 

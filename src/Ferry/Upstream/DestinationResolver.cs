@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
-using Ferry.Forwarding;
+using Ferry.Errors;
 
 namespace Ferry.Upstream;
 

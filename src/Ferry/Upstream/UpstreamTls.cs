@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Ferry.Configuration;
-using Ferry.Forwarding;
+using Ferry.Errors;
 
 namespace Ferry.Upstream;
 

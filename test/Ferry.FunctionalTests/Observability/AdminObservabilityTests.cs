@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;

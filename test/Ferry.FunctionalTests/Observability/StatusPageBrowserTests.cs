@@ -1,5 +1,6 @@
 using System.Security.Cryptography.X509Certificates;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using Ferry.AccessLog;
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Forwarding;
 
 namespace Ferry.Tests.AccessLog;

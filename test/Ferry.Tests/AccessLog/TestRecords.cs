@@ -1,4 +1,5 @@
 using Ferry.Configuration;
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Ferry.Hosting;
 using Ferry.Model;

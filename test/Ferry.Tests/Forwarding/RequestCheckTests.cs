@@ -1,3 +1,4 @@
+using Ferry.Errors;
 using Ferry.Forwarding;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -54,9 +55,9 @@ public sealed class RequestCheckTests
 
         Assert.NotNull(error);
         Assert.Equal(expected, error.Error.ToString());
-        var (status, type) = ProxyErrors.Describe(error.Error);
-        Assert.InRange(status, 400, 501);
-        Assert.Equal("http_request_error", type);
-        Assert.False(Ferry.Health.FailureClassifier.IsDestinationFault(error.Error, reusedConnection: false));
+        var info = ProxyErrorTable.Of(error.Error);
+        Assert.InRange(info.Status, 400, 501);
+        Assert.Equal("http_request_error", info.Type);
+        Assert.False(info.CountsAgainstDestination(reusedConnection: false));
     }
 }

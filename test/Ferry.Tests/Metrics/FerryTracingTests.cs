@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Ferry.Configuration;
-using Ferry.Forwarding;
+using Ferry.Errors;
 using Ferry.Metrics;
 using Ferry.Tests.AccessLog;
 using Microsoft.AspNetCore.Http;

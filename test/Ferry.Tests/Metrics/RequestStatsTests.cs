@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using Ferry.Forwarding;
+using Ferry.Errors;
 using Ferry.Metrics;
 using Ferry.Tests.AccessLog;
 

@@ -1,9 +1,8 @@
-using Ferry.Forwarding;
-using Ferry.Health;
+using Ferry.Errors;
 
-namespace Ferry.Tests.Health;
+namespace Ferry.Tests.Errors;
 
-public sealed class FailureClassifierTests
+public sealed class HealthCountTests
 {
     [Theory]
     [InlineData(nameof(ProxyError.ConnectionRefused), false, true)]
@@ -29,5 +28,5 @@ public sealed class FailureClassifierTests
     [InlineData(nameof(ProxyError.ConnectionLimitReached), false, false)]
     [InlineData(nameof(ProxyError.DestinationUnavailable), false, false)]
     public void OnlyTheDestinationsOwnFailuresCount(string error, bool reused, bool counts) =>
-        Assert.Equal(counts, FailureClassifier.IsDestinationFault(Enum.Parse<ProxyError>(error), reused));
+        Assert.Equal(counts, ProxyErrorTable.Of(Enum.Parse<ProxyError>(error)).CountsAgainstDestination(reused));
 }
