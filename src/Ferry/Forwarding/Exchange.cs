@@ -31,10 +31,7 @@ internal sealed class Exchange
     private readonly Configuration.TimeoutsConfig _timeouts;
     private readonly long _start;
     private readonly StatusRetry? _retryOnStatus; // says yes: the forwarder sends the request elsewhere (Retry:Statuses)
-    // The proof that the destination never received the request (ReplayPolicy.CanReplay) can change the outcome: the
-    // body can be sent again and the method alone does not allow a replay. Otherwise one getsockopt(TCP_INFO) per
-    // reused request is saved.
-    private readonly bool _proofDecidesReplay;
+    private readonly bool _needsEvidence; // ReplayDecision.NeedsEvidence: bytes_acked is noted before sending
     private Phase _phase;
     private volatile bool _headReceived;
     private volatile bool _clientBodyFailed;
@@ -45,9 +42,9 @@ internal sealed class Exchange
     private Hosting.ListenerConnectionFeature? _listener; // read once with the request head, used again for the response
 
     public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
-        string? traceParent, TimeProvider time, bool proofDecidesReplay, StatusRetry? retryOnStatus = null)
+        string? traceParent, TimeProvider time, ReplayDecision replay, StatusRetry? retryOnStatus = null)
     {
-        _proofDecidesReplay = proofDecidesReplay;
+        _needsEvidence = replay.NeedsEvidence(lease.Reused);
         _retryOnStatus = retryOnStatus;
         _traceParent = traceParent;
         _context = context;
@@ -87,7 +84,7 @@ internal sealed class Exchange
             //    (docs/replay.md, "The evidence for a POST").
             _phase = Phase.SendingRequest;
             var mode = WriteRequestHead(connection.Output, upgrade, upgradable);
-            if (_reused && _proofDecidesReplay)
+            if (_needsEvidence)
             {
                 _bytesAckedBefore = connection.BytesAcked();
             }
