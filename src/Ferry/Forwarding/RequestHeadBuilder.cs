@@ -11,8 +11,8 @@ internal enum BodyMode { None, ContentLength, Chunked }
 
 // The request head an attempt writes upstream (step 4 of the request path): the request line from the raw target after
 // the route's transforms, Host, the client's headers minus hop-by-hop and untrusted forwarding ones, the route's header
-// rules, traceparent, X-Forwarded-*, the upgrade offers and the body's framing. Static: the hot path allocates nothing
-// for it beyond the strings it writes.
+// rules, traceparent, X-Forwarded-*, the upgrade offers and the body's framing. Static and given what the exchange
+// already holds, so that writing a head costs no object of its own.
 internal static class RequestHeadBuilder
 {
     // The client's Upgrade offers whose protocol the route tunnels (Routes:<id>:Upgrades); null when none is left.
@@ -138,7 +138,7 @@ internal static class RequestHeadBuilder
 
     // Every header a proxy uses to tell the destination about the client: X-Forwarded-For/-Proto/-Host/-Port/-Prefix,
     // Forwarded (RFC 7239) and nginx's X-Real-IP.
-    internal static bool IsForwarding(string name) =>
+    private static bool IsForwarding(string name) =>
         name.StartsWith("X-Forwarded-", StringComparison.OrdinalIgnoreCase)
             && (name.Length == 15 && name.EndsWith("For", StringComparison.OrdinalIgnoreCase)
                 || name.Length == 16 && (name.EndsWith("Host", StringComparison.OrdinalIgnoreCase) || name.EndsWith("Port", StringComparison.OrdinalIgnoreCase))
