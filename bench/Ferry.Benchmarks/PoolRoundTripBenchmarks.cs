@@ -77,7 +77,7 @@ public class PoolRoundTripBenchmarks
     private async ValueTask<long> RoundTripAsync()
     {
         var pool = _destination.Pool;
-        var lease = await pool.AcquireAsync(Http1Limits.Default, replayable: true, forceNew: false, CancellationToken.None);
+        var lease = await pool.AcquireAsync(Http1Limits.Default, onlySafeIdle: false, forceNew: false, CancellationToken.None);
         var connection = lease.Connection;
         RetireReason? retire = RetireReason.Error;
         var ct = connection.BeginExchange(TimeProvider.System);

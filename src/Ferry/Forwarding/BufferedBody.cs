@@ -1,6 +1,5 @@
 using System.Buffers;
 using Ferry.Errors;
-using Microsoft.AspNetCore.Http.Features;
 
 namespace Ferry.Forwarding;
 
@@ -20,16 +19,10 @@ internal sealed class BufferedBody : IDisposable
 
     public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
 
-    // Buffers bodies with a Content-Length up to maxSize; returns null for everything else (no body, unknown length,
-    // too large), which then streams.
-    public static async ValueTask<BufferedBody?> ReadAsync(HttpContext context, int maxSize)
+    // `length` is the announced Content-Length; which bodies are read whole is ReplayPolicy.Decide's call.
+    public static async ValueTask<BufferedBody> ReadAsync(HttpContext context, int length)
     {
-        if (context.Request.ContentLength is not long length || length <= 0 || length > maxSize
-            || context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true)
-        {
-            return null;
-        }
-        var buffer = ArrayPool<byte>.Shared.Rent((int)length);
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
         var filled = 0;
         try
         {

@@ -1,7 +1,5 @@
 using System.Buffers;
-using System.Globalization;
 using System.IO.Pipelines;
-using System.Net;
 using Ferry.Errors;
 using Ferry.Http1;
 using Ferry.Model;
@@ -11,12 +9,12 @@ using Microsoft.AspNetCore.Http.Features;
 
 namespace Ferry.Forwarding;
 
-// One attempt of one request on one upstream connection: steps 4–7 of the request path.
+// One attempt of one request on one upstream connection: steps 4–7 of the request path. The phases, their deadlines
+// and what a failure in each means are here; RequestHeadBuilder, BodyRelay and Tunnel do the work of a phase that
+// needs none of that state.
 internal sealed class Exchange
 {
     private enum Phase { SendingRequest, WaitingForHead, ReadingBody, Tunnel }
-
-    private enum BodyMode { None, ContentLength, Chunked }
 
     private readonly HttpContext _context;
     private readonly RouteState _route;
@@ -31,10 +29,7 @@ internal sealed class Exchange
     private readonly Configuration.TimeoutsConfig _timeouts;
     private readonly long _start;
     private readonly StatusRetry? _retryOnStatus; // says yes: the forwarder sends the request elsewhere (Retry:Statuses)
-    // The proof that the destination never received the request (ReplayPolicy.CanReplay) can change the outcome: the
-    // body can be sent again and the method alone does not allow a replay. Otherwise one getsockopt(TCP_INFO) per
-    // reused request is saved.
-    private readonly bool _proofDecidesReplay;
+    private readonly bool _needsEvidence; // ReplayDecision.NeedsEvidence: bytes_acked is noted before sending
     private Phase _phase;
     private volatile bool _headReceived;
     private volatile bool _clientBodyFailed;
@@ -45,9 +40,9 @@ internal sealed class Exchange
     private Hosting.ListenerConnectionFeature? _listener; // read once with the request head, used again for the response
 
     public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
-        string? traceParent, TimeProvider time, bool proofDecidesReplay, StatusRetry? retryOnStatus = null)
+        string? traceParent, TimeProvider time, ReplayDecision replay, StatusRetry? retryOnStatus = null)
     {
-        _proofDecidesReplay = proofDecidesReplay;
+        _needsEvidence = replay.NeedsEvidence(lease.Reused);
         _retryOnStatus = retryOnStatus;
         _traceParent = traceParent;
         _context = context;
@@ -77,7 +72,7 @@ internal sealed class Exchange
         try
         {
             var upgradable = _context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
-            var upgrade = upgradable ? UpgradeToForward() : null;
+            var upgrade = upgradable ? RequestHeadBuilder.UpgradeToForward(request, _route.Config) : null;
             var isUpgrade = upgrade is not null;
             connection.RequestCount++;
 
@@ -86,8 +81,10 @@ internal sealed class Exchange
             //    destination closes before answering, it tells whether it can have received this request at all
             //    (docs/replay.md, "The evidence for a POST").
             _phase = Phase.SendingRequest;
-            var mode = WriteRequestHead(connection.Output, upgrade, upgradable);
-            if (_reused && _proofDecidesReplay)
+            _listener = _context.Features.Get<Hosting.ListenerConnectionFeature>();
+            var mode = RequestHeadBuilder.Write(connection.Output, _context, _route.Config, _route.Cluster.Config.Forwarding, _destination.Authority,
+                _listener?.PeerTrusted == true, _traceParent, upgrade, upgradable);
+            if (_needsEvidence)
             {
                 _bytesAckedBefore = connection.BytesAcked();
             }
@@ -142,7 +139,7 @@ internal sealed class Exchange
             if (_retryOnStatus?.ShouldRetry(head.StatusCode) == true)
             {
                 // Nothing has reached the client: the forwarder tries another destination instead.
-                retire = bodyTask is null ? await DrainForRetryAsync(connection, framing, ct) : RetireReason.NotReusable;
+                retire = bodyTask is null ? await BodyRelay.DrainForRetryAsync(connection, framing, Limit(_timeouts.BodyInactivity), ct) : RetireReason.NotReusable;
                 return false;
             }
 
@@ -153,11 +150,11 @@ internal sealed class Exchange
                 _phase = Phase.Tunnel;
                 connection.SetDeadline(Timeout.InfiniteTimeSpan);
                 retire = RetireReason.NotReusable;
-                await TunnelAsync(connection);
+                await Tunnel.RunAsync(_context, connection, _record, Limit(_timeouts.TunnelIdle), _time);
                 return true;
             }
             _phase = Phase.ReadingBody;
-            var clean = await CopyBodyAsync(connection, framing, ct);
+            var clean = await BodyRelay.CopyAsync(connection, framing, _context, _record, Limit(_timeouts.BodyInactivity), ct);
             _attempt.ResponseTime = _time.GetElapsedTime(_start);
 
             // 7. Return the connection only when both bodies are complete and nothing forbids reuse.
@@ -208,43 +205,6 @@ internal sealed class Exchange
             clientAborted.Dispose();
             connection.EndExchange();
             _destination.Pool.Release(connection, retire);
-        }
-    }
-
-    // Largest body of a retried response read to its end to keep the connection: error pages are a few hundred bytes
-    // to a few KiB, and reading them from an open connection is cheaper than a new connection's handshake.
-    private const long MaxRetryDrain = 16 * 1024;
-
-    // Reads a short, framed body of a response the forwarder retries elsewhere; null when the connection may be reused.
-    private async Task<RetireReason?> DrainForRetryAsync(UpstreamConnection connection, BodyFraming framing, CancellationToken ct)
-    {
-        if (!framing.KeepAlivePermitted || framing.Kind is not (BodyKind.None or BodyKind.ContentLength)
-            || framing.ContentLength > MaxRetryDrain)
-        {
-            return RetireReason.NotReusable;
-        }
-        var input = connection.Input;
-        var remaining = framing.Kind == BodyKind.None ? 0 : framing.ContentLength;
-        try
-        {
-            connection.SetDeadline(Limit(_timeouts.BodyInactivity));
-            while (remaining > 0)
-            {
-                var read = await input.ReadAsync(ct);
-                var take = Math.Min(read.Buffer.Length, remaining);
-                input.AdvanceTo(read.Buffer.GetPosition(take));
-                remaining -= take;
-                if (remaining > 0 && read.IsCompleted)
-                {
-                    return RetireReason.Error;
-                }
-            }
-            return HasBufferedInput(input) ? RetireReason.NotReusable : null;
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException)
-        {
-            // The retry does not depend on this connection; a failed drain only costs it.
-            return RetireReason.Error;
         }
     }
 
@@ -347,176 +307,6 @@ internal sealed class Exchange
         _ => "tunnelling",
     };
 
-    // The client's Upgrade offers whose protocol the route tunnels (Routes:<id>:Upgrades); null when none is left.
-    private string? UpgradeToForward()
-    {
-        var allowed = _route.Config.Upgrades;
-        if (allowed.Count == 0)
-        {
-            return null;
-        }
-        string? kept = null;
-        foreach (var value in _context.Request.Headers.Upgrade)
-        {
-            if (value is null)
-            {
-                continue;
-            }
-            foreach (var range in value.AsSpan().Split(','))
-            {
-                var offer = value.AsSpan()[range].Trim();
-                var slash = offer.IndexOf('/');
-                var protocol = slash < 0 ? offer : offer[..slash];
-                foreach (var name in allowed)
-                {
-                    if (protocol.Equals(name, StringComparison.OrdinalIgnoreCase))
-                    {
-                        kept = kept is null ? offer.ToString() : $"{kept}, {offer}";
-                        break;
-                    }
-                }
-            }
-        }
-        return kept;
-    }
-
-    private BodyMode WriteRequestHead(PipeWriter output, string? upgrade, bool upgradable)
-    {
-        var request = _context.Request;
-        var cluster = _route.Cluster.Config;
-        RequestHeadWriter.WriteRequestLine(output, request.Method, RequestTarget());
-        var rules = _route.Config.Transforms;
-        var host = (rules.OriginalHost ?? cluster.Forwarding.PreserveHost) && request.Host.HasValue ? request.Host.Value! : _destination.Authority;
-        RequestHeadWriter.WriteHeader(output, "Host", host);
-        var dropsHeaders = rules.DroppedRequestHeaders.Length > 0;
-
-        var headers = request.Headers;
-        var connectionTokens = HopByHop.ConnectionTokens(headers.Connection);
-        var xForwarded = cluster.Forwarding.XForwarded;
-        // Forwarding headers from a client are what it wants the destination to believe: dropped, unless the peer is
-        // a trusted proxy whose chain Ferry extends (docs/configuration.md, TrustedProxies).
-        _listener = _context.Features.Get<Hosting.ListenerConnectionFeature>();
-        var peerTrusted = _listener?.PeerTrusted == true;
-        foreach (var header in headers)
-        {
-            var name = header.Key;
-            if (name.Length == 0 || name[0] == ':' || HopByHop.IsHopByHopOrManaged(name)
-                || (connectionTokens is not null && HopByHop.IsNamedBy(connectionTokens, name))
-                || (peerTrusted ? xForwarded && name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase) : IsForwarding(name))
-                || (_traceParent is not null && name.Equals("traceparent", StringComparison.OrdinalIgnoreCase))
-                || (dropsHeaders && rules.DropsRequestHeader(name)))
-            {
-                continue;
-            }
-            RequestHeadWriter.WriteHeader(output, name, header.Value);
-        }
-        foreach (var rule in rules.AddedRequestHeaders)
-        {
-            RequestHeadWriter.WriteHeader(output, rule.Name, rule.Value);
-        }
-        if (_traceParent is not null)
-        {
-            // W3C Trace Context: the destination's parent is this attempt's span; tracestate passes through as is.
-            RequestHeadWriter.WriteHeader(output, "traceparent", _traceParent);
-        }
-        if (xForwarded)
-        {
-            var remote = _context.Connection.RemoteIpAddress;
-            if (remote is { IsIPv4MappedToIPv6: true })
-            {
-                remote = remote.MapToIPv4();
-            }
-            if (peerTrusted)
-            {
-                // The trusted proxy saw the client's request: its Proto and Host describe it better than Ferry can.
-                WriteAppended(output, "X-Forwarded-For", headers["X-Forwarded-For"], remote?.ToString());
-                WriteIfAbsent(output, "X-Forwarded-Proto", headers, request.Scheme);
-                WriteIfAbsent(output, "X-Forwarded-Host", headers, request.Host.Value);
-            }
-            else
-            {
-                WriteIfAbsent(output, "X-Forwarded-For", null, remote?.ToString());
-                WriteIfAbsent(output, "X-Forwarded-Proto", null, request.Scheme);
-                WriteIfAbsent(output, "X-Forwarded-Host", null, request.Host.Value);
-            }
-        }
-        if (upgrade is not null)
-        {
-            RequestHeadWriter.WriteHeader(output, "Connection", "Upgrade");
-            RequestHeadWriter.WriteHeader(output, "Upgrade", upgrade);
-        }
-
-        BodyMode mode;
-        if (request.ContentLength is long length)
-        {
-            RequestHeadWriter.WriteHeader(output, "Content-Length", length.ToString(CultureInfo.InvariantCulture));
-            mode = length > 0 ? BodyMode.ContentLength : BodyMode.None;
-        }
-        else if (!upgradable && _context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
-        {
-            // Length unknown (chunked HTTP/1.1, or HTTP/2 without content-length): re-frame as chunked.
-            RequestHeadWriter.WriteHeader(output, "Transfer-Encoding", "chunked");
-            mode = BodyMode.Chunked;
-        }
-        else
-        {
-            mode = BodyMode.None;
-        }
-        RequestHeadWriter.WriteEnd(output);
-        return mode;
-    }
-
-    // Every header a proxy uses to tell the destination about the client: X-Forwarded-For/-Proto/-Host/-Port/-Prefix,
-    // Forwarded (RFC 7239) and nginx's X-Real-IP.
-    private static bool IsForwarding(string name) =>
-        name.StartsWith("X-Forwarded-", StringComparison.OrdinalIgnoreCase)
-            && (name.Length == 15 && name.EndsWith("For", StringComparison.OrdinalIgnoreCase)
-                || name.Length == 16 && (name.EndsWith("Host", StringComparison.OrdinalIgnoreCase) || name.EndsWith("Port", StringComparison.OrdinalIgnoreCase))
-                || name.Length == 17 && name.EndsWith("Proto", StringComparison.OrdinalIgnoreCase)
-                || name.Length == 18 && name.EndsWith("Prefix", StringComparison.OrdinalIgnoreCase))
-        || name.Equals("Forwarded", StringComparison.OrdinalIgnoreCase)
-        || name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase);
-
-    private static void WriteIfAbsent(PipeWriter output, string name, IHeaderDictionary? headers, string? value)
-    {
-        if (!string.IsNullOrEmpty(value) && (headers is null || !headers.ContainsKey(name)))
-        {
-            RequestHeadWriter.WriteHeader(output, name, value);
-        }
-    }
-
-    private static void WriteAppended(PipeWriter output, string name, Microsoft.Extensions.Primitives.StringValues existing, string? value)
-    {
-        if (string.IsNullOrEmpty(value))
-        {
-            if (existing.Count > 0)
-            {
-                RequestHeadWriter.WriteHeader(output, name, existing);
-            }
-            return;
-        }
-        RequestHeadWriter.WriteHeader(output, name, existing.Count == 0 ? value : $"{string.Join(", ", existing.ToArray())}, {value}");
-    }
-
-    // The target as the client sent it, so that percent-encoding survives untouched; the route's path and query rules
-    // (Transforms) start from that raw form too.
-    private string RequestTarget()
-    {
-        var request = _context.Request;
-        var raw = _context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "";
-        var rules = _route.Config.Transforms;
-        var usable = raw.Length > 0 && (raw[0] == '/' || raw == "*");
-        if (!rules.RewritesTarget || raw == "*")
-        {
-            return usable ? raw : request.Path.ToUriComponent() + request.QueryString.ToUriComponent();
-        }
-        var question = raw.IndexOf('?');
-        var (rawPath, rawQuery) = usable && raw[0] == '/'
-            ? (question < 0 ? (raw, "") : (raw[..question], raw[question..]))
-            : (request.Path.ToUriComponent(), request.QueryString.ToUriComponent());
-        return Transforms.Target(rawPath, rawQuery, request.Path.Value ?? "/", rules, _route.Config.Match.Template);
-    }
-
     private async Task FlushUpstreamAsync(PipeWriter output, CancellationToken ct)
     {
         try
@@ -586,12 +376,12 @@ internal sealed class Exchange
                     while (buffer.Length > MaxUnflushedBody)
                     {
                         var slice = buffer.Slice(0, MaxUnflushedBody);
-                        Write(output, slice);
+                        BodyRelay.Write(output, slice);
                         inactivity.CancelAfter(Limit(_timeouts.SendRequest));
                         await output.FlushAsync(ct);
                         buffer = buffer.Slice(slice.End);
                     }
-                    Write(output, buffer);
+                    BodyRelay.Write(output, buffer);
                     if (chunked)
                     {
                         ChunkedEncoder.WriteChunkEnd(output);
@@ -702,218 +492,6 @@ internal sealed class Exchange
         if (_route.Config.Transforms.ResponseHeaders is { Length: > 0 } rules)
         {
             Transforms.ApplyResponse(headers, rules, head.StatusCode);
-        }
-    }
-
-    // Returns true when the connection's input holds nothing beyond this response (a reuse precondition).
-    private async Task<bool> CopyBodyAsync(UpstreamConnection connection, BodyFraming framing, CancellationToken ct)
-    {
-        var input = connection.Input;
-        var output = _context.Response.BodyWriter;
-        switch (framing.Kind)
-        {
-            case BodyKind.None:
-                return !HasBufferedInput(input);
-            case BodyKind.ContentLength:
-            {
-                var remaining = framing.ContentLength;
-                var clean = true;
-                while (remaining > 0)
-                {
-                    connection.SetDeadline(Limit(_timeouts.BodyInactivity));
-                    var read = await input.ReadAsync(ct);
-                    var buffer = read.Buffer;
-                    var take = buffer.Length <= remaining ? buffer : buffer.Slice(0, remaining);
-                    Write(output, take);
-                    _record.BytesOut += take.Length;
-                    remaining -= take.Length;
-                    clean = take.Length == buffer.Length;
-                    input.AdvanceTo(take.End);
-                    if (remaining > 0 && read.IsCompleted)
-                    {
-                        throw new ProxyException(ProxyError.ResponseIncomplete,
-                            $"the destination closed the connection {remaining} bytes before the end of the body");
-                    }
-                    ClientFlushed(await output.FlushAsync(_context.RequestAborted));
-                }
-                return clean;
-            }
-            case BodyKind.Chunked:
-            {
-                var decoder = connection.Chunked;
-                decoder.Reset();
-                while (true)
-                {
-                    connection.SetDeadline(Limit(_timeouts.BodyInactivity));
-                    var read = await input.ReadAsync(ct);
-                    var (complete, consumed, leftover, written) = DecodeChunks(decoder, read.Buffer, output);
-                    _record.BytesOut += written;
-                    input.AdvanceTo(consumed, complete ? consumed : read.Buffer.End);
-                    if (complete)
-                    {
-                        if (decoder.Trailers.Count > 0 && _context.Response.SupportsTrailers())
-                        {
-                            var tokens = connection.Head.ConnectionTokens;
-                            foreach (var (name, value) in decoder.Trailers)
-                            {
-                                if (HopByHop.IsAllowedTrailer(name, tokens))
-                                {
-                                    _context.Response.AppendTrailer(name, value);
-                                }
-                            }
-                        }
-                        ClientFlushed(await output.FlushAsync(_context.RequestAborted));
-                        return !leftover;
-                    }
-                    if (read.IsCompleted)
-                    {
-                        throw new ProxyException(ProxyError.ResponseIncomplete, "the destination closed the connection before the last chunk");
-                    }
-                    if (written > 0)
-                    {
-                        // Only content is worth sending the head early for: while nothing but chunk framing or trailers
-                        // came, a failure (a trailer section over the limit) can still be answered with a status.
-                        ClientFlushed(await output.FlushAsync(_context.RequestAborted));
-                    }
-                }
-            }
-            default: // CloseDelimited: the body ends when the destination closes.
-                while (true)
-                {
-                    connection.SetDeadline(Limit(_timeouts.BodyInactivity));
-                    var read = await input.ReadAsync(ct);
-                    Write(output, read.Buffer);
-                    _record.BytesOut += read.Buffer.Length;
-                    input.AdvanceTo(read.Buffer.End);
-                    ClientFlushed(await output.FlushAsync(_context.RequestAborted));
-                    if (read.IsCompleted)
-                    {
-                        return false;
-                    }
-                }
-        }
-    }
-
-    private static (bool Complete, SequencePosition Consumed, bool Leftover, long Written) DecodeChunks(ChunkedDecoder decoder, in ReadOnlySequence<byte> buffer, PipeWriter output)
-    {
-        var reader = new SequenceReader<byte>(buffer);
-        long written = 0;
-        while (true)
-        {
-            switch (decoder.Read(ref reader, out var data))
-            {
-                case ChunkedStatus.Data:
-                    Write(output, data);
-                    written += data.Length;
-                    break;
-                case ChunkedStatus.Complete:
-                    return (true, reader.Position, !reader.End, written);
-                default:
-                    return (false, reader.Position, false, written);
-            }
-        }
-    }
-
-    private static void Write(PipeWriter output, in ReadOnlySequence<byte> data)
-    {
-        foreach (var segment in data)
-        {
-            output.Write(segment.Span);
-        }
-    }
-
-    // Awaited in the copy loops themselves: an async helper cost an allocation per flush that did not complete at once,
-    // which a streamed body has for most of its reads.
-    private static void ClientFlushed(FlushResult result)
-    {
-        if (result.IsCanceled || result.IsCompleted)
-        {
-            throw new ProxyException(ProxyError.ClientAborted, "client went away while streaming the response body");
-        }
-    }
-
-    private static bool HasBufferedInput(PipeReader input) =>
-        input.TryRead(out var read) && ConsumeNothing(input, read);
-
-    private static bool ConsumeNothing(PipeReader input, ReadResult read)
-    {
-        var any = !read.Buffer.IsEmpty;
-        input.AdvanceTo(read.Buffer.Start);
-        return any || read.IsCompleted;
-    }
-
-    // Both directions are copied until either side ends or both are silent for Timeouts:TunnelIdle; the other is
-    // then shut down so both finish. The access log line is written when the tunnel ends: bytes each way, the
-    // duration and how it ended.
-    private async Task TunnelAsync(UpstreamConnection connection)
-    {
-        var upgrade = _context.Features.Get<IHttpUpgradeFeature>()!;
-        var client = await upgrade.UpgradeAsync();
-        var idle = Limit(_timeouts.TunnelIdle);
-        using var silence = new CancellationTokenSource(idle, _time);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(silence.Token, _context.RequestAborted);
-        await using (client)
-        {
-            var toClient = PumpToClientAsync(connection.Input, client, silence, idle, stop.Token);
-            var toUpstream = PumpToUpstreamAsync(client, connection, silence, idle, stop.Token);
-            var first = await Task.WhenAny(toClient, toUpstream);
-            _record.TunnelEnd = silence.IsCancellationRequested ? TunnelEnds.IdleTimeout
-                : first == toClient ? (first.IsCompletedSuccessfully ? TunnelEnds.DestinationClosed : TunnelEnds.DestinationReset)
-                : first.IsCompletedSuccessfully && !_context.RequestAborted.IsCancellationRequested ? TunnelEnds.ClientClosed
-                : TunnelEnds.ClientReset;
-            if (first == toClient || !first.IsCompletedSuccessfully)
-            {
-                await client.DisposeAsync();
-                stop.Cancel();
-            }
-            try
-            {
-                await Task.WhenAll(toClient, toUpstream);
-            }
-            catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
-            {
-                // One side closed abruptly or the tunnel fell silent; it is over either way.
-            }
-        }
-    }
-
-    private async Task PumpToClientAsync(PipeReader input, Stream client, CancellationTokenSource silence, TimeSpan idle, CancellationToken ct)
-    {
-        while (true)
-        {
-            var read = await input.ReadAsync(ct);
-            foreach (var segment in read.Buffer)
-            {
-                await client.WriteAsync(segment, ct);
-            }
-            await client.FlushAsync(ct);
-            _record.BytesOut += read.Buffer.Length;
-            input.AdvanceTo(read.Buffer.End);
-            if (read.IsCompleted)
-            {
-                return;
-            }
-            silence.CancelAfter(idle);
-        }
-    }
-
-    private async Task PumpToUpstreamAsync(Stream client, UpstreamConnection connection, CancellationTokenSource silence, TimeSpan idle, CancellationToken ct)
-    {
-        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
-        try
-        {
-            int n;
-            while ((n = await client.ReadAsync(buffer, ct)) > 0)
-            {
-                await connection.Output.WriteAsync(buffer.AsMemory(0, n), ct);
-                _record.BytesIn += n;
-                silence.CancelAfter(idle);
-            }
-            await connection.ShutdownSendAsync();
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 }

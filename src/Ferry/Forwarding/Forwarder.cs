@@ -123,13 +123,14 @@ internal sealed partial class Forwarder(
                 }
             }
 
-            // Small bodies are read whole first, so that a keep-alive race can be replayed (docs/replay.md).
-            var replay = cluster.Config.Replay;
-            body = await BufferedBody.ReadAsync(context, replay.MaxBodySize);
-            var bodyReplayable = body is not null
-                || (request.ContentLength is null or 0 && context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != true);
-            var methodAllows = ReplayPolicy.MethodAllows(request, replay);
-            var replayable = methodAllows && bodyReplayable;
+            // What may be sent again, decided once for every attempt; small bodies are read whole first, so that a
+            // keep-alive race can be replayed (docs/replay.md).
+            var upgradable = context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
+            var replay = ReplayPolicy.Decide(context, cluster.Config.Replay, upgradable);
+            if (replay.BufferLength > 0)
+            {
+                body = await BufferedBody.ReadAsync(context, replay.BufferLength);
+            }
 
             var retry = cluster.Config.Retry;
             var hashKey = cluster.Config.LoadBalancingPolicy == LoadBalancingPolicies.ConsistentHash
@@ -187,8 +188,8 @@ internal sealed partial class Forwarder(
                     Lease lease;
                     try
                     {
-                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replayable, forceNew: replayTo is not null, context.RequestAborted,
-                            upgrade: context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true);
+                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replay.OnlySafeIdle, forceNew: replayTo is not null,
+                            context.RequestAborted, upgradable);
                     }
                     catch (ProxyException ex) when (ProxyErrorTable.Of(ex.Error).ConnectFailure)
                     {
@@ -223,13 +224,13 @@ internal sealed partial class Forwarder(
 
                     // 4.–7. Write the request, read the response head, stream the body back, return the connection.
                     attemptSpan = tracing.StartAttempt(destination, request.Method, lease.Reused);
-                    var retryOnStatus = replayable && retry.Statuses.Count > 0 && tries < retry.Tries
+                    var retryOnStatus = replay.Replayable && retry.Statuses.Count > 0 && tries < retry.Tries
                         ? new StatusRetry(time, cluster, record, hashKey, tried, destination)
                         : null;
                     try
                     {
                         var relayed = await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
-                            proofDecidesReplay: bodyReplayable && !methodAllows, retryOnStatus).RunAsync();
+                            replay, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
                         if (relayed)
@@ -245,8 +246,7 @@ internal sealed partial class Forwarder(
                         (tried ??= []).Add(destination);
                         replayTo = null;
                     }
-                    catch (ProxyException ex) when (!replayed && !context.Response.HasStarted
-                        && ReplayPolicy.CanReplay(ex, lease.Reused, methodAllows, bodyReplayable))
+                    catch (ProxyException ex) when (!context.Response.HasStarted && replay.CanReplay(ex, lease.Reused, replayed))
                     {
                         // 5. Forwarding decision for a keep-alive race: the destination closed a pooled connection as
                         //    the request went out. Send it again on a fresh connection; health and retries untouched.
@@ -270,7 +270,7 @@ internal sealed partial class Forwarder(
                     }
                     // 5. Forwarding decision for any other failure: the next destination may answer, when the
                     //    destination was at fault, nothing reached the client and the request can be sent again.
-                    if (destinationFault && retry.OnErrors && replayable && !context.Response.HasStarted)
+                    if (destinationFault && retry.OnErrors && replay.Replayable && !context.Response.HasStarted)
                     {
                         LogNextDestination(request.Method, request.Path.Value, destination.Cluster.Id, destination.Id, ex.Details);
                         (tried ??= []).Add(destination);
@@ -486,32 +486,4 @@ internal sealed class StatusRetry(TimeProvider time, ClusterState cluster, Reque
         Next = cluster.Balancer.Pick([.. tried ?? [], current], hashKey, cluster.Config.Panic.Enabled).Destination;
         return Next is not null;
     }
-}
-
-// The live ProxyState; swapped atomically when configuration changes (ConfigReloader).
-internal sealed class ProxyStateHolder(ProxyState initial)
-{
-    private ProxyState _current = initial;
-
-    public ProxyState Current => Volatile.Read(ref _current);
-
-    // The state a request runs on from start to end, counted until it calls Leave. Counted before it is checked to be
-    // still current: a state swapped out and then seen with no requests can never be taken again, so what only it
-    // uses may be disposed (ConfigReloader's drain).
-    public ProxyState Acquire()
-    {
-        while (true)
-        {
-            var state = Volatile.Read(ref _current);
-            state.Enter();
-            if (ReferenceEquals(state, Volatile.Read(ref _current)))
-            {
-                return state;
-            }
-            state.Leave();
-        }
-    }
-
-    // Makes `next` current; returns the state it replaced.
-    public ProxyState Swap(ProxyState next) => Interlocked.Exchange(ref _current, next);
 }

@@ -106,13 +106,14 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public int InFlight => Volatile.Read(ref _slotsInUse);
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
 
-    // The warmest idle connection that is within every limit, else a new one. `replayable`: the request can be sent
-    // again if this connection turns out to be closed, so it may take an older connection.
+    // The warmest idle connection that is within every limit, else a new one. `onlySafeIdle`: the request cannot be sent
+    // again if this connection turns out to be closed (ReplayDecision.OnlySafeIdle), so it takes only an idle connection
+    // that KeepAlivePolicy.IsSafeForNonReplayable allows.
     // With a connection limit (MaxConnections or the adaptive one), waits first for a slot (FIFO, bounded queue and
     // wait); the slot is held until Release. `upgrade`: the request may become a tunnel (a WebSocket) that holds its
     // connection for as long as the client stays; under the adaptive limit it takes no slot, since a few of them would
     // hold every slot of a limit measured on short requests and starve the rest.
-    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted, bool upgrade = false)
+    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted, bool upgrade = false)
     {
         var slot = _adaptive is null ? _limit.MaxConnections > 0 : !upgrade;
         if (slot)
@@ -122,7 +123,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _demand.Begin();
         try
         {
-            var lease = await LeaseAsync(limits, replayable, forceNew, requestAborted);
+            var lease = await LeaseAsync(limits, onlySafeIdle, forceNew, requestAborted);
             lease.Connection.HoldsSlot = slot;
             if (lease.ConnectTime >= ConcurrencyLimit.SlowConnect)
             {
@@ -284,7 +285,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         next?.TrySetResult();
     }
 
-    private async ValueTask<Lease> LeaseAsync(Http1Limits limits, bool replayable, bool forceNew, CancellationToken requestAborted)
+    private async ValueTask<Lease> LeaseAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted)
     {
         var now = _time.GetTimestamp();
         while (!forceNew)
@@ -300,7 +301,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 // so no idle time comes out negative.
                 now = _time.GetTimestamp();
                 candidate = _idle[^1];
-                if (!replayable && !KeepAlive.IsSafeForNonReplayable(candidate.KeepAlive, now))
+                if (onlySafeIdle && !KeepAlive.IsSafeForNonReplayable(candidate.KeepAlive, now))
                 {
                     // The warmest is too old, so is every other: leave them to requests that can be replayed.
                     Interlocked.Increment(ref _skippedUnsafe);

@@ -105,7 +105,7 @@ public sealed class DnsRefreshTests
         var leases = new List<Lease>();
         for (var i = 0; i < count; i++)
         {
-            leases.Add(await destination.Pool.AcquireAsync(cluster.Limits, replayable: true, forceNew: true, CancellationToken.None).AsTask().WaitAsync(Bound));
+            leases.Add(await destination.Pool.AcquireAsync(cluster.Limits, onlySafeIdle: false, forceNew: true, CancellationToken.None).AsTask().WaitAsync(Bound));
         }
         foreach (var lease in leases)
         {

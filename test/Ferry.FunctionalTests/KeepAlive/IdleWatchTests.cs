@@ -52,7 +52,7 @@ public sealed class IdleWatchTests : IAsyncLifetime
     private async Task<(UpstreamConnection Connection, Socket Peer)> IdleConnectionAsync()
     {
         var accept = _listener.AcceptAsync();
-        var lease = await _pool.AcquireAsync(_cluster.Limits, replayable: true, forceNew: false, CancellationToken.None).AsTask().WaitAsync(Bound);
+        var lease = await _pool.AcquireAsync(_cluster.Limits, onlySafeIdle: false, forceNew: false, CancellationToken.None).AsTask().WaitAsync(Bound);
         var peer = await accept.WaitAsync(Bound);
         lease.Connection.RequestCount++;
         _pool.Release(lease.Connection, null);
@@ -62,7 +62,7 @@ public sealed class IdleWatchTests : IAsyncLifetime
 
     private async Task<Lease> LeaseReusedAsync()
     {
-        var lease = await _pool.AcquireAsync(_cluster.Limits, replayable: true, forceNew: false, CancellationToken.None).AsTask().WaitAsync(Bound);
+        var lease = await _pool.AcquireAsync(_cluster.Limits, onlySafeIdle: false, forceNew: false, CancellationToken.None).AsTask().WaitAsync(Bound);
         Assert.True(lease.Reused);
         return lease;
     }

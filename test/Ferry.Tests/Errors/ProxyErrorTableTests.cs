@@ -125,7 +125,7 @@ public sealed partial class ProxyErrorTableTests
         var failure = new ProxyException(error, "test") { BeforeResponse = true };
 
         Assert.Equal(ProxyErrorTable.Of(error).Health == HealthCount.NewConnectionOnly,
-            ReplayPolicy.CanReplay(failure, reused: true, methodAllows: true, bodyReplayable: true));
+            new ReplayDecision(MethodAllows: true, BodyReplayable: true, BufferLength: 0).CanReplay(failure, reused: true, replayedBefore: false));
     }
 
     [Fact]
