@@ -61,7 +61,7 @@ internal static class RouteReader
 
     private static IReadOnlyList<string> ReadUpgrades(ConfigReader reader, IConfigurationSection section)
     {
-        if (!section.GetSection("Upgrades").Exists())
+        if (!reader.Setting(section, "Upgrades").Exists())
         {
             return RouteConfig.DefaultUpgrades;
         }
