@@ -5,7 +5,8 @@ namespace Ferry.Configuration;
 
 /// <summary>
 /// Reads typed values from configuration sections by hand and collects every problem with its configuration path,
-/// so that one start reports all of them. Absent or empty values read as the default.
+/// so that one start reports all of them. Absent or empty values read as the default. Every key asked for, present or
+/// not, is recorded for its section: that record is the section's known keys (<see cref="CheckKeys"/>).
 /// </summary>
 internal sealed class ConfigReader
 {
@@ -31,8 +32,10 @@ internal sealed class ConfigReader
 
     /// <summary>
     /// Starts checking <paramref name="section"/> for unknown settings: when the returned scope ends, each child that no
-    /// reader asked for is warned about, usually a typo. The warnings take the place in the list they would have had
-    /// if the check ran first, so a section's typos come before what its settings warn about.
+    /// reader asked for is warned about, usually a typo, with the nearest key that was asked for. A reader therefore
+    /// asks for every setting of its section whatever the others hold, or names the ones it skips in
+    /// <see cref="Known"/>. The warnings take the place in the list they would have had if the check ran first, so a
+    /// section's typos come before what its settings warn about.
     /// </summary>
     /// <param name="explain">The warning for a key that is known elsewhere (a setting of another kind), or null.</param>
     public KnownKeysScope CheckKeys(IConfiguration section, Func<IConfigurationSection, IReadOnlyList<string>, string?>? explain = null) =>
@@ -68,12 +71,11 @@ internal sealed class ConfigReader
             {
                 continue;
             }
-            var suggestion = Suggest(child.Key, known);
             var message = explain?.Invoke(child, known)
-                ?? (suggestion is null ? "unknown setting" : $"unknown setting (did you mean '{suggestion}'?)");
+                ?? (Suggest(child.Key, known) is { } suggestion ? $"unknown setting (did you mean '{suggestion}'?)" : "unknown setting");
             warnings.Add($"{child.Path}: {message}");
         }
-        _warnings.InsertRange(Math.Min(position, _warnings.Count), warnings);
+        _warnings.InsertRange(position, warnings);
     }
 
     private void Record(IConfiguration parent, string key)

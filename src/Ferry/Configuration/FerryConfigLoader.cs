@@ -14,6 +14,7 @@ internal static class FerryConfigLoader
 {
     /// <summary>The listener, route and cluster name used by `ferry proxy --listen ... --to ...`.</summary>
     public const string ProxyCommandName = "proxy";
+
     /// <summary>
     /// Layers, later wins: the JSON file (if given; it must exist), FERRY__ environment variables from
     /// <paramref name="environment"/> (the process environment when null), then command-line arguments
