@@ -5,12 +5,16 @@ namespace Ferry.Configuration;
 
 /// <summary>
 /// Reads typed values from configuration sections by hand and collects every problem with its configuration path,
-/// so that one start reports all of them. Absent or empty values read as the default.
+/// so that one start reports all of them. Absent or empty values read as the default. Every key asked for, present or
+/// not, is recorded for its section: that record is the section's known keys (<see cref="CheckKeys"/>).
 /// </summary>
 internal sealed class ConfigReader
 {
     private readonly List<string> _errors = [];
     private readonly List<string> _warnings = [];
+
+    // The keys asked for under each section path: what a reader reads is what it knows.
+    private readonly Dictionary<string, List<string>> _read = new(StringComparer.OrdinalIgnoreCase);
 
     public IReadOnlyList<string> Errors => _errors;
 
@@ -26,25 +30,80 @@ internal sealed class ConfigReader
 
     public void Warning(string path, string message) => _warnings.Add($"{path}: {message}");
 
-    /// <summary>Warns about each child of <paramref name="section"/> that is not a known setting: usually a typo.</summary>
-    public void WarnUnknownKeys(IConfiguration section, IReadOnlyList<string> known)
+    /// <summary>
+    /// Starts checking <paramref name="section"/> for unknown settings: when the returned scope ends, each child that no
+    /// reader asked for is warned about, usually a typo, with the nearest key that was asked for. A reader therefore
+    /// asks for every setting of its section whatever the others hold, or names the ones it skips in
+    /// <see cref="Known"/>. The warnings take the place in the list they would have had if the check ran first, so a
+    /// section's typos come before what its settings warn about.
+    /// </summary>
+    /// <param name="explain">The warning for a key that is known elsewhere (a setting of another kind), or null.</param>
+    public KnownKeysScope CheckKeys(IConfiguration section, Func<IConfigurationSection, IReadOnlyList<string>, string?>? explain = null) =>
+        new(this, section, _warnings.Count, explain);
+
+    /// <summary>The keys read under <paramref name="section"/> so far, in the order first read.</summary>
+    public IReadOnlyList<string> KeysRead(IConfiguration section) =>
+        _read.TryGetValue(PathOf(section), out var keys) ? keys : [];
+
+    /// <summary>Counts settings as known that a reader leaves unread because it stopped at an error before them.</summary>
+    public void Known(IConfiguration parent, params string[] keys)
     {
+        foreach (var key in keys)
+        {
+            Record(parent, key);
+        }
+    }
+
+    /// <summary>A setting as it stands, for its presence or its path; it counts as read.</summary>
+    public IConfigurationSection Setting(IConfiguration parent, string key)
+    {
+        Record(parent, key);
+        return parent.GetSection(key);
+    }
+
+    private void WarnUnknownKeys(IConfiguration section, int position, Func<IConfigurationSection, IReadOnlyList<string>, string?>? explain)
+    {
+        var known = KeysRead(section);
+        var warnings = new List<string>();
         foreach (var child in section.GetChildren())
         {
-            if (!known.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+            if (known.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
             {
-                var suggestion = Suggest(child.Key, known);
-                Warning(child.Path, suggestion is null
-                    ? "unknown setting"
-                    : $"unknown setting (did you mean '{suggestion}'?)");
+                continue;
             }
+            var message = explain?.Invoke(child, known)
+                ?? (Suggest(child.Key, known) is { } suggestion ? $"unknown setting (did you mean '{suggestion}'?)" : "unknown setting");
+            warnings.Add($"{child.Path}: {message}");
         }
+        _warnings.InsertRange(position, warnings);
+    }
+
+    private void Record(IConfiguration parent, string key)
+    {
+        var path = PathOf(parent);
+        if (!_read.TryGetValue(path, out var keys))
+        {
+            _read[path] = keys = [];
+        }
+        if (!keys.Contains(key, StringComparer.OrdinalIgnoreCase))
+        {
+            keys.Add(key);
+        }
+    }
+
+    private static string PathOf(IConfiguration section) => section is IConfigurationSection s ? s.Path : "";
+
+    /// <summary>Ends the unknown-key check <see cref="CheckKeys"/> started.</summary>
+    public readonly struct KnownKeysScope(ConfigReader reader, IConfiguration section, int position,
+        Func<IConfigurationSection, IReadOnlyList<string>, string?>? explain) : IDisposable
+    {
+        public void Dispose() => reader.WarnUnknownKeys(section, position, explain);
     }
 
     /// <summary>A settings section such as KeepAlive; a plain value in its place is an error and reads as empty.</summary>
     public IConfigurationSection Section(IConfiguration parent, string key)
     {
-        var section = parent.GetSection(key);
+        var section = Setting(parent, key);
         if (!HasChildren(section) && !string.IsNullOrWhiteSpace(section.Value))
         {
             Error(section.Path, $"expected a section, found the value '{section.Value}'");
@@ -78,7 +137,7 @@ internal sealed class ConfigReader
     /// </summary>
     public bool TryScalar(IConfiguration parent, string key, out string? value, out string path)
     {
-        var section = parent.GetSection(key);
+        var section = Setting(parent, key);
         path = section.Path;
         value = null;
         if (HasChildren(section))
@@ -247,7 +306,7 @@ internal sealed class ConfigReader
     /// <summary>A list of strings: a JSON array (keys 0, 1, ...) or a single value. Empty items are errors.</summary>
     public IReadOnlyList<(string Path, string Value)> List(IConfiguration parent, string key)
     {
-        var section = parent.GetSection(key);
+        var section = Setting(parent, key);
         if (!HasChildren(section))
         {
             return string.IsNullOrWhiteSpace(section.Value) ? [] : [(section.Path, section.Value.Trim())];
@@ -324,4 +383,8 @@ internal sealed class ConfigReader
     }
 
     private static bool HasChildren(IConfiguration section) => section.GetChildren().Any();
+
+    // RFC 9110 §5.6.2 tchar.
+    public static bool IsTokenChar(char c) =>
+        char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c);
 }

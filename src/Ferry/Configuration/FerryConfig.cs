@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.Extensions.Configuration;
 
 namespace Ferry.Configuration;
 
@@ -126,6 +127,13 @@ internal sealed record ProxyStatusConfig(bool IncludeDetails)
     // Next-hop addresses and connection details are internal; by default clients only see the error type
     // (RFC 9209 §2 lets a proxy omit any parameter) and the details go to the access log.
     public static ProxyStatusConfig Default { get; } = new(IncludeDetails: false);
+
+    public static ProxyStatusConfig Read(ConfigReader reader, IConfiguration root)
+    {
+        var section = reader.Section(root, "ProxyStatus");
+        using var keys = reader.CheckKeys(section);
+        return new ProxyStatusConfig(reader.Bool(section, "IncludeDetails", Default.IncludeDetails));
+    }
 }
 
 /// <summary>The root Limits section: Limits:MaxRequestBodySize is the default of every route's MaxRequestBodySize.</summary>
@@ -138,6 +146,13 @@ internal sealed record RequestLimitsConfig(long MaxRequestBodySize)
     public const long DefaultMaxRequestBodySize = 100L * 1024 * 1024;
 
     public static RequestLimitsConfig Default { get; } = new(DefaultMaxRequestBodySize);
+
+    public static RequestLimitsConfig Read(ConfigReader reader, IConfiguration root)
+    {
+        var section = reader.Section(root, "Limits");
+        using var keys = reader.CheckKeys(section);
+        return new RequestLimitsConfig(reader.Size(section, "MaxRequestBodySize", DefaultMaxRequestBodySize));
+    }
 }
 
 /// <summary>How a process stops and hands its listeners to a successor (docs/operations.md).</summary>
@@ -146,4 +161,21 @@ internal sealed record RestartConfig(string? ControlSocket, TimeSpan ShutdownTim
     // 30 s: ASP.NET Core's own shutdown timeout; requests running longer are cut. A second of grace lets busy
     // keep-alive clients leave on a "Connection: close" rather than meet a closed connection.
     public static RestartConfig Default { get; } = new(null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(1));
+
+    public static RestartConfig Read(ConfigReader reader, IConfiguration root)
+    {
+        var section = reader.Section(root, "Restart");
+        using var keys = reader.CheckKeys(section);
+        var controlSocket = reader.String(section, "ControlSocket");
+        if (controlSocket is not null && !System.IO.Path.IsPathFullyQualified(controlSocket))
+        {
+            // The successor finds it by the same name whatever its working directory.
+            reader.Error(section.GetSection("ControlSocket").Path, $"'{controlSocket}' must be an absolute path");
+            controlSocket = null;
+        }
+        return new RestartConfig(
+            controlSocket,
+            reader.Duration(section, "ShutdownTimeout", Default.ShutdownTimeout),
+            reader.Duration(section, "DrainGrace", Default.DrainGrace));
+    }
 }

@@ -40,56 +40,70 @@ internal static class TransformsReader
                     : $"not a transform (did you mean '{suggestion}'?)");
                 continue;
             }
+            // A rule that stops at an error leaves its other settings unread; they are still its settings.
+            using var known = reader.CheckKeys(entry);
             switch (kind)
             {
                 case "RequestHeader":
-                    reader.WarnUnknownKeys(entry, ["RequestHeader", "Set", "Append"]);
-                    if (ReadHeader(reader, entry, kind, response: false, out var name) && ReadSetOrAppend(reader, entry, out var action, out var value))
+                    if (!ReadHeader(reader, entry, kind, response: false, out var name))
+                    {
+                        reader.Known(entry, "Set", "Append");
+                    }
+                    else if (ReadSetOrAppend(reader, entry, out var action, out var value))
                     {
                         request.Add(new HeaderRule(name, action, value));
                     }
                     break;
                 case "RequestHeaderRemove":
-                    reader.WarnUnknownKeys(entry, [kind]);
                     if (ReadHeader(reader, entry, kind, response: false, out name))
                     {
                         request.Add(new HeaderRule(name, HeaderAction.Remove, ""));
                     }
                     break;
                 case "RequestHeaderOriginalHost":
-                    reader.WarnUnknownKeys(entry, [kind]);
                     originalHost = reader.Bool(entry, kind, defaultValue: false);
                     break;
                 case "ResponseHeader":
-                    reader.WarnUnknownKeys(entry, ["ResponseHeader", "Set", "Append", "When"]);
-                    if (ReadHeader(reader, entry, kind, response: true, out name) && ReadSetOrAppend(reader, entry, out action, out value))
+                    if (!ReadHeader(reader, entry, kind, response: true, out name))
+                    {
+                        reader.Known(entry, "Set", "Append", "When");
+                    }
+                    else if (!ReadSetOrAppend(reader, entry, out var action, out var value))
+                    {
+                        reader.Known(entry, "When");
+                    }
+                    else
                     {
                         response.Add(new ResponseHeaderRule(name, action, value, ReadWhen(reader, entry)));
                     }
                     break;
                 case "ResponseHeaderRemove":
-                    reader.WarnUnknownKeys(entry, [kind, "When"]);
-                    if (ReadHeader(reader, entry, kind, response: true, out name))
+                    if (!ReadHeader(reader, entry, kind, response: true, out name))
+                    {
+                        reader.Known(entry, "When");
+                    }
+                    else
                     {
                         response.Add(new ResponseHeaderRule(name, HeaderAction.Remove, "", ReadWhen(reader, entry)));
                     }
                     break;
                 case "QueryValueParameter":
-                    reader.WarnUnknownKeys(entry, [kind, "Set", "Append"]);
-                    if (reader.RequiredString(entry, kind) is { } parameter && ReadSetOrAppend(reader, entry, out action, out value))
+                    if (reader.RequiredString(entry, kind) is not { } parameter)
+                    {
+                        reader.Known(entry, "Set", "Append");
+                    }
+                    else if (ReadSetOrAppend(reader, entry, out var action, out var value))
                     {
                         query.Add(new QueryRule(parameter, action, value));
                     }
                     break;
                 case "QueryRemoveParameter":
-                    reader.WarnUnknownKeys(entry, [kind]);
                     if (reader.RequiredString(entry, kind) is { } removed)
                     {
                         query.Add(new QueryRule(removed, HeaderAction.Remove, ""));
                     }
                     break;
                 default:
-                    reader.WarnUnknownKeys(entry, [kind]);
                     if (ReadPathRule(reader, entry, kind, match) is { } rule)
                     {
                         path.Add(rule);
@@ -142,8 +156,8 @@ internal static class TransformsReader
     // Exactly one of Set and Append; the value may be empty (a header with an empty value), never CR, LF or NUL.
     private static bool ReadSetOrAppend(ConfigReader reader, IConfigurationSection entry, out HeaderAction action, out string value)
     {
-        var set = entry.GetSection("Set");
-        var append = entry.GetSection("Append");
+        var set = reader.Setting(entry, "Set");
+        var append = reader.Setting(entry, "Append");
         action = HeaderAction.Set;
         value = "";
         if (set.Exists() == append.Exists())
@@ -175,7 +189,7 @@ internal static class TransformsReader
 
     private static PathRule? ReadPathRule(ConfigReader reader, IConfigurationSection entry, string kind, RouteMatchConfig match)
     {
-        var value = FerryConfigLoader.ReadPath(reader, entry, kind);
+        var value = RouteReader.ReadPath(reader, entry, kind);
         if (value is null)
         {
             if (reader.String(entry, kind) is null)
