@@ -1,14 +1,9 @@
 using System.Buffers;
-using System.Net;
 using System.Text;
 using BenchmarkDotNet.Attributes;
 using Ferry.AccessLog;
-using Ferry.Configuration;
 using Ferry.Forwarding;
-using Ferry.Hosting;
 using Ferry.Http1;
-using Ferry.Model;
-using Microsoft.Extensions.Configuration;
 
 namespace Ferry.Benchmarks;
 
@@ -32,38 +27,8 @@ public class HotPathBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var settings = new Dictionary<string, string?>
-        {
-            ["Listeners:main:Address"] = "127.0.0.1:0",
-            ["Routes:r:ClusterId"] = "c",
-            ["Clusters:c:Destinations:a:Address"] = "http://127.0.0.1:8080",
-        };
-        var config = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()).Config!;
-        _state = new ProxyStateHolder(ProxyState.Build(config, FerryServer.PoolFactory(TimeProvider.System), TimeProvider.System));
-        _record = new RequestRecord
-        {
-            StartTime = DateTimeOffset.UtcNow,
-            Method = "GET",
-            Target = "/",
-            Protocol = "HTTP/1.1",
-            ClientAddress = IPAddress.Loopback.ToString(),
-            Host = "127.0.0.1:8000",
-            RouteId = "r",
-            ClusterId = "c",
-            Status = 200,
-            BytesOut = 6,
-            Duration = TimeSpan.FromMicroseconds(350),
-        };
-        _record.Attempts.Add(new AttemptRecord
-        {
-            Destination = _state.Current.Clusters["c"].Destinations[0],
-            Status = 200,
-            HeadTime = TimeSpan.FromMicroseconds(300),
-            ResponseTime = TimeSpan.FromMicroseconds(320),
-            Reused = true,
-            IdleTime = TimeSpan.FromMicroseconds(50),
-            ConnectionRequests = 12,
-        });
+        _state = SampleRequests.State();
+        _record = SampleRequests.Record(_state);
     }
 
     [GlobalCleanup]

@@ -1,12 +1,7 @@
 using System.Diagnostics.Metrics;
-using System.Net;
 using BenchmarkDotNet.Attributes;
-using Ferry.Configuration;
 using Ferry.Forwarding;
-using Ferry.Hosting;
 using Ferry.Metrics;
-using Ferry.Model;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
@@ -32,14 +27,7 @@ public class MetricsRecordingBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var settings = new Dictionary<string, string?>
-        {
-            ["Listeners:main:Address"] = "127.0.0.1:0",
-            ["Routes:r:ClusterId"] = "c",
-            ["Clusters:c:Destinations:a:Address"] = "http://127.0.0.1:8080",
-        };
-        var config = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()).Config!;
-        _state = new ProxyStateHolder(ProxyState.Build(config, FerryServer.PoolFactory(TimeProvider.System), TimeProvider.System));
+        _state = SampleRequests.State();
         _services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var meters = _services.GetRequiredService<IMeterFactory>();
         _collector = Aggregator switch
@@ -49,30 +37,7 @@ public class MetricsRecordingBenchmarks
             _ => null,
         };
         _metrics = new FerryMetrics(meters, _state, null);
-        _record = new RequestRecord
-        {
-            StartTime = DateTimeOffset.UtcNow,
-            Method = "GET",
-            Target = "/",
-            Protocol = "HTTP/1.1",
-            ClientAddress = IPAddress.Loopback.ToString(),
-            Host = "127.0.0.1:8000",
-            RouteId = "r",
-            ClusterId = "c",
-            Status = 200,
-            BytesOut = 6,
-            Duration = TimeSpan.FromMicroseconds(350),
-        };
-        _record.Attempts.Add(new AttemptRecord
-        {
-            Destination = _state.Current.Clusters["c"].Destinations[0],
-            Status = 200,
-            HeadTime = TimeSpan.FromMicroseconds(300),
-            ResponseTime = TimeSpan.FromMicroseconds(320),
-            Reused = true,
-            IdleTime = TimeSpan.FromMicroseconds(50),
-            ConnectionRequests = 12,
-        });
+        _record = SampleRequests.Record(_state);
     }
 
     [GlobalCleanup]

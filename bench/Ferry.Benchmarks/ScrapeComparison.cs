@@ -1,7 +1,5 @@
 using System.Diagnostics.Metrics;
-using System.Net;
 using System.Text.RegularExpressions;
-using Ferry.Configuration;
 using Ferry.Errors;
 using Ferry.Forwarding;
 using Ferry.Hosting;
@@ -9,7 +7,6 @@ using Ferry.Metrics;
 using Ferry.Model;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using OpenTelemetry.Metrics;
@@ -24,7 +21,7 @@ internal static partial class ScrapeComparison
 {
     public static async Task<int> RunAsync()
     {
-        var state = new ProxyStateHolder(ProxyState.Build(Load("a", "http://127.0.0.1:8080"), FerryServer.PoolFactory(TimeProvider.System), TimeProvider.System));
+        var state = SampleRequests.State("a", "http://127.0.0.1:8080");
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var meters = services.GetRequiredService<IMeterFactory>();
         using var collector = PrometheusCollector.ForServer(meters);
@@ -40,56 +37,19 @@ internal static partial class ScrapeComparison
         using var http = new HttpClient { BaseAddress = new Uri(app.Urls.First()) };
 
         var metrics = new FerryMetrics(meters, state, null);
-        var destination = state.Current.Clusters["c"].Destinations[0];
-        metrics.Record(Request(200, ProxyError.None, destination, TimeSpan.FromMicroseconds(350)));
-        metrics.Record(Request(200, ProxyError.None, destination, TimeSpan.FromMilliseconds(12)));
-        metrics.Record(Request(502, ProxyError.ConnectionRefused, destination, TimeSpan.FromMilliseconds(3)));
+        metrics.Record(SampleRequests.Record(state));
+        metrics.Record(SampleRequests.Record(state, duration: TimeSpan.FromMilliseconds(12)));
+        metrics.Record(SampleRequests.Record(state, 502, ProxyError.ConnectionRefused, TimeSpan.FromMilliseconds(3)));
         metrics.RecordReload(true);
 
         var differences = Compare("after three requests", collector.Scrape(), await http.GetStringAsync("/metrics"));
 
         // A reload that replaces destination a with b: a's pool series should go.
-        var old = state.Swap(ProxyState.Build(Load("b", "http://127.0.0.1:8081"), FerryServer.PoolFactory(TimeProvider.System), TimeProvider.System));
+        var old = state.Swap(ProxyState.Build(SampleRequests.Config("b", "http://127.0.0.1:8081"), FerryServer.PoolFactory(TimeProvider.System), TimeProvider.System));
         await old.DisposeAsync();
         differences += Compare("after a reload that replaced the destination", collector.Scrape(), await http.GetStringAsync("/metrics"));
         await state.Current.DisposeAsync();
         return differences == 0 ? 0 : 1;
-    }
-
-    private static FerryConfig Load(string id, string address) => FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(
-        new Dictionary<string, string?>
-        {
-            ["Listeners:main:Address"] = "127.0.0.1:0",
-            ["Routes:r:ClusterId"] = "c",
-            [$"Clusters:c:Destinations:{id}:Address"] = address,
-        }).Build()).Config!;
-
-    private static RequestRecord Request(int status, ProxyError error, DestinationState destination, TimeSpan duration)
-    {
-        var record = new RequestRecord
-        {
-            StartTime = DateTimeOffset.UtcNow,
-            Method = "GET",
-            Target = "/",
-            Protocol = "HTTP/1.1",
-            ClientAddress = IPAddress.Loopback.ToString(),
-            Host = "127.0.0.1:8000",
-            RouteId = "r",
-            ClusterId = "c",
-            Status = status,
-            Error = error,
-            Duration = duration,
-        };
-        record.Attempts.Add(new AttemptRecord
-        {
-            Destination = destination,
-            Status = error == ProxyError.None ? status : 0,
-            Error = error,
-            HeadTime = duration * 0.9,
-            ResponseTime = duration,
-            Reused = error == ProxyError.None,
-        });
-        return record;
     }
 
     private static int Compare(string when, string ferry, string openTelemetry)

@@ -276,6 +276,21 @@ internal sealed class ProxyListeners : IAsyncDisposable
         await Task.WhenAll(done.Select(StopAsync));
     }
 
+    // The server stops: drains cut short, and what is still running.
+    private async Task<(WebApplication[] Apps, Task[] Retiring)> StoppingAsync(bool clear)
+    {
+        await _serverStopping.CancelAsync();
+        lock (_lock)
+        {
+            var apps = _started.Select(s => s.App).ToArray();
+            if (clear)
+            {
+                _started.Clear();
+            }
+            return (apps, [.. _stopping]);
+        }
+    }
+
     private async Task StopAsync(WebApplication app)
     {
         using var timeout = new CancellationTokenSource(StopTimeout, _time);
@@ -286,32 +301,17 @@ internal sealed class ProxyListeners : IAsyncDisposable
     /// <summary>Stops accepting on every listener, without closing a socket a successor holds.</summary>
     public Task StopAcceptingAsync() => Task.WhenAll(Current.Select(l => l.Sockets.StopAcceptingAsync()));
 
-    // At server stop, after the first Kestrel instance: the ones reloads started stop the same way.
+    // At server stop, beside the first Kestrel instance: the ones reloads started stop the same way.
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        await _serverStopping.CancelAsync();
-        Task[] retiring;
-        WebApplication[] apps;
-        lock (_lock)
-        {
-            retiring = [.. _stopping];
-            apps = [.. _started.Select(s => s.App)];
-        }
+        var (apps, retiring) = await StoppingAsync(clear: false);
         await Task.WhenAll(apps.Select(a => a.StopAsync(cancellationToken)));
         await Task.WhenAll(retiring);
     }
 
     public async ValueTask DisposeAsync()
     {
-        await _serverStopping.CancelAsync();
-        Task[] retiring;
-        WebApplication[] apps;
-        lock (_lock)
-        {
-            retiring = [.. _stopping];
-            apps = [.. _started.Select(s => s.App)];
-            _started.Clear();
-        }
+        var (apps, retiring) = await StoppingAsync(clear: true);
         foreach (var app in apps)
         {
             await app.DisposeAsync();
