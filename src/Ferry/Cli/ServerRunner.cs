@@ -129,19 +129,17 @@ internal static class ServerRunner
             }
             var stopped = Task.Delay(Timeout.Infinite, signals.Token);
             var handedOver = control?.HandedOver ?? new TaskCompletionSource<int>().Task;
-            if (await Task.WhenAny(stopped, handedOver) == handedOver)
-            {
-                Console.WriteLine($"ferry: process {await handedOver} took over the listeners; draining requests in flight");
-            }
-            else
-            {
-                Console.WriteLine("ferry: stopping, draining requests in flight");
-            }
+            var tookOver = await Task.WhenAny(stopped, handedOver) == handedOver;
+            // Draining has begun (/healthz says so) by the time the line is written.
+            var drained = server.DrainAsync();
+            Console.WriteLine(tookOver
+                ? $"ferry: process {await handedOver} took over the listeners; draining requests in flight"
+                : "ferry: stopping, draining requests in flight");
             if (control is not null)
             {
                 await control.DisposeAsync();
             }
-            await server.DrainAsync();
+            await drained;
             Console.WriteLine("ferry: stopped");
         }
         return 0;
