@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 using static Ferry.FunctionalTests.Forwarding.ForwardingTests;
 
 namespace Ferry.FunctionalTests.Forwarding;

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 
 namespace Ferry.FunctionalTests.Forwarding;
 

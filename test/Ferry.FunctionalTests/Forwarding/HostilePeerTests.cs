@@ -3,6 +3,7 @@ using System.Text;
 using Ferry.FunctionalTests.Lab;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 using static Ferry.FunctionalTests.Forwarding.FailureTests;
 
 namespace Ferry.FunctionalTests.Forwarding;

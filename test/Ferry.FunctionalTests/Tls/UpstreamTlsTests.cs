@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Security.Authentication;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 using Ferry.Upstream;
 using Xunit.Abstractions;
 
