@@ -1,5 +1,6 @@
 using System.Buffers;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1;
 

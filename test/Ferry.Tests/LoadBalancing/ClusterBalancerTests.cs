@@ -1,5 +1,5 @@
 using Ferry.Configuration;
-using Ferry.Tests.Health;
+using Ferry.Tests.Support;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.LoadBalancing;

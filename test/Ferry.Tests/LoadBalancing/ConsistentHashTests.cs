@@ -1,6 +1,6 @@
 using Ferry.Configuration;
 using Ferry.Model;
-using Ferry.Tests.Health;
+using Ferry.Tests.Support;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.LoadBalancing;

@@ -1,7 +1,7 @@
 using Ferry.Configuration;
 using Ferry.LoadBalancing;
 using Ferry.Model;
-using Ferry.Tests.Health;
+using Ferry.Tests.Support;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.LoadBalancing;

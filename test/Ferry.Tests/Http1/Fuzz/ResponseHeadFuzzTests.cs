@@ -1,6 +1,7 @@
 using System.Buffers;
 using CsCheck;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1.Fuzz;
 

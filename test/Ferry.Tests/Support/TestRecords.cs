@@ -6,7 +6,7 @@ using Ferry.Model;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Time.Testing;
 
-namespace Ferry.Tests.AccessLog;
+namespace Ferry.Tests.Support;
 
 // A proxy state with cluster "c" (destinations "a" at 10.0.0.1:8080 and "b" at 10.0.0.2:8080) and the three records
 // the formats must describe exactly: a reused connection, a keep-alive race replayed, and a 502 with its cause.
