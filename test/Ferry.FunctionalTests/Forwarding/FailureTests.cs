@@ -3,7 +3,8 @@ using System.Net.Sockets;
 using System.Text;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
-using static Ferry.FunctionalTests.Forwarding.ForwardingTests;
+using Ferry.Tests.Support;
+using static Ferry.FunctionalTests.Support.ProxyAssert;
 
 namespace Ferry.FunctionalTests.Forwarding;
 
@@ -183,23 +184,7 @@ public sealed class FailureTests
         (Func<LabExchange, CancellationToken, Task>)typeof(LabScripts).GetField(name)?.GetValue(null)!
         ?? (Func<LabExchange, CancellationToken, Task>)typeof(LabScripts).GetProperty(name)!.GetValue(null)!;
 
-    internal static string ProxyStatus(HttpResponseMessage response) => response.Headers.GetValues("Proxy-Status").Single();
-
-    internal static async Task AssertFailure(HttpResponseMessage response, HttpStatusCode status, string error)
-    {
-        Assert.Equal(status, response.StatusCode);
-        Assert.StartsWith($"ferry; error={error}", ProxyStatus(response));
-        Assert.Contains(error, await response.Content.ReadAsStringAsync());
-    }
-
-    internal static async Task AssertPoolClean(ProxyHarness proxy, string destination)
-    {
-        var pool = proxy.Destination(destination).Pool;
-        await Wait.Until(() => pool.Active == 0);
-        Assert.Equal(0, pool.Idle);
-    }
-
-    internal static async Task<HttpResponseMessage> AdvanceUntil(ManualTimeProvider time, Task<HttpResponseMessage> pending, TimeSpan step)
+    private static async Task<HttpResponseMessage> AdvanceUntil(ManualTimeProvider time, Task<HttpResponseMessage> pending, TimeSpan step)
     {
         for (var i = 0; i < 300 && !pending.IsCompleted; i++)
         {

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Headers;
-using System.Net.Sockets;
 using System.Text;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
@@ -222,7 +221,7 @@ public sealed class ForwardingTests
 
         for (var i = 1; i <= 3; i++)
         {
-            var text = await RawRequestAsync(proxy.ProxyUri, "GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+            var text = await RawRequest.SendAsync(proxy.ProxyUri, "GET / HTTP/1.0\r\nHost: x\r\n\r\n");
             Assert.StartsWith("HTTP/1.1 200", text);
             Assert.Contains($"X-Connection-Request: {i}", text);
             Assert.EndsWith("hello from a\n", text);
@@ -321,21 +320,6 @@ public sealed class ForwardingTests
         await Wait.Until(() => pool.Retired(RetireReason.Error) == 1);
         Assert.Equal(0, pool.Idle);
         Assert.Equal(0, pool.Active);
-    }
-
-    internal static async Task<string> RawRequestAsync(Uri proxy, string request)
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(proxy.Host, proxy.Port).WaitAsync(Bound);
-        await socket.SendAsync(Encoding.ASCII.GetBytes(request));
-        var received = new MemoryStream();
-        var buffer = new byte[8192];
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer.AsMemory()).AsTask().WaitAsync(Bound)) > 0)
-        {
-            received.Write(buffer, 0, n);
-        }
-        return Encoding.Latin1.GetString(received.ToArray());
     }
 
     // A body whose length HttpClient cannot know, so that it is sent chunked.

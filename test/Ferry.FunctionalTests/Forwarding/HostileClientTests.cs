@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 
 namespace Ferry.FunctionalTests.Forwarding;
 
@@ -36,7 +37,7 @@ public sealed class HostileClientTests : IDisposable
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
         await using var proxy = await ProxyHarness.StartAsync(PublicOnly(upstream), null, upstream);
 
-        var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri, $"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        var text = await RawRequest.SendAsync(proxy.ProxyUri, $"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         Assert.StartsWith("HTTP/1.1 400", text);
         Assert.Contains("Proxy-Status: ferry; error=http_request_error", text);
@@ -49,7 +50,7 @@ public sealed class HostileClientTests : IDisposable
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
         await using var proxy = await ProxyHarness.StartAsync(PublicOnly(upstream), null, upstream);
 
-        var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri, "GET /public\\..\\private HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        var text = await RawRequest.SendAsync(proxy.ProxyUri, "GET /public\\..\\private HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         Assert.StartsWith("HTTP/1.1 400", text);
         Assert.Equal(0, upstream.RequestsReceived);
@@ -74,7 +75,7 @@ public sealed class HostileClientTests : IDisposable
         }
         await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
 
-        var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri, $"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        var text = await RawRequest.SendAsync(proxy.ProxyUri, $"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         Assert.StartsWith("HTTP/1.1 200", text);
         Assert.Contains(requestLine + "\r\n", text);
@@ -88,8 +89,8 @@ public sealed class HostileClientTests : IDisposable
         settings["Listeners:main:AmbiguousPaths"] = "Normalize";
         await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
 
-        var slash = await ForwardingTests.RawRequestAsync(proxy.ProxyUri, "GET /public/..%2Fprivate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        var escape = await ForwardingTests.RawRequestAsync(proxy.ProxyUri, "GET /public/../private HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        var slash = await RawRequest.SendAsync(proxy.ProxyUri, "GET /public/..%2Fprivate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        var escape = await RawRequest.SendAsync(proxy.ProxyUri, "GET /public/../private HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         Assert.StartsWith("HTTP/1.1 400", slash);
         Assert.StartsWith("HTTP/1.1 404", escape);
@@ -103,7 +104,7 @@ public sealed class HostileClientTests : IDisposable
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
         await using var proxy = await ProxyHarness.StartAsync(upstream);
 
-        var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri,
+        var text = await RawRequest.SendAsync(proxy.ProxyUri,
             "GET /headers HTTP/1.1\r\nHost: real-host\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\n" +
             "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /admin\r\n" +
             "Forwarded: for=203.0.113.7;proto=https\r\nX-Real-IP: 203.0.113.7\r\nx-forwarded-for: 198.51.100.1\r\n\r\n");
@@ -129,7 +130,7 @@ public sealed class HostileClientTests : IDisposable
         settings["Clusters:c:Forwarding:XForwarded"] = "false";
         await using var proxy = await ProxyHarness.StartAsync(settings, null, upstream);
 
-        var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri,
+        var text = await RawRequest.SendAsync(proxy.ProxyUri,
             "GET /headers HTTP/1.1\r\nHost: real-host\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\nX-Real-IP: 203.0.113.7\r\n\r\n");
 
         Assert.StartsWith("HTTP/1.1 200", text);
@@ -151,7 +152,7 @@ public sealed class HostileClientTests : IDisposable
         string chained;
         await using (var proxy = await ProxyHarness.StartAsync(settings, null, a, b))
         {
-            chained = await ForwardingTests.RawRequestAsync(proxy.ProxyUri,
+            chained = await RawRequest.SendAsync(proxy.ProxyUri,
                 "GET /headers HTTP/1.1\r\nHost: real-host\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.1, 198.51.100.9\r\n" +
                 "X-Forwarded-For: 127.0.0.7\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 198.51.100.9\r\n\r\n");
             // Each real client keeps to its destination; different clients behind the same proxy spread.
@@ -159,7 +160,7 @@ public sealed class HostileClientTests : IDisposable
             {
                 for (var repeat = 0; repeat < 2; repeat++)
                 {
-                    var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri,
+                    var text = await RawRequest.SendAsync(proxy.ProxyUri,
                         $"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 198.51.100.{i}\r\n\r\n");
                     seen.Add($"{i}:{UpstreamOf(text)}");
                 }
@@ -209,7 +210,7 @@ public sealed class HostileClientTests : IDisposable
         settings["AccessLog:Path"] = log;
         await using (var proxy = await ProxyHarness.StartAsync(settings, null, upstream))
         {
-            await ForwardingTests.RawRequestAsync(proxy.ProxyUri,
+            await RawRequest.SendAsync(proxy.ProxyUri,
                 "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 198.51.100.9\r\n\r\n");
         }
 
@@ -230,7 +231,7 @@ public sealed class HostileClientTests : IDisposable
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });
         await using var proxy = await ProxyHarness.StartAsync(upstream);
 
-        var text = await ForwardingTests.RawRequestAsync(proxy.ProxyUri, request);
+        var text = await RawRequest.SendAsync(proxy.ProxyUri, request);
 
         Assert.StartsWith("HTTP/1.1 400", text);
         Assert.Equal(0, upstream.RequestsReceived);

@@ -1,9 +1,9 @@
 using System.Net;
 using System.Text;
-using Ferry.FunctionalTests.Lab;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
-using static Ferry.FunctionalTests.Forwarding.FailureTests;
+using Ferry.Tests.Support;
+using static Ferry.FunctionalTests.Support.ProxyAssert;
 
 namespace Ferry.FunctionalTests.Forwarding;
 
@@ -172,7 +172,7 @@ public sealed class HostilePeerTests
                     + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
                 var upgrade = await client.ReadResponseAsync().WaitAsync(Bound);
                 Assert.Equal(101, upgrade.Status);
-                await client.SendAsync(LabWebSocketTests.MaskedFrame(0x1, "hello"u8.ToArray()));
+                await client.SendAsync(WebSocketFrames.Masked(0x1, "hello"u8.ToArray()));
                 Assert.Equal([0x81, 5, .. "hello"u8.ToArray()], await client.ReadExactlyAsync(7).WaitAsync(Bound));
 
                 var ended = client.ReadToEndAsync();
@@ -249,7 +249,7 @@ public sealed class HostilePeerTests
         Assert.True(proxy.Destination("u").IsAvailable);
     }
 
-    internal static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
+    private static async Task AssertNoConnectionCounted(ProxyHarness proxy, string destination)
     {
         var pool = proxy.Destination(destination).Pool;
         await Wait.Until(() => pool.Active == 0);

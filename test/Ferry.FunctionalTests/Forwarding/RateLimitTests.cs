@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json;
-using Ferry.FunctionalTests.Lab;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
 

@@ -1,5 +1,4 @@
 using System.Net;
-using Ferry.FunctionalTests.Lab;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
 

@@ -1,6 +1,7 @@
 using System.Net;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 
 namespace Ferry.FunctionalTests.Health;
 

@@ -4,6 +4,7 @@ using Ferry.Configuration;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
 using Ferry.Model;
+using Ferry.Tests.Support;
 using Ferry.Upstream;
 
 namespace Ferry.FunctionalTests.Health;

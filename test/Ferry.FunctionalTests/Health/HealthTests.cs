@@ -1,7 +1,7 @@
 using System.Net;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
-using static Ferry.FunctionalTests.Forwarding.FailureTests;
+using static Ferry.FunctionalTests.Support.ProxyAssert;
 
 namespace Ferry.FunctionalTests.Health;
 

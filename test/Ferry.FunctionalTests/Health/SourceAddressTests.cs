@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Ferry.FunctionalTests.Support;
-using static Ferry.FunctionalTests.Forwarding.FailureTests;
+using static Ferry.FunctionalTests.Support.ProxyAssert;
 
 namespace Ferry.FunctionalTests.Health;
 

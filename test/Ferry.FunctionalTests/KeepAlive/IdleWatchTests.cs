@@ -5,6 +5,7 @@ using Ferry.Configuration;
 using Ferry.FunctionalTests.Support;
 using Ferry.Hosting;
 using Ferry.Model;
+using Ferry.Tests.Support;
 using Ferry.Upstream;
 using Microsoft.Extensions.Configuration;
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 using Ferry.Upstream;
 using Xunit.Abstractions;
 

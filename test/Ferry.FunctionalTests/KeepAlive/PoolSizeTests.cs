@@ -1,6 +1,7 @@
 using System.Net;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 using Ferry.Upstream;
 using Xunit.Abstractions;
 

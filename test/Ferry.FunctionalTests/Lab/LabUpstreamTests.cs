@@ -2,6 +2,7 @@ using Ferry.FunctionalTests.Support;
 using System.Net.Sockets;
 using System.Text;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 
 namespace Ferry.FunctionalTests.Lab;
 

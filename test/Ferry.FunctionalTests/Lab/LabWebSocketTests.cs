@@ -1,3 +1,4 @@
+using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
 
 namespace Ferry.FunctionalTests.Lab;
@@ -21,17 +22,17 @@ public sealed class LabWebSocketTests
         Assert.Equal("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", upgrade.Header("Sec-WebSocket-Accept"));
         Assert.Equal("websocket", upgrade.Header("Upgrade"));
 
-        await client.SendAsync(MaskedFrame(0x1, "hello"u8.ToArray()));
+        await client.SendAsync(WebSocketFrames.Masked(0x1, "hello"u8.ToArray()));
         Assert.Equal([0x81, 5, .. "hello"u8.ToArray()], await client.ReadExactlyAsync(7));
 
         byte[] large = Enumerable.Range(0, 300).Select(i => (byte)i).ToArray();
-        await client.SendAsync(MaskedFrame(0x2, large));
+        await client.SendAsync(WebSocketFrames.Masked(0x2, large));
         Assert.Equal([0x82, 126, 0x01, 0x2C, .. large], await client.ReadExactlyAsync(4 + large.Length));
 
-        await client.SendAsync(MaskedFrame(0x9, "p"u8.ToArray()));
+        await client.SendAsync(WebSocketFrames.Masked(0x9, "p"u8.ToArray()));
         Assert.Equal([0x8A, 1, (byte)'p'], await client.ReadExactlyAsync(3));
 
-        await client.SendAsync(MaskedFrame(0x8, [0x03, 0xE8]));
+        await client.SendAsync(WebSocketFrames.Masked(0x8, [0x03, 0xE8]));
         Assert.Equal([0x88, 2, 0x03, 0xE8], await client.ReadExactlyAsync(4));
         await client.AssertEndsWithoutBytesAsync(ConnectionEnd.Fin);
     }
@@ -66,22 +67,5 @@ public sealed class LabWebSocketTests
     public void Accept_key_follows_rfc6455()
     {
         Assert.Equal("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", LabWebSocket.ComputeAccept("dGhlIHNhbXBsZSBub25jZQ=="));
-    }
-
-    internal static byte[] MaskedFrame(int opcode, byte[] payload)
-    {
-        byte[] mask = [0x12, 0x34, 0x56, 0x78];
-        var frame = new List<byte> { (byte)(0x80 | opcode) };
-        if (payload.Length < 126)
-        {
-            frame.Add((byte)(0x80 | payload.Length));
-        }
-        else
-        {
-            frame.AddRange([0x80 | 126, (byte)(payload.Length >> 8), (byte)payload.Length]);
-        }
-        frame.AddRange(mask);
-        frame.AddRange(payload.Select((b, i) => (byte)(b ^ mask[i % 4])));
-        return [.. frame];
     }
 }

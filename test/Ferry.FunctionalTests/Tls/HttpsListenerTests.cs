@@ -221,7 +221,7 @@ public sealed partial class HttpsListenerTests : IDisposable
 
     // .NET's client may refuse to offer TLS 1.1 itself, which would prove nothing; openssl s_client offers it, and the
     // server's protocol_version alert (RFC 8446 §6.2) shows that the refusal is Ferry's.
-    [OpenSslServerTests.OpenSslFact]
+    [OpenSslFact]
     public async Task DefaultListener_RefusesTls11_WithAProtocolVersionAlert()
     {
         await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "a" });

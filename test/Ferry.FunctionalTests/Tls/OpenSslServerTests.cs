@@ -8,19 +8,8 @@ namespace Ferry.FunctionalTests.Tls;
 // `openssl s_server` as the destination: OpenSSL's own alerts, which a .NET server does not send the same way.
 public sealed class OpenSslServerTests
 {
-    private const string OpenSsl = "/usr/bin/openssl";
+    private const string OpenSsl = OpenSslFactAttribute.OpenSsl;
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
-
-    public sealed class OpenSslFactAttribute : FactAttribute
-    {
-        public OpenSslFactAttribute()
-        {
-            if (!File.Exists(OpenSsl) && !string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase))
-            {
-                Skip = $"openssl is not installed ({OpenSsl} missing; apt-get install openssl)";
-            }
-        }
-    }
 
     [OpenSslFact]
     public async Task MissingClientCertificate_RejectedByATls13Server_Is502TlsProtocolError()

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Security.Authentication;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
+using Ferry.Tests.Support;
 using Ferry.Upstream;
 using Xunit.Abstractions;
 
@@ -30,8 +31,6 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
         }
         return settings;
     }
-
-    private static string ProxyStatus(HttpResponseMessage response) => response.Headers.GetValues("Proxy-Status").Single();
 
     [Fact]
     public async Task HttpsDestination_IsServed_OverOnePooledTlsConnection()
@@ -64,7 +63,7 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
         using var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
 
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
-        Assert.StartsWith("ferry; error=tls_certificate_error", ProxyStatus(response));
+        Assert.StartsWith("ferry; error=tls_certificate_error", ProxyAssert.ProxyStatus(response));
         Assert.Contains(proxy.Logs.Lines, l => l.Contains("the certificate chain is not trusted", StringComparison.Ordinal));
         Assert.Equal(0, upstream.RequestsReceived);
         Assert.Equal(0, proxy.Destination("untrusted").Pool.Opened);
@@ -78,7 +77,7 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
         {
             using var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
             Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
-            Assert.StartsWith("ferry; error=tls_certificate_error", ProxyStatus(response));
+            Assert.StartsWith("ferry; error=tls_certificate_error", ProxyAssert.ProxyStatus(response));
             Assert.Contains(proxy.Logs.Lines, l => l.Contains("the certificate is not valid for '127.0.0.1'", StringComparison.Ordinal));
         }
         // The cluster's name, then a destination's own.
@@ -129,7 +128,7 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
         using var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
 
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
-        Assert.StartsWith("ferry; error=tls_protocol_error", ProxyStatus(response));
+        Assert.StartsWith("ferry; error=tls_protocol_error", ProxyAssert.ProxyStatus(response));
         await server.WaitAsync(Bound);
     }
 
@@ -143,9 +142,9 @@ public sealed class UpstreamTlsTests(ITestOutputHelper output)
         await using (var proxy = await ProxyHarness.StartAsync(Settings(upstream, ("Tls:CaFile", Certificates.CaFile)), null))
         {
             using var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
-            output.WriteLine($"without a client certificate: {(int)response.StatusCode} {ProxyStatus(response)}");
+            output.WriteLine($"without a client certificate: {(int)response.StatusCode} {ProxyAssert.ProxyStatus(response)}");
             Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
-            Assert.Matches("^ferry; error=(tls_protocol_error|connection_terminated)", ProxyStatus(response));
+            Assert.Matches("^ferry; error=(tls_protocol_error|connection_terminated)", ProxyAssert.ProxyStatus(response));
             Assert.Equal(0, upstream.RequestsReceived);
         }
         await using (var proxy = await ProxyHarness.StartAsync(Settings(upstream,

@@ -4,6 +4,7 @@ using Ferry.AccessLog;
 using Ferry.Configuration;
 using Ferry.Errors;
 using Ferry.Forwarding;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.AccessLog;
 

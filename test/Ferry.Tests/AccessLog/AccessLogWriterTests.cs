@@ -1,5 +1,6 @@
 using Ferry.AccessLog;
 using Ferry.Configuration;
+using Ferry.Tests.Support;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Ferry.Tests.AccessLog;

@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Text;
 using Ferry.Doctor;
+using Ferry.Tests.Support;
 using static Ferry.Tests.Doctor.ErrorLogSamples;
 
 namespace Ferry.Tests.Doctor;

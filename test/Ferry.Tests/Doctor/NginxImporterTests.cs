@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Ferry.Configuration;
 using Ferry.Doctor;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Doctor;
 

@@ -1,4 +1,5 @@
 using Ferry.Doctor;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Doctor;
 

@@ -1,5 +1,6 @@
 using Ferry.Configuration;
 using Ferry.Health;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.Health;
 
@@ -12,14 +13,14 @@ public sealed class DestinationHealthTests
         ReactivationPeriod = TimeSpan.FromSeconds(30),
     };
 
-    private static DestinationHealth Health(TestClock clock, PassiveHealthConfig? passive = null, ActiveHealthConfig? active = null,
+    private static DestinationHealth Health(FakeTimeProvider clock, PassiveHealthConfig? passive = null, ActiveHealthConfig? active = null,
         TimeSpan slowStart = default) =>
         new(passive ?? Passive, active ?? ActiveHealthConfig.Default, slowStart, clock);
 
     [Fact]
     public void MaxFailuresInTheWindow_EjectForTheReactivationPeriod()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock);
 
         health.ReportFailure("refused");
@@ -42,7 +43,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void AnEjectedDestination_TakesOneTrialRequest_AndASuccessRestoresIt()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1 });
         health.ReportFailure("refused");
         Assert.False(health.IsCandidate);
@@ -71,7 +72,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void AFailedTrial_KeepsTheDestinationOut_AndBacksOffTheNextOne()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 3 });
         for (var i = 0; i < 3; i++)
         {
@@ -110,7 +111,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void FailuresOfRequestsSentBeforeTheEjection_DoNotDelayTheTrial()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1 });
         health.ReportFailure("refused");
         health.ReportFailure("refused");
@@ -123,7 +124,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void ATrialThatNeverEnds_NoLongerHoldsTheNextOneBack()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1 });
         health.ReportFailure("response timeout");
         clock.Advance(DestinationHealth.FirstTrialDelay);
@@ -138,7 +139,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void ATrialIsNeverLaterThanTheEndOfTheEjection()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1, ReactivationPeriod = TimeSpan.FromMilliseconds(300) });
         health.ReportFailure("refused");
         clock.Advance(TimeSpan.FromMilliseconds(300));
@@ -149,7 +150,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void FailuresSpreadBeyondTheWindow_DoNotEject()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock);
 
         for (var i = 0; i < 10; i++)
@@ -164,7 +165,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void ASuccess_BreaksTheRun()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock);
 
         for (var i = 0; i < 10; i++)
@@ -180,7 +181,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void Disabled_NeverEjects()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { Enabled = false, MaxFailures = 1 });
 
         health.ReportFailure("refused");
@@ -191,7 +192,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void ActiveChecks_FallThenRise()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, active: ActiveHealthConfig.Default with { Enabled = true, Fall = 3, Rise = 2 });
 
         Assert.False(health.ReportCheck(false, "status 500"));
@@ -212,7 +213,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void ARecoveredCheck_ClearsAPassiveEjection()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1 }, ActiveHealthConfig.Default with { Enabled = true, Fall = 1, Rise = 1 });
         health.ReportCheck(false, "refused");
         health.ReportFailure("refused");
@@ -225,7 +226,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void SlowStart_RampsFromTheEndOfTheEjection()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1 }, slowStart: TimeSpan.FromSeconds(100));
         clock.Advance(TimeSpan.FromSeconds(200));
         Assert.Equal(1, health.SlowStartFactor());
@@ -245,7 +246,7 @@ public sealed class DestinationHealthTests
     [Fact]
     public void NoSlowStart_FullWeightAtOnce()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var health = Health(clock, Passive with { MaxFailures = 1 });
 
         health.ReportFailure("refused");

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Text;
 using Ferry.Hosting;
-using Ferry.Tests.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Hosting;
 

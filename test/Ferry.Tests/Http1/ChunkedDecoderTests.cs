@@ -1,5 +1,6 @@
 using System.Buffers;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1;
 
@@ -38,7 +39,7 @@ public class ChunkedDecoderTests
 
             Assert.True(status == ChunkedStatus.Complete, $"cut at {cut}: {status}");
             Assert.Equal(payload, Segments.Latin1String(output.ToArray()));
-            Assert.Equal(trailers, Describe(decoder.Trailers));
+            Assert.Equal(trailers, HeadText.Describe(decoder.Trailers));
             Assert.True(reader.IsNext("NEXT"u8), $"cut at {cut}");
             Assert.Equal(4, reader.Remaining);
         }
@@ -70,7 +71,7 @@ public class ChunkedDecoderTests
         Assert.Equal(ChunkedStatus.Complete, status);
         Assert.Empty(pending);
         Assert.Equal(payload, Segments.Latin1String(output.ToArray()));
-        Assert.Equal(trailers, Describe(decoder.Trailers));
+        Assert.Equal(trailers, HeadText.Describe(decoder.Trailers));
     }
 
     [Fact]
@@ -197,7 +198,7 @@ public class ChunkedDecoderTests
         var limits = new Http1Limits { MaxTrailerBytes = Trailers.Length };
         var decoder = new ChunkedDecoder(limits);
         Assert.Equal("ab", Decode(decoder, "2\r\nab\r\n0\r\n" + Trailers));
-        Assert.Equal("X-A=1|X-B=22", Describe(decoder.Trailers));
+        Assert.Equal("X-A=1|X-B=22", HeadText.Describe(decoder.Trailers));
 
         Http1Exception exception = Assert.Throws<Http1Exception>(
             () => Decode(new ChunkedDecoder(limits), "2\r\nab\r\n0\r\nX-A: 1\r\nX-B: 333\r\n\r\n"));
@@ -210,7 +211,7 @@ public class ChunkedDecoderTests
         Assert.False(exception.IsHeaderSectionSize);
     }
 
-    internal static string Decode(ChunkedDecoder decoder, string encoded)
+    private static string Decode(ChunkedDecoder decoder, string encoded)
     {
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(Segments.Latin1(encoded)));
         var output = new List<byte>();
@@ -223,9 +224,6 @@ public class ChunkedDecoderTests
         Assert.Equal(ChunkedStatus.Complete, status);
         return Segments.Latin1String(output.ToArray());
     }
-
-    internal static string Describe(List<KeyValuePair<string, string>> fields) =>
-        string.Join("|", fields.Select(f => $"{f.Key}={f.Value}"));
 
     private static ChunkedStatus DecodeAll(ChunkedDecoder decoder, ReadOnlySequence<byte> sequence)
     {

@@ -1,5 +1,6 @@
 using System.Buffers;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1;
 
@@ -89,6 +90,6 @@ public class ChunkedEncoderTests
         Assert.Equal(ChunkedStatus.Complete, status);
         Assert.True(reader.End);
         Assert.Equal(payload, output.ToArray());
-        Assert.Equal("X-Sum=\u00e9t\u00e9|X-Empty=", ChunkedDecoderTests.Describe(decoder.Trailers));
+        Assert.Equal("X-Sum=\u00e9t\u00e9|X-Empty=", HeadText.Describe(decoder.Trailers));
     }
 }

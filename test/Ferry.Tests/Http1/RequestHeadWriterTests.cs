@@ -1,5 +1,6 @@
 using System.Buffers;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 using Microsoft.Extensions.Primitives;
 
 namespace Ferry.Tests.Http1;

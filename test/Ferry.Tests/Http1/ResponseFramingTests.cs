@@ -118,5 +118,5 @@ public class ResponseFramingTests
     }
 
     private static BodyFraming Decide(string text, bool isHeadRequest = false, bool requestedUpgrade = false) =>
-        ResponseFraming.Decide(isHeadRequest, requestedUpgrade, ResponseHeadParserTests.Parse(text));
+        ResponseFraming.Decide(isHeadRequest, requestedUpgrade, HeadText.Parse(text));
 }

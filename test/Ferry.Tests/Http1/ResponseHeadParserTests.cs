@@ -1,5 +1,6 @@
 using System.Buffers;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1;
 
@@ -59,7 +60,7 @@ public class ResponseHeadParserTests
     [Fact]
     public void Status_line_and_fields_are_exposed_as_received()
     {
-        ResponseHead head = Parse(
+        ResponseHead head = HeadText.Parse(
             "HTTP/1.1 404 Not Found\r\nServer: test\r\nX-Spaces: \t padded \t\r\nX-Empty:\r\nX-Latin1: caf\u00e9 \u00ff\r\n"
             + "x-lower: a\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
 
@@ -87,7 +88,7 @@ public class ResponseHeadParserTests
     [InlineData("HTTP/1.1 200 \u00c7a marche \t\r\n\r\n", 1, 200, "\u00c7a marche \t")]
     public void Status_line_variants(string text, int minor, int status, string reason)
     {
-        ResponseHead head = Parse(text);
+        ResponseHead head = HeadText.Parse(text);
         Assert.Equal(minor, head.MinorVersion);
         Assert.Equal(status, head.StatusCode);
         Assert.Equal(reason, head.ReasonPhrase);
@@ -96,8 +97,8 @@ public class ResponseHeadParserTests
     [Fact]
     public void Well_known_names_are_cached_instances_in_canonical_and_lower_case()
     {
-        ResponseHead first = Parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-type: a\r\nX-Custom: 1\r\n\r\n");
-        ResponseHead second = Parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-type: a\r\nX-Custom: 1\r\n\r\n");
+        ResponseHead first = HeadText.Parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-type: a\r\nX-Custom: 1\r\n\r\n");
+        ResponseHead second = HeadText.Parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-type: a\r\nX-Custom: 1\r\n\r\n");
 
         Assert.Same(first.Headers[0].Key, second.Headers[0].Key);
         Assert.Same(first.Headers[1].Key, second.Headers[1].Key);
@@ -109,7 +110,7 @@ public class ResponseHeadParserTests
     [Fact]
     public void Framing_fields_are_recognised_in_any_case()
     {
-        ResponseHead head = Parse("HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 12\r\nCoNnEcTiOn: CLOSE\r\n\r\n");
+        ResponseHead head = HeadText.Parse("HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 12\r\nCoNnEcTiOn: CLOSE\r\n\r\n");
         Assert.Equal("CONTENT-LENGTH", head.Headers[0].Key);
         Assert.Equal(12, head.ContentLength);
         Assert.True(head.ConnectionClose);
@@ -133,7 +134,7 @@ public class ResponseHeadParserTests
     [InlineData("Content-Length: 42\r\nContent-Length: abc", -1L, nameof(Http1Error.InvalidContentLength))]
     public void Content_length_is_parsed_and_problems_are_recorded(string fields, long expected, string? error)
     {
-        ResponseHead head = Parse($"HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
+        ResponseHead head = HeadText.Parse($"HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
         Assert.True(head.HasContentLength);
         Assert.Equal(expected, head.ContentLength);
         Assert.Equal(error, head.ContentLengthError?.ToString());
@@ -151,7 +152,7 @@ public class ResponseHeadParserTests
     [InlineData("Transfer-Encoding: chunked;q=1", false)]
     public void Transfer_encoding_is_chunked_only_when_chunked_is_the_only_coding(string fields, bool chunked)
     {
-        ResponseHead head = Parse($"HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
+        ResponseHead head = HeadText.Parse($"HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
         Assert.True(head.HasTransferEncoding);
         Assert.Equal(chunked, head.IsChunked);
     }
@@ -159,7 +160,7 @@ public class ResponseHeadParserTests
     [Fact]
     public void Connection_options_set_flags_and_list_other_tokens_in_lower_case()
     {
-        ResponseHead head = Parse("HTTP/1.1 101 Switching Protocols\r\nConnection: Keep-Alive, X-Trace,, close\r\n"
+        ResponseHead head = HeadText.Parse("HTTP/1.1 101 Switching Protocols\r\nConnection: Keep-Alive, X-Trace,, close\r\n"
             + "Connection: UPGRADE, TE, Proxy-Connection\r\n\r\n");
         Assert.True(head.ConnectionKeepAlive);
         Assert.True(head.ConnectionClose);
@@ -177,7 +178,7 @@ public class ResponseHeadParserTests
     [InlineData("Keep-Alive: timeout=5\r\nKeep-Alive: timeout=6, max=x", 6, -1)]
     public void Keep_alive_parameters(string fields, int timeout, int max)
     {
-        ResponseHead head = Parse($"HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
+        ResponseHead head = HeadText.Parse($"HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
         Assert.Equal(timeout, head.KeepAliveTimeoutSeconds);
         Assert.Equal(max, head.KeepAliveMax);
     }
@@ -258,10 +259,10 @@ public class ResponseHeadParserTests
     public void Field_count_at_the_limit_parses_and_one_more_is_too_many()
     {
         var limits = new Http1Limits { MaxResponseHeaderCount = 3 };
-        Assert.Equal(3, Parse("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", limits).Headers.Count);
+        Assert.Equal(3, HeadText.Parse("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", limits).Headers.Count);
 
         Http1Exception exception = Assert.Throws<Http1Exception>(
-            () => Parse("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", limits));
+            () => HeadText.Parse("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", limits));
         Assert.Equal(Http1Error.TooManyHeaders, exception.Error);
         Assert.True(exception.IsHeaderSectionSize);
     }
@@ -348,16 +349,6 @@ public class ResponseHeadParserTests
         var third = ParseNext("HTTP/1.1 200 OK\r\nX-Other: up\r\nServer: up\r\n\r\n").Headers.ToArray();
         Assert.NotSame(second[0].Value, third[0].Value);
         Assert.Equal([new("X-Other", "up"), new("Server", "up")], third);
-    }
-
-    internal static ResponseHead Parse(string text, Http1Limits? limits = null)
-    {
-        var parser = new ResponseHeadParser(limits ?? Http1Limits.Default);
-        var head = new ResponseHead();
-        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(Segments.Latin1(text)));
-        Assert.True(parser.TryParse(ref reader, head));
-        Assert.True(reader.End);
-        return head;
     }
 
     private static ResponseHead ParseOne(byte[] bytes, out long consumed)

@@ -1,5 +1,6 @@
 using Ferry.Configuration;
-using Ferry.Tests.Health;
+using Ferry.Tests.Support;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.LoadBalancing;
 
@@ -8,7 +9,7 @@ public sealed class ClusterBalancerTests
     [Fact]
     public void Backups_OnlyWhenNoPrimaryIsInRotation()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var cluster = TestClusters.Build(clock, [("a", 1, false), ("b", 1, false), ("standby", 1, true)]);
         var (a, b, standby) = (cluster.Destinations[0], cluster.Destinations[1], cluster.Destinations[2]);
 
@@ -25,7 +26,7 @@ public sealed class ClusterBalancerTests
     [Fact]
     public void EverythingOutOfRotation_PanicRoutesToThemAnyway()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var cluster = TestClusters.Build(clock, [("a", 1, false), ("b", 1, false), ("standby", 1, true)]);
         foreach (var d in cluster.Destinations)
         {
@@ -43,7 +44,7 @@ public sealed class ClusterBalancerTests
     [Fact]
     public void PanicDisabled_NobodyIsPicked()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var cluster = TestClusters.Build(clock, "a", "b");
         foreach (var d in cluster.Destinations)
         {
@@ -59,7 +60,7 @@ public sealed class ClusterBalancerTests
     [Fact]
     public void TriedDestinations_AreNeverPickedAgain()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var cluster = TestClusters.Build(clock, "a", "b", "c");
         var tried = new List<Ferry.Model.DestinationState>();
 
@@ -81,7 +82,7 @@ public sealed class ClusterBalancerTests
     [InlineData(LoadBalancingPolicies.ConsistentHash)]
     public void EveryPolicy_AvoidsADestinationOutOfRotation(string policy)
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var cluster = TestClusters.Build(clock, [("a", 1, false), ("b", 1, false)], c => c with { LoadBalancingPolicy = policy });
         cluster.Destinations[0].ReportConnectFailure();
 

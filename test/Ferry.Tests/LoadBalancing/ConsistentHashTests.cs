@@ -1,6 +1,7 @@
 using Ferry.Configuration;
 using Ferry.Model;
-using Ferry.Tests.Health;
+using Ferry.Tests.Support;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.LoadBalancing;
 
@@ -9,7 +10,7 @@ public sealed class ConsistentHashTests
     private const int Keys = 20_000;
 
     private static ClusterState Cluster(params (string Id, int Weight)[] destinations) =>
-        TestClusters.Build(new TestClock(), destinations.Select(d => (d.Id, d.Weight, false)),
+        TestClusters.Build(new FakeTimeProvider(), destinations.Select(d => (d.Id, d.Weight, false)),
             c => c with { LoadBalancingPolicy = LoadBalancingPolicies.ConsistentHash });
 
     private static string[] Assign(ClusterState cluster) =>

@@ -1,7 +1,8 @@
 using Ferry.Configuration;
 using Ferry.LoadBalancing;
 using Ferry.Model;
-using Ferry.Tests.Health;
+using Ferry.Tests.Support;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.LoadBalancing;
 
@@ -10,7 +11,7 @@ public sealed class PolicyTests
     [Fact]
     public void RoundRobin_IsSmoothAndWeighted()
     {
-        var cluster = TestClusters.Build(new TestClock(), [("a", 5, false), ("b", 1, false), ("c", 1, false)]);
+        var cluster = TestClusters.Build(new FakeTimeProvider(), [("a", 5, false), ("b", 1, false), ("c", 1, false)]);
 
         var sequence = string.Concat(Enumerable.Range(0, 7).Select(_ => cluster.Balancer.Pick(null, null, true).Destination!.Id));
 
@@ -20,7 +21,7 @@ public sealed class PolicyTests
     [Fact]
     public void RoundRobin_GivesASlowStartingDestinationAGrowingShare()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var cluster = TestClusters.Build(clock, [("a", 1, false), ("b", 1, false)], c => c with
         {
             SlowStart = TimeSpan.FromSeconds(100),
@@ -47,7 +48,7 @@ public sealed class PolicyTests
     [Fact]
     public void LeastRequests_PicksTheLeastLoadedPerUnitOfWeight()
     {
-        var cluster = TestClusters.Build(new TestClock(), [("a", 1, false), ("b", 2, false), ("c", 1, false)]);
+        var cluster = TestClusters.Build(new FakeTimeProvider(), [("a", 1, false), ("b", 2, false), ("c", 1, false)]);
         var (a, b, c) = (cluster.Destinations[0], cluster.Destinations[1], cluster.Destinations[2]);
         Load(a, 2);
         Load(b, 3);
@@ -61,7 +62,7 @@ public sealed class PolicyTests
     [Fact]
     public void LeastRequests_SpreadsAnIdleCluster()
     {
-        var cluster = TestClusters.Build(new TestClock(), [("a", 1, false), ("b", 1, false), ("c", 1, false)], c => c with
+        var cluster = TestClusters.Build(new FakeTimeProvider(), [("a", 1, false), ("b", 1, false), ("c", 1, false)], c => c with
         {
             LoadBalancingPolicy = LoadBalancingPolicies.LeastRequests,
         });
@@ -74,7 +75,7 @@ public sealed class PolicyTests
     [Fact]
     public void PowerOfTwoChoices_NeverPicksTheBusierOfTwo()
     {
-        var cluster = TestClusters.Build(new TestClock(), [("a", 1, false), ("b", 1, false)]);
+        var cluster = TestClusters.Build(new FakeTimeProvider(), [("a", 1, false), ("b", 1, false)]);
         var policy = new PowerOfTwoChoicesPolicy(new Random(1));
         Load(cluster.Destinations[0], 5);
 
@@ -87,7 +88,7 @@ public sealed class PolicyTests
     [Fact]
     public void Random_RespectsWeights()
     {
-        var cluster = TestClusters.Build(new TestClock(), [("a", 3, false), ("b", 1, false)]);
+        var cluster = TestClusters.Build(new FakeTimeProvider(), [("a", 3, false), ("b", 1, false)]);
         var policy = new RandomPolicy(new Random(42));
         var candidates = cluster.Destinations.ToArray();
 

@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
 using Ferry.AccessLog;
 using Ferry.Metrics;
-using Ferry.Tests.AccessLog;
+using Ferry.Tests.Support;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Ferry.Tests.Metrics;

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Ferry.Configuration;
 using Ferry.Errors;
 using Ferry.Metrics;
-using Ferry.Tests.AccessLog;
+using Ferry.Tests.Support;
 using Microsoft.AspNetCore.Http;
 
 namespace Ferry.Tests.Metrics;

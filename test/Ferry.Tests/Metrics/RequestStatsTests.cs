@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Ferry.Errors;
 using Ferry.Metrics;
-using Ferry.Tests.AccessLog;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Metrics;
 

@@ -1,6 +1,6 @@
 using Ferry.Configuration;
 using Ferry.RateLimiting;
-using Ferry.Tests.Health;
+using Microsoft.Extensions.Time.Testing;
 using Xunit.Abstractions;
 
 namespace Ferry.Tests.RateLimiting;
@@ -22,7 +22,7 @@ public sealed class RateLimiterPolicyTests(ITestOutputHelper output)
     [Fact]
     public void FullOfBusyPartitions_NewKeysShareOneOverflowPartition()
     {
-        using var policy = new RateLimiterPolicy(OneAnHour(maxPartitions: 3), new TestClock());
+        using var policy = new RateLimiterPolicy(OneAnHour(maxPartitions: 3), new FakeTimeProvider());
         foreach (var key in new[] { "a", "b", "c" })
         {
             Assert.True(Acquired(policy, key));
@@ -43,7 +43,7 @@ public sealed class RateLimiterPolicyTests(ITestOutputHelper output)
     [Fact]
     public void FullPolicy_DropsIdlePartitionsBeforeOverflowing_AtMostOnceASecond()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var config = new RateLimiterPolicyConfig("p", RateLimiterKind.Concurrency, 1) { MaxPartitions = 2 };
         using var policy = new RateLimiterPolicy(config, clock);
 
@@ -77,7 +77,7 @@ public sealed class RateLimiterPolicyTests(ITestOutputHelper output)
     public void Heartbeat_ReplenishesEveryPartition_OnceThePeriodHasElapsed()
     {
         var config = new RateLimiterPolicyConfig("p", RateLimiterKind.TokenBucket, 1) { TokensPerPeriod = 1, Period = RateLimiterPolicyConfig.MinPeriod };
-        using var policy = new RateLimiterPolicy(config, new TestClock());
+        using var policy = new RateLimiterPolicy(config, new FakeTimeProvider());
         Assert.True(Acquired(policy, "a"));
         Assert.True(Acquired(policy, "b"));
         Assert.False(Acquired(policy, "a"));
@@ -106,7 +106,7 @@ public sealed class RateLimiterPolicyTests(ITestOutputHelper output)
     public void PermitFromAnExistingPartition_AllocatesNothing()
     {
         var config = new RateLimiterPolicyConfig("p", RateLimiterKind.TokenBucket, 1_000_000) { TokensPerPeriod = 1, Period = TimeSpan.FromHours(1) };
-        using var policy = new RateLimiterPolicy(config, new TestClock());
+        using var policy = new RateLimiterPolicy(config, new FakeTimeProvider());
         const string key = "198.51.100.7";
         Assert.True(Acquired(policy, key));
 
@@ -134,7 +134,7 @@ public sealed class RateLimiterPolicyTests(ITestOutputHelper output)
         };
         // Keys made first: a client address string is allocated for the access log anyway, whatever the policy.
         var keys = Enumerable.Range(0, count).Select(i => $"2001:db8::{i:x}").ToArray();
-        using var policy = new RateLimiterPolicy(config, new TestClock());
+        using var policy = new RateLimiterPolicy(config, new FakeTimeProvider());
         var before = GC.GetAllocatedBytesForCurrentThread();
         foreach (var key in keys)
         {

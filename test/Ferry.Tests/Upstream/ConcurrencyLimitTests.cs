@@ -1,5 +1,5 @@
-using Ferry.Tests.Health;
 using Ferry.Upstream;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.Upstream;
 
@@ -13,7 +13,7 @@ public sealed class ConcurrencyLimitTests
     private static Func<int, TimeSpan> FixedCapacity(int capacity, TimeSpan service) =>
         n => service * Math.Max(1.0, (double)n / capacity);
 
-    private static (int Min, int Max) Run(TestClock clock, ConcurrencyLimit limit, TimeSpan duration, int demand, Func<int, TimeSpan> latencyAt)
+    private static (int Min, int Max) Run(FakeTimeProvider clock, ConcurrencyLimit limit, TimeSpan duration, int demand, Func<int, TimeSpan> latencyAt)
     {
         var (min, max) = (int.MaxValue, 0);
         for (var t = TimeSpan.Zero; t < duration; t += Step)
@@ -33,7 +33,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void FixedCapacity_ConvergesBetweenCapacityAndTwiceIt()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 1);
         var backend = FixedCapacity(4, TimeSpan.FromMilliseconds(100));
 
@@ -49,7 +49,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void FiveTimesSlowerAndFewerAtOnce_LimitFollowsWithinSeconds_ThenRisesAgainOnRecovery()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 1);
         var service = TimeSpan.FromMilliseconds(40);
         Run(clock, limit, TimeSpan.FromSeconds(10), demand: 200, FixedCapacity(8, service));
@@ -73,7 +73,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void SlowerButSameCapacity_LimitFalls_ThenComesBackWithinSeconds()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 1);
         Run(clock, limit, TimeSpan.FromSeconds(10), demand: 200, FixedCapacity(4, TimeSpan.FromMilliseconds(50)));
         var before = limit.Limit;
@@ -90,7 +90,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void NeverBelowOne_NeverAboveTheCap()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 50, initial: 8);
 
         // Unlimited capacity: grows to the cap and stays there.
@@ -113,7 +113,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void FastDestination_LightlyUsed_LimitNeverMoves()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 8);
         var random = new Random(1);
 
@@ -129,7 +129,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void FastDestination_ManyClients_LimitGrowsPastTheDemandWithinASecond_AndNeverFalls()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 8);
         var random = new Random(2);
         Func<int, TimeSpan> fast = n => TimeSpan.FromMilliseconds(0.05 * n + random.NextDouble() * 3);
@@ -144,7 +144,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void SlowConnects_HalveFromWhatWasInFlight_OnceForABurst()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 40);
 
         limit.Overload(inFlight: 20, "slow connect");
@@ -163,7 +163,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void MovesByMoreThanHalf_AreReportedOnce()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 40);
 
         limit.Overload(inFlight: 30, "slow connect");
@@ -190,7 +190,7 @@ public sealed class ConcurrencyLimitTests
     [Fact]
     public void ColdStart_FastDestination_WideDemand_GrowsPastHundredsWithinTwoSeconds_NeverFalls()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var limit = new ConcurrencyLimit(clock, min: 1, max: 1000, initial: 1);
         var random = new Random(3);
         Func<int, TimeSpan> fast = n => TimeSpan.FromMilliseconds(0.1 + 0.002 * n + random.NextDouble() * 3);

@@ -1,5 +1,5 @@
-using Ferry.Tests.Health;
 using Ferry.Upstream;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.Upstream;
 
@@ -10,7 +10,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void IdleTimeout_IsTheEarliestClose_ALaterCloseNeverRaisesIt()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
 
         learner.ObserveIdleClose(S(2.004), requests: 1);
         learner.ObserveIdleClose(S(3.0), requests: 1);  // gunicorn's loop woke late: no evidence that 2.5 s is safe
@@ -22,7 +22,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void IdleTimeout_AnEarlierCloseLowersIt_AtOnce()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
 
         learner.ObserveIdleClose(S(2.9), requests: 1);
         learner.ObserveIdleClose(S(2.0), requests: 1);
@@ -33,7 +33,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void IdleTimeout_IsSettled_OnlyAfterEnoughCloses()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
         for (var i = 1; i < KeepAliveLearner.SettledAfter; i++)
         {
             learner.ObserveIdleClose(S(2.5), requests: 1);
@@ -48,7 +48,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void SentinelOutlived_ForgetsTheValue_OnlyAfterEnoughInARow()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
         learner.ObserveIdleClose(S(2), requests: 1);
 
         for (var i = 1; i < KeepAliveLearner.OutlivedToForget; i++)
@@ -66,7 +66,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void SentinelOutlived_AnyIdleCloseInBetween_StartsTheCountAgain()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
         learner.ObserveIdleClose(S(2), requests: 1);
 
         for (var i = 1; i < KeepAliveLearner.OutlivedToForget; i++)
@@ -86,7 +86,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void AfterForgetting_TheNextClosesAreLearnedAgain()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
         learner.ObserveIdleClose(S(2), requests: 1);
         for (var i = 0; i < KeepAliveLearner.OutlivedToForget; i++)
         {
@@ -102,7 +102,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void IsOutlived_WellPastTheLearnedValue()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
         Assert.False(learner.IsOutlived(S(100)));
         learner.ObserveIdleClose(S(2), requests: 1);
 
@@ -113,7 +113,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void ImmediateCloses_AreRequestLimits_NotIdleTimeouts()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
 
         learner.ObserveIdleClose(TimeSpan.FromMilliseconds(3), requests: 100);
 
@@ -124,7 +124,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void MaxRequests_NeedsTwoMatchingCloses()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
 
         learner.ObserveIdleClose(TimeSpan.Zero, requests: 100);
         Assert.Equal(0, learner.MaxRequests);
@@ -138,7 +138,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void MaxRequests_IsNeverBelowWhatAConnectionServed()
     {
-        var learner = new KeepAliveLearner(new TestClock());
+        var learner = new KeepAliveLearner(new FakeTimeProvider());
         learner.NoteServed(120);
 
         learner.ObserveIdleClose(TimeSpan.Zero, requests: 100);
@@ -150,7 +150,7 @@ public sealed class KeepAliveLearnerTests
     [Fact]
     public void MaxRequests_IsForgotten_WhenAProbeAnswersMore_OrAfterItsLifetime()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var learner = new KeepAliveLearner(clock);
         learner.ObserveIdleClose(TimeSpan.Zero, requests: 100);
         learner.ObserveIdleClose(TimeSpan.Zero, requests: 100);

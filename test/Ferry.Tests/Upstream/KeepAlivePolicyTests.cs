@@ -1,12 +1,12 @@
 using Ferry.Configuration;
-using Ferry.Tests.Health;
 using Ferry.Upstream;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.Upstream;
 
 public sealed class KeepAlivePolicyTests
 {
-    private readonly TestClock _clock = new();
+    private readonly FakeTimeProvider _clock = new();
 
     private static TimeSpan S(double seconds) => TimeSpan.FromSeconds(seconds);
 
@@ -20,7 +20,7 @@ public sealed class KeepAlivePolicyTests
 
     private long Now => _clock.GetTimestamp();
 
-    // A connection idle for `idle` now, opened `age` ago (TestClock timestamps are ticks).
+    // A connection idle for `idle` now, opened `age` ago (FakeTimeProvider timestamps are ticks).
     private ConnectionKeepAlive Idle(TimeSpan idle, int requests = 1, int announcedTimeout = -1, int announcedMax = -1,
         bool probe = false, TimeSpan? age = null) =>
         new(Now - (age ?? idle).Ticks, Now - idle.Ticks, requests, announcedTimeout, announcedMax, probe);

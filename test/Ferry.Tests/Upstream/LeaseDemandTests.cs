@@ -1,5 +1,5 @@
-using Ferry.Tests.Health;
 using Ferry.Upstream;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.Upstream;
 
@@ -10,7 +10,7 @@ public sealed class LeaseDemandTests
     [Fact]
     public void RecentPeak_IsTheMostConcurrentLeases_AndIsForgottenAfterTwoQuietWindows()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var demand = new LeaseDemand(clock);
         for (var i = 0; i < 300; i++)
         {
@@ -37,7 +37,7 @@ public sealed class LeaseDemandTests
     [Fact]
     public void IdleCap_IsMaxIdle_OrTheRecentPeakWhenHigher_AndZeroWithoutPooling()
     {
-        var demand = new LeaseDemand(new TestClock());
+        var demand = new LeaseDemand(new FakeTimeProvider());
         for (var i = 0; i < 3000; i++)
         {
             demand.Begin();
@@ -63,7 +63,7 @@ public sealed class LeaseDemandTests
     public void SteadyTraffic_OpensEachConnectionOnce_AndTheSurplusAgesOutWhenTrafficDrops()
     {
         const int MaxIdle = 1024;
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var demand = new LeaseDemand(clock);
         var idle = new List<long>(); // IdleSince of each idle connection, index 0 = coldest
         var opened = 0;
@@ -137,7 +137,7 @@ public sealed class LeaseDemandTests
         Assert.Equal(MaxIdle, idle.Count);
     }
 
-    private static void Advance(TestClock clock, LeaseDemand demand, TimeSpan by)
+    private static void Advance(FakeTimeProvider clock, LeaseDemand demand, TimeSpan by)
     {
         for (var elapsed = TimeSpan.Zero; elapsed < by; elapsed += Tick)
         {

@@ -1,6 +1,6 @@
 using System.Net;
-using Ferry.Tests.Health;
 using Ferry.Upstream;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Ferry.Tests.Upstream;
 
@@ -33,7 +33,7 @@ public sealed class PortSpaceTests
     [Fact]
     public void Usage_CountsOpenConnections_AndClosedOnesForSixtySeconds()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var ports = new PortSpace(100, clock);
         for (var i = 0; i < 10; i++)
         {
@@ -55,7 +55,7 @@ public sealed class PortSpaceTests
     [Fact]
     public void SourceAddresses_AreSpacesOfTheirOwn()
     {
-        var ports = new PortSpace(100, new TestClock());
+        var ports = new PortSpace(100, new FakeTimeProvider());
         for (var i = 0; i < 30; i++)
         {
             ports.Opened(i % 3 == 0 ? FromSecond : Any);
@@ -67,7 +67,7 @@ public sealed class PortSpaceTests
     [Fact]
     public void Warning_At80Percent_AtMostOncePerMinute()
     {
-        var clock = new TestClock();
+        var clock = new FakeTimeProvider();
         var ports = new PortSpace(10, clock);
         for (var i = 0; i < 7; i++)
         {

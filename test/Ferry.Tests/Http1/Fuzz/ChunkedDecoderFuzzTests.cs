@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using CsCheck;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1.Fuzz;
 

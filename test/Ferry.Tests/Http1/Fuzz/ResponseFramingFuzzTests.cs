@@ -59,10 +59,10 @@ public class ResponseFramingFuzzTests
     [Fact]
     public void Mutated_real_heads_that_parse_are_framed_as_the_reference_decides()
     {
-        var gen = Gen.Select(ResponseHeadFuzzTests.Cases, Gen.Bool, Gen.Bool);
+        var gen = Gen.Select(MutatedHead.Cases, Gen.Bool, Gen.Bool);
         FuzzRun.Check(gen, ciCount: 20_000, t =>
         {
-            (ResponseHeadFuzzTests.Case c, bool isHead, bool upgrade) = t;
+            (MutatedHead c, bool isHead, bool upgrade) = t;
             var head = new ResponseHead();
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(c.Bytes));
             try

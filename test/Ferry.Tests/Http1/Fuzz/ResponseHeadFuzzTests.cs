@@ -1,6 +1,7 @@
 using System.Buffers;
 using CsCheck;
 using Ferry.Http1;
+using Ferry.Tests.Support;
 
 namespace Ferry.Tests.Http1.Fuzz;
 
@@ -8,22 +9,6 @@ namespace Ferry.Tests.Http1.Fuzz;
 /// way the bytes are split into segments or arrive over time never changes the result.</summary>
 public class ResponseHeadFuzzTests
 {
-    internal sealed record Case(int SeedIndex, Mutation[] Mutations, bool SmallLimits, int MaxBytes, int MaxCount, int[] Cuts)
-    {
-        public byte[] Bytes { get; } = Mutation.Apply(Corpus.Heads[SeedIndex], Mutations);
-
-        public Http1Limits Limits => SmallLimits ? new() { MaxResponseHeaderBytes = MaxBytes, MaxResponseHeaderCount = MaxCount } : Http1Limits.Default;
-
-        public override string ToString() =>
-            $"seed #{SeedIndex}, mutations [{string.Join(' ', Mutations)}], limits {(SmallLimits ? $"{MaxBytes}/{MaxCount}" : "default")}, "
-            + $"cuts [{string.Join(',', Cuts)}], bytes {FuzzRun.Escape(Bytes)}";
-    }
-
-    internal static Gen<Case> Cases { get; } =
-        Gen.Select(Gen.Int[0, Corpus.Heads.Length - 1], Mutation.List(6), Gen.Int[0, 4].Select(n => n == 0),
-            Gen.Int[1, 400], Gen.Int[0, 12], Gen.Int[0, 10_000].Array[1, 4],
-            (seed, mutations, small, maxBytes, maxCount, cuts) => new Case(seed, mutations, small, maxBytes, maxCount, cuts));
-
     [Fact]
     public void Seeds_parse_as_they_are()
     {
@@ -39,7 +24,7 @@ public class ResponseHeadFuzzTests
     public void Mutated_heads_parse_the_same_whatever_the_segments()
     {
         var reused = new ResponseHead();
-        FuzzRun.Check(Cases, ciCount: 5000, c =>
+        FuzzRun.Check(MutatedHead.Cases, ciCount: 5000, c =>
         {
             byte[] bytes = c.Bytes;
             Http1Limits limits = c.Limits;

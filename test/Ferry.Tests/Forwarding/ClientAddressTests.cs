@@ -4,7 +4,7 @@ using Ferry.Forwarding;
 using Ferry.Hosting;
 using Microsoft.AspNetCore.Http;
 
-namespace Ferry.Tests.LoadBalancing;
+namespace Ferry.Tests.Forwarding;
 
 public sealed class ClientAddressTests
 {

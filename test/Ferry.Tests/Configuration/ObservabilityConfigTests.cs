@@ -1,7 +1,7 @@
 using Ferry.Configuration;
 using static Ferry.Tests.Configuration.ConfigTestJson;
 
-namespace Ferry.Tests.Metrics;
+namespace Ferry.Tests.Configuration;
 
 public sealed class ObservabilityConfigTests
 {

@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Ferry.FunctionalTests.Lab;
+namespace Ferry.FunctionalTests.Support;
 
 /// <summary>How a connection ended, as the client sees it.</summary>
 public enum ConnectionEnd { Fin, Reset }

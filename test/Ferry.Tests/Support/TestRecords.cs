@@ -4,8 +4,9 @@ using Ferry.Forwarding;
 using Ferry.Hosting;
 using Ferry.Model;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Time.Testing;
 
-namespace Ferry.Tests.AccessLog;
+namespace Ferry.Tests.Support;
 
 // A proxy state with cluster "c" (destinations "a" at 10.0.0.1:8080 and "b" at 10.0.0.2:8080) and the three records
 // the formats must describe exactly: a reused connection, a keep-alive race replayed, and a 502 with its cause.
@@ -28,7 +29,7 @@ internal sealed class TestRecords : IAsyncDisposable
         State = new ProxyStateHolder(ProxyState.Build(Config, FerryServer.PoolFactory(Clock), Clock));
     }
 
-    public StoppedClock Clock { get; } = new(Start);
+    public FakeTimeProvider Clock { get; } = new(Start);
     public FerryConfig Config { get; }
     public ProxyStateHolder State { get; }
     public DestinationState A => State.Current.Clusters["c"].Destinations[0];
@@ -128,31 +129,4 @@ internal sealed class TestRecords : IAsyncDisposable
     }
 
     public ValueTask DisposeAsync() => State.Current.DisposeAsync();
-}
-
-// Time that moves only when a test says so. Timers never fire: these tests exercise no pool expiry.
-internal sealed class StoppedClock(DateTimeOffset start) : TimeProvider
-{
-    private DateTimeOffset _now = start;
-
-    public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-    public override DateTimeOffset GetUtcNow() => _now;
-
-    public override long GetTimestamp() => _now.UtcTicks;
-
-    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) => new Idle();
-
-    public void Advance(TimeSpan by) => _now += by;
-
-    private sealed class Idle : ITimer
-    {
-        public bool Change(TimeSpan dueTime, TimeSpan period) => true;
-
-        public void Dispose()
-        {
-        }
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-    }
 }

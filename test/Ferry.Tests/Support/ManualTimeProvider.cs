@@ -1,5 +1,10 @@
-namespace Ferry.FunctionalTests.Support;
+namespace Ferry.Tests.Support;
 
+// The functional tests use this instead of FakeTimeProvider, which serves the unit tests: a test that drives a live
+// server must wait until the server has armed its timer before advancing (WaitForTimersAsync, ScheduledTimers), which
+// FakeTimeProvider cannot tell. Advance also fires a periodic timer once, where FakeTimeProvider fires it once per
+// period passed, and a timer due now fires on the next Advance, where FakeTimeProvider fires it inside CreateTimer.
+// The file is linked into Ferry.FunctionalTests.
 /// <summary>A TimeProvider whose clock moves only when a test calls <see cref="Advance"/>.</summary>
 internal sealed class ManualTimeProvider : TimeProvider
 {

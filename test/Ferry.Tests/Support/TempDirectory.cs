@@ -1,4 +1,4 @@
-namespace Ferry.Tests.Doctor;
+namespace Ferry.Tests.Support;
 
 /// <summary>A directory of sample files for one test, deleted afterwards.</summary>
 internal sealed class TempDirectory : IDisposable

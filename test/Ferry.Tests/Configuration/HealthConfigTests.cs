@@ -2,7 +2,7 @@ using System.Net;
 using Ferry.Configuration;
 using static Ferry.Tests.Configuration.ConfigTestJson;
 
-namespace Ferry.Tests.Health;
+namespace Ferry.Tests.Configuration;
 
 public sealed class HealthConfigTests
 {

@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Text;
 
-namespace Ferry.Tests.Http1;
+namespace Ferry.Tests.Support;
 
 /// <summary>Builds multi-segment sequences, so tests see the input split the way a pipe may deliver it.</summary>
 internal static class Segments

@@ -2,7 +2,7 @@ using Ferry.Configuration;
 using Ferry.Model;
 using Ferry.Upstream;
 
-namespace Ferry.Tests.Health;
+namespace Ferry.Tests.Support;
 
 // Cluster state built from configuration records, without sockets: pools exist but nothing connects.
 internal static class TestClusters
