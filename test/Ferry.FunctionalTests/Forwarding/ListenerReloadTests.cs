@@ -1,13 +1,10 @@
-using System.Collections;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
-using Ferry.Configuration;
 using Ferry.FunctionalTests.Support;
 using Ferry.Hosting;
 using Ferry.Lab;
-using Microsoft.Extensions.Logging;
 using Xunit.Abstractions;
 
 namespace Ferry.FunctionalTests.Forwarding;
@@ -71,23 +68,6 @@ public sealed class ListenerReloadTests(ITestOutputHelper output) : IDisposable
                 ["c"] = new JsonObject { ["Destinations"] = new JsonObject { ["echo"] = new JsonObject { ["Address"] = upstream.Uri.ToString() } } },
             },
         }.ToJsonString();
-    }
-
-    private async Task<FerryServer> StartAsync(string path, TimeSpan? drainGrace = null)
-    {
-        var source = new ConfigSource(path, [], new Hashtable());
-        var configuration = source.Build();
-        var loaded = FerryConfigLoader.Load(configuration);
-        Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
-        return await FerryServer.StartAsync(loaded.Config!, new FerryServerOptions
-        {
-            ConfigureLogging = l => l.SetMinimumLevel(LogLevel.Warning),
-            ShutdownTimeout = TimeSpan.FromSeconds(2),
-            DrainGrace = drainGrace ?? RestartConfig.Default.DrainGrace,
-            Configuration = configuration,
-            Source = source,
-            WatchFile = false,
-        }).WaitAsync(Bound);
     }
 
     private static Uri Listener(FerryServer server, string name) => server.ListenerUri(name) ?? throw new InvalidOperationException($"no listener {name}");
@@ -164,7 +144,7 @@ public sealed class ListenerReloadTests(ITestOutputHelper output) : IDisposable
         var changingPort = Loopback.FreePort();
         var path = Path.Combine(_directory, "ferry.json");
         await File.WriteAllTextAsync(path, Config(upstream, changingPort, 0));
-        await using var server = await StartAsync(path);
+        await using var server = await ReloadableServer.StartAsync(path);
         var kept = Listener(server, "kept");
         var changing = new Uri($"http://127.0.0.1:{changingPort}/");
 
@@ -273,7 +253,7 @@ public sealed class ListenerReloadTests(ITestOutputHelper output) : IDisposable
         var path = Path.Combine(_directory, "ferry.json");
         await File.WriteAllTextAsync(path, Config(upstream, Loopback.FreePort(), 0));
         // A drain grace long enough for the idle client below to send its request within it on any machine.
-        await using var server = await StartAsync(path, drainGrace: TimeSpan.FromSeconds(20));
+        await using var server = await ReloadableServer.StartAsync(path, drainGrace: TimeSpan.FromSeconds(20));
         var gone = Listener(server, "gone");
 
         using var idle = await KeptConnection.OpenAsync(gone);
@@ -310,7 +290,7 @@ public sealed class ListenerReloadTests(ITestOutputHelper output) : IDisposable
         var changingPort = Loopback.FreePort();
         var path = Path.Combine(_directory, "ferry.json");
         await File.WriteAllTextAsync(path, Config(upstream, changingPort, 0));
-        await using var server = await StartAsync(path);
+        await using var server = await ReloadableServer.StartAsync(path);
         var before = server.State.Current;
         var listeners = server.ListenerUris;
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = Bound };

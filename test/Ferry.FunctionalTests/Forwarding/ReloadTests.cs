@@ -3,11 +3,9 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Ferry.Configuration;
 using Ferry.FunctionalTests.Support;
 using Ferry.Hosting;
 using Ferry.Lab;
-using Microsoft.Extensions.Logging;
 
 namespace Ferry.FunctionalTests.Forwarding;
 
@@ -91,22 +89,6 @@ public sealed class ReloadTests : IDisposable
         }.ToJsonString();
     }
 
-    private async Task<FerryServer> StartAsync(string path, IDictionary? environment = null, bool watch = false)
-    {
-        var source = new ConfigSource(path, [], environment ?? new Hashtable());
-        var configuration = source.Build();
-        var loaded = FerryConfigLoader.Load(configuration);
-        Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
-        return await FerryServer.StartAsync(loaded.Config!, new FerryServerOptions
-        {
-            ConfigureLogging = l => l.SetMinimumLevel(LogLevel.Warning),
-            ShutdownTimeout = TimeSpan.FromSeconds(2),
-            Configuration = configuration,
-            Source = source,
-            WatchFile = watch,
-        }).WaitAsync(Bound);
-    }
-
     private static HttpClient Admin(FerryServer server)
     {
         var admin = new HttpClient { BaseAddress = server.AdminUri, Timeout = Bound };
@@ -133,7 +115,7 @@ public sealed class ReloadTests : IDisposable
         await using var u = new Upstreams(Upstream("a"), Upstream("b"), Upstream("x"), Upstream("y1"), Upstream("y2"), Upstream("e"));
         var path = Path.Combine(_directory, "ferry.json");
         await File.WriteAllTextAsync(path, Config(u, 0));
-        await using var server = await StartAsync(path);
+        await using var server = await ReloadableServer.StartAsync(path);
         using var admin = Admin(server);
         var proxyUri = server.ListenerUris[0];
 
@@ -256,7 +238,7 @@ public sealed class ReloadTests : IDisposable
             ["FERRY__Routes__all__Transforms__1__RequestHeader"] = "X-Env",
             ["FERRY__Routes__all__Transforms__1__Set"] = "from-env",
         };
-        await using var server = await StartAsync(path, environment, watch: true);
+        await using var server = await ReloadableServer.StartAsync(path, environment, watch: true);
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = server.ListenerUris[0], Timeout = Bound };
         Assert.EndsWith("|0||from-env", await client.GetStringAsync("/"));
 
@@ -281,7 +263,7 @@ public sealed class ReloadTests : IDisposable
         await using var u = new Upstreams(Upstream("a"), Upstream("b"), Upstream("x"), Upstream("y1"), Upstream("y2"), Upstream("e"));
         var path = Path.Combine(_directory, "ferry.json");
         await File.WriteAllTextAsync(path, Config(u, 0));
-        await using var server = await StartAsync(path);
+        await using var server = await ReloadableServer.StartAsync(path);
         using var admin = Admin(server);
         var before = server.State.Current;
 
@@ -300,7 +282,7 @@ public sealed class ReloadTests : IDisposable
         await using var u = new Upstreams(Upstream("a"), Upstream("b"), Upstream("x"), Upstream("y1"), Upstream("y2"), Upstream("e"));
         var path = Path.Combine(_directory, "ferry.json");
         await File.WriteAllTextAsync(path, Config(u, 0));
-        await using var server = await StartAsync(path);
+        await using var server = await ReloadableServer.StartAsync(path);
         using var anonymous = new HttpClient { BaseAddress = server.AdminUri, Timeout = Bound };
         using var admin = Admin(server);
 
