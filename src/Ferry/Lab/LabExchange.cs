@@ -11,6 +11,8 @@ namespace Ferry.Lab;
 /// answer, misbehave or end the connection. If the script neither closes nor resets, the connection goes on to
 /// its next request once the response is complete (an unread request body is drained first).
 /// </summary>
+// Over 500 lines on purpose: a script is a lambda over this one object, so every way to read the request (framed,
+// chunked, raw) and to answer or misbehave (interim responses, partial heads, stalls, FIN, RST) is a member here.
 internal sealed class LabExchange
 {
     /// <summary>Bound on <see cref="ReadBodyAsync(CancellationToken)"/>, which buffers; larger bodies are for <see cref="Body"/>.</summary>

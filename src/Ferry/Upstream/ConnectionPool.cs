@@ -20,6 +20,8 @@ internal readonly record struct Lease(UpstreamConnection Connection, bool Reused
 //   connection with a margin before the destination would close it;
 // - a request that could not be replayed only takes a connection idle for less than what is known to be safe.
 // The pool holds the connections, the slots and the counts; every keep-alive decision is KeepAlivePolicy's.
+// Over 500 lines: one lock guards the idle stack, the sentinel, the slots with their waiter queue and the 4-tuple
+// map, and the invariants between them (Debug.Asserts on the counts); the slot queue is the next piece to move out.
 internal sealed class ConnectionPool : IAsyncDisposable
 {
     public delegate ConnectionPool Factory(DestinationState destination);
