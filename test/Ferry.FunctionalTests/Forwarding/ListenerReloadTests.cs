@@ -87,6 +87,7 @@ public sealed class ListenerReloadTests(ITestOutputHelper output) : IDisposable
             Configuration = configuration,
             Source = source,
             WatchFile = false,
+            Admin = Ferry.Admin.AdminEndpoints.Handler,
         }).WaitAsync(Bound);
     }
 

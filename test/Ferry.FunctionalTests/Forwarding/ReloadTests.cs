@@ -104,6 +104,7 @@ public sealed class ReloadTests : IDisposable
             Configuration = configuration,
             Source = source,
             WatchFile = watch,
+            Admin = Ferry.Admin.AdminEndpoints.Handler,
         }).WaitAsync(Bound);
     }
 

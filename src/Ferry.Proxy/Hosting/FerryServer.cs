@@ -2,7 +2,6 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using Ferry.Admin;
 using Ferry.Configuration;
 using Ferry.Forwarding;
 using Ferry.Metrics;
@@ -39,7 +38,15 @@ internal sealed record FerryServerOptions
 
     // Whether changes to Source's file are reloaded without being asked (POST /reload and SIGHUP always work).
     public bool WatchFile { get; init; } = true;
+
+    /// <summary>Makes the admin endpoints' handler (the executable's, Admin/AdminEndpoints). Null: no admin listener,
+    /// whatever the configuration says.</summary>
+    public AdminHandlerFactory? Admin { get; init; }
 }
+
+/// <summary>The admin endpoints' request handler over the live state, the proxy's services (metrics, certificates)
+/// and the reloader that POST /reload drives.</summary>
+internal delegate RequestDelegate AdminHandlerFactory(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices, ConfigReloader reloader);
 
 /// <summary>Set once the server begins to stop: the admin /healthz answers 503 and HTTP/1.x responses ask clients
 /// to close their connections, so that they reconnect to wherever the listeners are served now.</summary>
@@ -125,7 +132,7 @@ internal sealed class FerryServer : IAsyncDisposable
                 opened.Add(ProxyListeners.Open(listener, inherited));
             }
             listeners = new ProxyListeners(opened, time, options.DrainGrace);
-            var adminEndPoint = config.Admin.Enabled ? AdoptOrBind(inherited, adminSockets, config.Admin.EndPoint) : null;
+            var adminEndPoint = config.Admin.Enabled && options.Admin is not null ? AdoptOrBind(inherited, adminSockets, config.Admin.EndPoint) : null;
             inherited.CloseUnclaimed();
 
             state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
@@ -171,10 +178,10 @@ internal sealed class FerryServer : IAsyncDisposable
                 listeners, proxy.Services.GetRequiredService<CertificateStore>());
 
             await proxy.StartAsync(cancellationToken);
-            if (adminEndPoint is not null)
+            if (adminEndPoint is not null && options.Admin is { } adminHandler)
             {
                 admin = CreateApp(options, [(adminEndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(proxyState));
-                admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services, reloader).InvokeAsync);
+                admin.Run(adminHandler(state, config.Admin, proxy.Services, reloader));
                 await admin.StartAsync(cancellationToken);
             }
             if (options.WatchFile)
