@@ -72,12 +72,12 @@ internal sealed class FerryServer : IAsyncDisposable
     private readonly DrainState _drain;
     private readonly TimeSpan _drainGrace;
 
-    static FerryServer()
-    {
-        // Kestrel accepts a bare LF as a line ending in request heads unless this switch is set; a front end and a
-        // back end that disagree on where a line ends disagree on where a request ends (request smuggling).
+    static FerryServer() => RefuseBareLineFeeds();
+
+    // Kestrel accepts a bare LF as a line ending in request heads unless this switch is set; a front end and a back
+    // end that disagree on where a line ends disagree on where a request ends (request smuggling). Process-wide.
+    internal static void RefuseBareLineFeeds() =>
         AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
-    }
 
     private FerryServer(WebApplication proxy, WebApplication? admin, ProxyListeners listeners, ListenSockets adminSockets, DrainState drain,
         TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, Uri? adminUri)
@@ -249,6 +249,17 @@ internal sealed class FerryServer : IAsyncDisposable
     private static Encoding StrictLatin1(string name) =>
         name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase) ? StrictContentLengthEncoding.Instance : Encoding.Latin1;
 
+    // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field values are
+    // octets; only CR, LF and NUL are forbidden, and Kestrel rejects those). With captureConnection, Connection's
+    // decoder also keeps the raw value, which Kestrel may shorten (RawConnectionHeader).
+    internal static void UseHeaderEncodings(KestrelServerOptions kestrel, bool captureConnection)
+    {
+        kestrel.RequestHeaderEncodingSelector = captureConnection
+            ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : StrictLatin1(name)
+            : StrictLatin1;
+        kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
+    }
+
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
@@ -270,13 +281,7 @@ internal sealed class FerryServer : IAsyncDisposable
             kestrel.AddServerHeader = false;
             // No server-wide limit: the forwarder sets each request's limit to its route's MaxRequestBodySize.
             kestrel.Limits.MaxRequestBodySize = null;
-            // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field
-            // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
-            // Connection's decoder also keeps the raw value, which Kestrel may shorten (RawConnectionHeader).
-            kestrel.RequestHeaderEncodingSelector = captureConnection
-                ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : StrictLatin1(name)
-                : StrictLatin1;
-            kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
+            UseHeaderEncodings(kestrel, captureConnection);
             foreach (var (endPoint, protocols, listener) in endPoints)
             {
                 kestrel.Listen(endPoint, l =>
