@@ -21,6 +21,10 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
         new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats, reloader,
             proxyServices.GetService<Hosting.CertificateStore>(), proxyServices.GetService<DrainState>());
 
+    /// <summary>What <see cref="FerryServerOptions.Admin"/> takes: the admin listener's handler.</summary>
+    public static readonly AdminHandlerFactory Handler = (state, config, proxyServices, reloader) =>
+        Create(state, config, proxyServices, reloader).InvokeAsync;
+
     public Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path.Value;

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Ferry.Admin;
 using Ferry.Configuration;
 using Ferry.Hosting;
 
@@ -64,6 +65,7 @@ internal static class ServerRunner
                 ShutdownTimeout = config.Restart.ShutdownTimeout,
                 DrainGrace = config.Restart.DrainGrace,
                 InheritedSockets = inherited,
+                Admin = AdminEndpoints.Handler,
             }, signals.Token);
         }
         catch (IOException ex)

@@ -131,6 +131,7 @@ public sealed class SharedListenSocketTests
         DrainGrace = TimeSpan.Zero,
         InheritedSockets = inherited,
         ConfigureLogging = _ => { },
+        Admin = Ferry.Admin.AdminEndpoints.Handler,
     };
 
     private static (Socket, Socket) SocketPair()

@@ -61,6 +61,7 @@ internal sealed class ProxyHarness : IAsyncDisposable
             TimeProvider = time ?? TimeProvider.System,
             ConfigureLogging = l => l.AddProvider(logs).SetMinimumLevel(LogLevel.Information).AddFilter("Microsoft", LogLevel.Warning),
             ShutdownTimeout = TimeSpan.FromSeconds(2),
+            Admin = Ferry.Admin.AdminEndpoints.Handler,
         }).WaitAsync(TimeSpan.FromSeconds(30));
         return new ProxyHarness(server, [.. upstreams], logs);
     }

@@ -22,6 +22,7 @@ internal static class ReloadableServer
             Configuration = configuration,
             Source = source,
             WatchFile = watch,
+            Admin = Ferry.Admin.AdminEndpoints.Handler,
         }).WaitAsync(TimeSpan.FromSeconds(30));
     }
 }

@@ -101,20 +101,39 @@ internal static class FerryConfigLoader
         return text.StartsWith("http://", StringComparison.OrdinalIgnoreCase) ? (text["http://".Length..], false) : (text, false);
     }
 
-    public static ConfigLoadResult Load(IConfiguration configuration)
+    public static ConfigLoadResult Load(IConfiguration configuration) => Load(configuration, hosted: false);
+
+    /// <summary>
+    /// The configuration of Ferry inside an ASP.NET Core app (<see cref="FerryHostingExtensions.AddFerry"/>): the app's
+    /// own server takes the connections and serves its own endpoints, so routes need no listener, and Listeners and
+    /// Admin, which would be ignored there, are errors.
+    /// </summary>
+    public static ConfigLoadResult LoadForHost(IConfiguration configuration) => Load(configuration, hosted: true);
+
+    private static ConfigLoadResult Load(IConfiguration configuration, bool hosted)
     {
         var reader = new ConfigReader { BaseDirectory = ConfigDirectory(configuration) };
         FerryConfig? config;
         using (reader.CheckKeys(configuration))
         {
-            config = Read(reader, configuration);
+            config = Read(reader, configuration, hosted);
         }
         return new ConfigLoadResult(config, reader.Errors, reader.Warnings);
     }
 
     // Null when there are errors.
-    private static FerryConfig? Read(ConfigReader reader, IConfiguration configuration)
+    private static FerryConfig? Read(ConfigReader reader, IConfiguration configuration, bool hosted)
     {
+        if (hosted)
+        {
+            foreach (var section in new[] { "Listeners", "Admin" })
+            {
+                if (configuration.GetSection(section).Exists())
+                {
+                    reader.Error(section, "not read when Ferry runs inside an ASP.NET Core app: the app's server takes the connections");
+                }
+            }
+        }
         var listeners = ListenerReader.ReadAll(reader, configuration);
         var admin = ListenerReader.ReadAdmin(reader, configuration, listeners);
         var proxyStatus = ProxyStatusConfig.Read(reader, configuration);
@@ -146,7 +165,7 @@ internal static class FerryConfigLoader
         }
 
         // Counted on the configuration, not on the valid listeners: an invalid listener already has its own error.
-        if (routes.Count > 0 && !configuration.GetSection("Listeners").GetChildren().Any())
+        if (!hosted && routes.Count > 0 && !configuration.GetSection("Listeners").GetChildren().Any())
         {
             reader.Error("Listeners", "at least one listener is required when routes are defined");
         }

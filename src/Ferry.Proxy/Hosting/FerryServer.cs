@@ -2,7 +2,6 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using Ferry.Admin;
 using Ferry.Configuration;
 using Ferry.Forwarding;
 using Ferry.Metrics;
@@ -39,7 +38,15 @@ internal sealed record FerryServerOptions
 
     // Whether changes to Source's file are reloaded without being asked (POST /reload and SIGHUP always work).
     public bool WatchFile { get; init; } = true;
+
+    /// <summary>Makes the admin endpoints' handler (the executable's, Admin/AdminEndpoints). Null: no admin listener,
+    /// whatever the configuration says.</summary>
+    public AdminHandlerFactory? Admin { get; init; }
 }
+
+/// <summary>The admin endpoints' request handler over the live state, the proxy's services (metrics, certificates)
+/// and the reloader that POST /reload drives.</summary>
+internal delegate RequestDelegate AdminHandlerFactory(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices, ConfigReloader reloader);
 
 /// <summary>Set once the server begins to stop: the admin /healthz answers 503 and HTTP/1.x responses ask clients
 /// to close their connections, so that they reconnect to wherever the listeners are served now.</summary>
@@ -65,12 +72,12 @@ internal sealed class FerryServer : IAsyncDisposable
     private readonly DrainState _drain;
     private readonly TimeSpan _drainGrace;
 
-    static FerryServer()
-    {
-        // Kestrel accepts a bare LF as a line ending in request heads unless this switch is set; a front end and a
-        // back end that disagree on where a line ends disagree on where a request ends (request smuggling).
+    static FerryServer() => RefuseBareLineFeeds();
+
+    // Kestrel accepts a bare LF as a line ending in request heads unless this switch is set; a front end and a back
+    // end that disagree on where a line ends disagree on where a request ends (request smuggling). Process-wide.
+    internal static void RefuseBareLineFeeds() =>
         AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
-    }
 
     private FerryServer(WebApplication proxy, WebApplication? admin, ProxyListeners listeners, ListenSockets adminSockets, DrainState drain,
         TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, Uri? adminUri)
@@ -125,7 +132,7 @@ internal sealed class FerryServer : IAsyncDisposable
                 opened.Add(ProxyListeners.Open(listener, inherited));
             }
             listeners = new ProxyListeners(opened, time, options.DrainGrace);
-            var adminEndPoint = config.Admin.Enabled ? AdoptOrBind(inherited, adminSockets, config.Admin.EndPoint) : null;
+            var adminEndPoint = config.Admin.Enabled && options.Admin is not null ? AdoptOrBind(inherited, adminSockets, config.Admin.EndPoint) : null;
             inherited.CloseUnclaimed();
 
             state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
@@ -171,10 +178,10 @@ internal sealed class FerryServer : IAsyncDisposable
                 listeners, proxy.Services.GetRequiredService<CertificateStore>());
 
             await proxy.StartAsync(cancellationToken);
-            if (adminEndPoint is not null)
+            if (adminEndPoint is not null && options.Admin is { } adminHandler)
             {
                 admin = CreateApp(options, [(adminEndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(proxyState));
-                admin.Run(AdminEndpoints.Create(state, config.Admin, proxy.Services, reloader).InvokeAsync);
+                admin.Run(adminHandler(state, config.Admin, proxy.Services, reloader));
                 await admin.StartAsync(cancellationToken);
             }
             if (options.WatchFile)
@@ -242,6 +249,17 @@ internal sealed class FerryServer : IAsyncDisposable
     private static Encoding StrictLatin1(string name) =>
         name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase) ? StrictContentLengthEncoding.Instance : Encoding.Latin1;
 
+    // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field values are
+    // octets; only CR, LF and NUL are forbidden, and Kestrel rejects those). With captureConnection, Connection's
+    // decoder also keeps the raw value, which Kestrel may shorten (RawConnectionHeader).
+    internal static void UseHeaderEncodings(KestrelServerOptions kestrel, bool captureConnection)
+    {
+        kestrel.RequestHeaderEncodingSelector = captureConnection
+            ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : StrictLatin1(name)
+            : StrictLatin1;
+        kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
+    }
+
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
@@ -263,13 +281,7 @@ internal sealed class FerryServer : IAsyncDisposable
             kestrel.AddServerHeader = false;
             // No server-wide limit: the forwarder sets each request's limit to its route's MaxRequestBodySize.
             kestrel.Limits.MaxRequestBodySize = null;
-            // Latin-1 both ways so that header bytes cross the proxy exactly as received (RFC 9110 §5.5: field
-            // values are octets; only CR, LF and NUL are forbidden, and Kestrel rejects those).
-            // Connection's decoder also keeps the raw value, which Kestrel may shorten (RawConnectionHeader).
-            kestrel.RequestHeaderEncodingSelector = captureConnection
-                ? static name => name.Equals("Connection", StringComparison.OrdinalIgnoreCase) ? RawConnectionHeader.Encoding : StrictLatin1(name)
-                : StrictLatin1;
-            kestrel.ResponseHeaderEncodingSelector = _ => Encoding.Latin1;
+            UseHeaderEncodings(kestrel, captureConnection);
             foreach (var (endPoint, protocols, listener) in endPoints)
             {
                 kestrel.Listen(endPoint, l =>
