@@ -17,14 +17,14 @@ public sealed class FailureTests
     [Fact]
     public async Task Refused_Is502ConnectionRefused()
     {
-        var port = Loopback.FreePort();
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{port}/")));
+        using var dead = Loopback.RefusingPort();
+        var settings = ProxyHarness.Settings(("dead", dead.Uri));
         await using var proxy = await ProxyHarness.StartAsync(settings, null);
 
         var response = await proxy.Client.GetAsync("/").WaitAsync(Bound);
 
         await AssertFailure(response, HttpStatusCode.BadGateway, "connection_refused");
-        Assert.Contains($"127.0.0.1:{port}", ProxyStatus(response));
+        Assert.Contains($"127.0.0.1:{dead.Port}", ProxyStatus(response));
         Assert.Contains(proxy.Logs.Lines, l => l.Contains("connection_refused", StringComparison.Ordinal));
         Assert.False(proxy.Destination("dead").IsAvailable);
     }
@@ -33,7 +33,8 @@ public sealed class FailureTests
     public async Task RefusedDestination_IsSkippedForTheNextOne()
     {
         await using var live = LabUpstream.Start(new LabUpstreamOptions { Name = "live" });
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{Loopback.FreePort()}/")), ("live", live.Uri));
+        using var dead = Loopback.RefusingPort();
+        var settings = ProxyHarness.Settings(("dead", dead.Uri), ("live", live.Uri));
         await using var proxy = await ProxyHarness.StartAsync(settings, null, live);
 
         for (var i = 0; i < 4; i++)
@@ -171,7 +172,8 @@ public sealed class FailureTests
     [Fact]
     public async Task ProxyStatusDetails_AreHiddenByDefault()
     {
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{Loopback.FreePort()}/")));
+        using var dead = Loopback.RefusingPort();
+        var settings = ProxyHarness.Settings(("dead", dead.Uri));
         settings.Remove("ProxyStatus:IncludeDetails");
         await using var proxy = await ProxyHarness.StartAsync(settings, null);
 

@@ -87,7 +87,8 @@ public sealed class HealthTests
     [Fact]
     public async Task PanicDisabled_AllDown_Is503DestinationUnavailable()
     {
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{Loopback.FreePort()}/")));
+        using var dead = Loopback.RefusingPort();
+        var settings = ProxyHarness.Settings(("dead", dead.Uri));
         settings["Clusters:c:Panic:Enabled"] = "false";
         await using var proxy = await ProxyHarness.StartAsync(settings, null);
 
@@ -101,7 +102,8 @@ public sealed class HealthTests
     [Fact]
     public async Task PanicEnabled_AllDown_StillTriesThem()
     {
-        var settings = ProxyHarness.Settings(("dead", new Uri($"http://127.0.0.1:{Loopback.FreePort()}/")));
+        using var dead = Loopback.RefusingPort();
+        var settings = ProxyHarness.Settings(("dead", dead.Uri));
         await using var proxy = await ProxyHarness.StartAsync(settings, null);
 
         using var first = await proxy.Client.GetAsync("/").WaitAsync(Bound);

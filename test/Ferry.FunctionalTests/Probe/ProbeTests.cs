@@ -187,11 +187,11 @@ public sealed class ProbeTests(ITestOutputHelper output)
     [Fact]
     public async Task RefusedPort_ExitsWith2()
     {
-        int port = Loopback.FreePort();
+        using var dead = Loopback.RefusingPort();
         var output = new StringWriter();
         var error = new StringWriter();
 
-        int exit = await ProbeCommand.RunAsync(Config(new Uri($"http://127.0.0.1:{port}/")), json: false, showProgress: false,
+        int exit = await ProbeCommand.RunAsync(Config(dead.Uri), json: false, showProgress: false,
             output, error, TimeProvider.System, CancellationToken.None).WaitAsync(Bound);
 
         Assert.Equal(2, exit);

@@ -15,6 +15,15 @@ internal static class Loopback
         return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 
+    // A port that refuses connections for as long as the returned socket lives: bound without listening, so no test
+    // running beside this one can bind it (as it could a port from FreePort) and answer in its place.
+    public static RefusingPort RefusingPort()
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return new RefusingPort(socket);
+    }
+
     // Waits, within `bound`, until something accepts connections on the port; fails at once with `whyExited` when the
     // process ended first.
     public static async Task WaitListeningAsync(int port, Process process, TimeSpan bound, Func<Task<string>> whyExited)
@@ -38,4 +47,13 @@ internal static class Loopback
             }
         }
     }
+}
+
+internal sealed class RefusingPort(Socket socket) : IDisposable
+{
+    public int Port { get; } = ((IPEndPoint)socket.LocalEndPoint!).Port;
+
+    public Uri Uri => new($"http://127.0.0.1:{Port}/");
+
+    public void Dispose() => socket.Dispose();
 }
