@@ -120,21 +120,11 @@ internal static class ClusterReader
     // decrypts an encrypted PEM key or the PKCS#12 file.
     private static SslStreamCertificateContext? ReadClientCertificate(ConfigReader reader, IConfiguration tls)
     {
-        var section = reader.Section(tls, "ClientCertificate");
-        using var keys = reader.CheckKeys(section);
-        if (!section.GetChildren().Any())
+        if (CertificateSource.Read(reader, tls, "ClientCertificate") is not { } source)
         {
             return null;
         }
-        var path = reader.RequiredString(section, "Path");
-        if (path is null)
-        {
-            reader.Known(section, "KeyPath", "Password");
-            return null;
-        }
-        path = reader.FilePath(path);
-        var keyPath = reader.String(section, "KeyPath") is { } keyText ? reader.FilePath(keyText) : null;
-        var password = reader.String(section, "Password");
+        var (path, keyPath, password) = (source.Path, source.KeyPath, source.Password);
         try
         {
             X509Certificate2 certificate;
@@ -150,7 +140,7 @@ internal static class ClusterReader
             }
             if (!certificate.HasPrivateKey)
             {
-                reader.Error(section.GetSection("Path").Path, $"'{path}' has no private key");
+                reader.Error($"{source.ConfigPath}:Path", $"'{path}' has no private key");
                 return null;
             }
             // One context for every connection of the cluster: the chain is built once, and the TLS session cache
@@ -159,7 +149,7 @@ internal static class ClusterReader
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
         {
-            reader.Error(section.Path, $"the client certificate cannot be loaded: {ex.Message}");
+            reader.Error(source.ConfigPath, $"the client certificate cannot be loaded: {ex.Message}");
             return null;
         }
     }

@@ -147,27 +147,17 @@ internal static class ListenerReader
     // password or holds the key of another certificate is an error here rather than a failed handshake later.
     private static CertificateSource? ReadCertificate(ConfigReader reader, IConfiguration parent, string key)
     {
-        var section = reader.Section(parent, key);
-        using var keys = reader.CheckKeys(section);
-        if (!section.GetChildren().Any())
+        if (CertificateSource.Read(reader, parent, key) is not { } source)
         {
             return null;
         }
-        var path = reader.RequiredString(section, "Path");
-        if (path is null)
-        {
-            reader.Known(section, "KeyPath", "Password");
-            return null;
-        }
-        var keyPath = reader.String(section, "KeyPath");
-        var source = new CertificateSource(section.Path, reader.FilePath(path), keyPath is null ? null : reader.FilePath(keyPath), reader.String(section, "Password"));
         try
         {
             return source with { Initial = LoadedCertificate.Load(source) };
         }
         catch (CertificateFileException ex)
         {
-            reader.Error(section.Path, ex.Message);
+            reader.Error(source.ConfigPath, ex.Message);
             return null;
         }
     }

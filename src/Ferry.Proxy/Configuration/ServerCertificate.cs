@@ -2,6 +2,7 @@ using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using Microsoft.Extensions.Configuration;
 
 namespace Ferry.Configuration;
 
@@ -18,6 +19,27 @@ internal sealed record CertificateSource(string ConfigPath, string Path, string?
     public LoadedCertificate? Initial { get; init; }
 
     public IEnumerable<string> Files => KeyPath is null ? [Path] : [Path, KeyPath];
+
+    // The `{ Path, KeyPath, Password }` section under `key`, with file paths resolved against the configuration's
+    // folder; null when the section is empty or has no Path (reported). Listener certificates and upstream client
+    // certificates are written the same way.
+    public static CertificateSource? Read(ConfigReader reader, IConfiguration parent, string key)
+    {
+        var section = reader.Section(parent, key);
+        using var keys = reader.CheckKeys(section);
+        if (!section.GetChildren().Any())
+        {
+            return null;
+        }
+        var path = reader.RequiredString(section, "Path");
+        if (path is null)
+        {
+            reader.Known(section, "KeyPath", "Password");
+            return null;
+        }
+        var keyPath = reader.String(section, "KeyPath");
+        return new CertificateSource(section.Path, reader.FilePath(path), keyPath is null ? null : reader.FilePath(keyPath), reader.String(section, "Password"));
+    }
 }
 
 /// <summary>A certificate ready for SslStream: the leaf with its private key and the chain sent along with it.</summary>
