@@ -19,9 +19,10 @@ internal readonly record struct Lease(UpstreamConnection Connection, bool Reused
 // - limits the destination announced (Keep-Alive: timeout, max) or that were learned from its silent closes retire a
 //   connection with a margin before the destination would close it;
 // - a request that could not be replayed only takes a connection idle for less than what is known to be safe.
-// The pool holds the connections, the slots and the counts; every keep-alive decision is KeepAlivePolicy's.
-// Over 500 lines: one lock guards the idle stack, the sentinel, the slots with their waiter queue and the 4-tuple
-// map, and the invariants between them (Debug.Asserts on the counts); the slot queue is the next piece to move out.
+// The pool holds the connections and the counts; the connection limit's slots and their queue are SlotQueue's, every
+// keep-alive decision is KeepAlivePolicy's.
+// Over 500 lines: one lock guards the idle stack, the sentinel and the 4-tuple map, and the invariants between them
+// (Debug.Asserts on the counts); opening a connection (connect, name resolution, TLS) is the next piece to move out.
 internal sealed class ConnectionPool : IAsyncDisposable
 {
     public delegate ConnectionPool Factory(DestinationState destination);
@@ -50,9 +51,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
-    private int _slotsInUse;     // leases holding a slot under the connection limit (connecting or in use); guarded by _lock
     private readonly ConcurrencyLimit? _adaptive;
-    private readonly LinkedList<SlotWaiter> _waiters = []; // FIFO of requests waiting for a slot; guarded by _lock
+    private readonly SlotQueue _slots;
     private readonly IReadOnlyList<System.Net.IPAddress> _sources; // local addresses new connections bind to, in turn
     private int _nextSource;     // round-robin position in _sources
     private readonly Dictionary<UpstreamConnection, PortSpaceKey> _tuples = []; // open connections' 4-tuple spaces; guarded by _lock
@@ -68,6 +68,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             _adaptive = new ConcurrencyLimit(time, Math.Min(_limit.Adaptive.Min, _limit.AdaptiveMax), _limit.AdaptiveMax, _limit.Adaptive.Initial);
         }
+        _slots = new SlotQueue(_limit, () => CurrentLimit, time);
         KeepAlive = new KeepAlivePolicy(config, time);
         _sources = destination.Cluster.Config.SourceAddresses;
         Ports = new PortSpace(EphemeralRange.Read().Size, time);
@@ -92,10 +93,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // The most requests that held or opened a connection at once over the last 30 to 60 s: what the pool keeps.
     public int RecentPeakLeases => _demand.RecentPeak;
     public int Idle { get { lock (_lock) { return _idle.Count; } } }
-    public int Queued { get { lock (_lock) { return _waiters.Count; } } }
+    public int Queued => _slots.Queued;
 
     // Whether a lease now would start at once instead of queueing for a connection slot.
-    public bool HasFreeSlot => !_limit.Limited || Volatile.Read(ref _slotsInUse) < CurrentLimit;
+    public bool HasFreeSlot => _slots.HasFreeSlot;
 
     // The adaptive estimate, null when switched off.
     public ConcurrencyLimit? Adaptive => _adaptive;
@@ -105,7 +106,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public int CurrentLimit => _adaptive?.Limit ?? (_limit.MaxConnections > 0 ? _limit.MaxConnections : int.MaxValue);
 
     // Requests holding a slot (connecting or in use).
-    public int InFlight => Volatile.Read(ref _slotsInUse);
+    public int InFlight => _slots.InFlight;
+
+    // How long the oldest request of a full queue waits before newcomers are refused (SlotQueue.ShedAfter).
+    public TimeSpan ShedAfter => _slots.ShedAfter;
+
     public long Retired(RetireReason reason) => Interlocked.Read(ref _retired[(int)reason]);
 
     // The warmest idle connection that is within every limit, else a new one. `onlySafeIdle`: the request cannot be sent
@@ -120,7 +125,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         var slot = _adaptive is null ? _limit.MaxConnections > 0 : !upgrade;
         if (slot)
         {
-            await AcquireSlotAsync(requestAborted);
+            await _slots.AcquireAsync(requestAborted);
         }
         _demand.Begin();
         try
@@ -153,7 +158,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _demand.End();
         if (slot)
         {
-            ReleaseSlot();
+            _slots.Release();
         }
     }
 
@@ -168,123 +173,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _adaptive.Sample(latency, InFlight, Volatile.Read(ref _connecting));
         if (_adaptive.Limit > before)
         {
-            GrantWaiters();
+            _slots.GrantWaiters();
         }
-    }
-
-    // The limit rose: the oldest waiters take the new slots.
-    private void GrantWaiters()
-    {
-        List<SlotWaiter>? granted = null;
-        lock (_lock)
-        {
-            while (_waiters.First is { } first && _slotsInUse < CurrentLimit)
-            {
-                _waiters.RemoveFirst();
-                _slotsInUse++;
-                (granted ??= []).Add(first.Value);
-            }
-        }
-        foreach (var waiter in granted ?? [])
-        {
-            waiter.TrySetResult();
-        }
-    }
-
-    // Under the adaptive limit, a queue longer than Queue:Size still takes newcomers until its oldest request has waited
-    // this long: a long queue that drains is a burst being absorbed (a cold start under thousands of connections, while
-    // the limit grows from Initial), not an overload; one whose head has waited half the queue timeout is not draining,
-    // and a newcomer would wait about as long. A fixed length alone refused 54,015 of 54,102 requests of a cold start
-    // (docs/decisions/2026-12-02-adaptive-limit.md).
-    public TimeSpan ShedAfter => _limit.QueueTimeout / 2;
-
-    private ValueTask AcquireSlotAsync(CancellationToken requestAborted)
-    {
-        LinkedListNode<SlotWaiter> node;
-        lock (_lock)
-        {
-            // Nobody overtakes the queue: a free slot goes to the oldest waiter, handed over in ReleaseSlot.
-            if (_slotsInUse < CurrentLimit && _waiters.Count == 0)
-            {
-                _slotsInUse++;
-                return ValueTask.CompletedTask;
-            }
-            var now = _time.GetTimestamp();
-            if (_disposed)
-            {
-                throw new ProxyException(ProxyError.ConnectionLimitReached, "the destination's pool was shut down");
-            }
-            if (_waiters.Count >= _limit.QueueSize)
-            {
-                var oldest = _waiters.First is { } first ? _time.GetElapsedTime(first.Value.Since, now) : TimeSpan.Zero;
-                if (_adaptive is null || _limit.QueueSize == 0 || oldest >= ShedAfter)
-                {
-                    throw new ProxyException(ProxyError.ConnectionLimitReached, _adaptive is null || _limit.QueueSize == 0
-                        ? $"{_slotsInUse} connections in use (limit {CurrentLimit}) and {_waiters.Count} requests already queued"
-                        : $"{_slotsInUse} connections in use (limit {CurrentLimit}) and {_waiters.Count} requests queued, the oldest for {oldest.TotalMilliseconds:0} ms");
-                }
-            }
-            node = _waiters.AddLast(new SlotWaiter(now));
-        }
-        return WaitForSlotAsync(node, requestAborted);
-    }
-
-    // A request waiting for a slot, and since when (the queue's shedding looks at its oldest).
-    private sealed class SlotWaiter(long since) : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-    {
-        public long Since { get; } = since;
-    }
-
-    private async ValueTask WaitForSlotAsync(LinkedListNode<SlotWaiter> node, CancellationToken requestAborted)
-    {
-        try
-        {
-            await node.Value.Task.WaitAsync(_limit.QueueTimeout, _time, requestAborted);
-        }
-        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
-        {
-            bool granted;
-            lock (_lock)
-            {
-                granted = node.List is null && node.Value.Task.IsCompletedSuccessfully;
-                if (node.List is not null)
-                {
-                    _waiters.Remove(node);
-                }
-            }
-            if (granted)
-            {
-                // The slot arrived as the wait ended: pass it on rather than leak it.
-                ReleaseSlot();
-            }
-            if (requestAborted.IsCancellationRequested)
-            {
-                throw new ProxyException(ProxyError.ClientAborted, "client went away while queued for a connection", ex);
-            }
-            throw new ProxyException(ProxyError.ConnectionLimitReached,
-                $"waited {_limit.QueueTimeout.TotalMilliseconds:0} ms for one of {CurrentLimit} connections", ex);
-        }
-    }
-
-    private void ReleaseSlot()
-    {
-        SlotWaiter? next = null;
-        lock (_lock)
-        {
-            Debug.Assert(_slotsInUse > 0);
-            // After the limit fell, slots above it are freed instead of handed on.
-            if (_waiters.First is { } first && _slotsInUse <= CurrentLimit)
-            {
-                // The slot changes hands without being freed, so a newcomer cannot take it first.
-                _waiters.RemoveFirst();
-                next = first.Value;
-            }
-            else
-            {
-                _slotsInUse--;
-            }
-        }
-        next?.TrySetResult();
     }
 
     private async ValueTask<Lease> LeaseAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted)
@@ -483,7 +373,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         if (holdsSlot)
         {
             // After the connection is back in the stack: the waiter that gets the slot takes it instead of connecting.
-            ReleaseSlot();
+            _slots.Release();
         }
         if (coldest is not null)
         {
@@ -658,12 +548,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 _sentinel = null;
             }
             _idle.Clear();
-            foreach (var waiter in _waiters)
-            {
-                waiter.TrySetException(new ProxyException(ProxyError.ConnectionLimitReached, "the destination's pool was shut down while the request waited"));
-            }
-            _waiters.Clear();
         }
+        _slots.Shutdown();
         foreach (var c in idle)
         {
             Retire(c, RetireReason.Shutdown);
