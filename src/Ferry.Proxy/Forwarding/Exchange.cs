@@ -37,15 +37,16 @@ internal sealed class Exchange
     private volatile bool _sendTimedOut;
     private bool _anyResponseByte;
     private long _bytesAckedBefore = -1;
-    private Hosting.ListenerConnectionFeature? _listener; // read once with the request head, used again for the response
+    private readonly Hosting.ListenerConnectionFeature? _listener; // the request's, looked up once by the forwarder: PeerTrusted, Hsts
 
-    public Exchange(HttpContext context, RouteState route, Lease lease, BufferedBody? body, RequestRecord record, AttemptRecord attempt,
-        string? traceParent, TimeProvider time, ReplayDecision replay, StatusRetry? retryOnStatus = null)
+    public Exchange(HttpContext context, Hosting.ListenerConnectionFeature? listener, RouteState route, Lease lease, BufferedBody? body,
+        RequestRecord record, AttemptRecord attempt, string? traceParent, TimeProvider time, ReplayDecision replay, StatusRetry? retryOnStatus = null)
     {
         _needsEvidence = replay.NeedsEvidence(lease.Reused);
         _retryOnStatus = retryOnStatus;
         _traceParent = traceParent;
         _context = context;
+        _listener = listener;
         _route = route;
         _connection = lease.Connection;
         _destination = lease.Connection.Destination;
@@ -81,7 +82,6 @@ internal sealed class Exchange
             //    destination closes before answering, it tells whether it can have received this request at all
             //    (docs/replay.md, "The evidence for a POST").
             _phase = Phase.SendingRequest;
-            _listener = _context.Features.Get<Hosting.ListenerConnectionFeature>();
             var mode = RequestHeadBuilder.Write(connection.Output, _context, _route.Config, _route.Cluster.Config.Forwarding, _destination.Authority,
                 _listener?.PeerTrusted == true, _traceParent, upgrade, upgradable);
             if (_needsEvidence)

@@ -19,11 +19,13 @@ namespace Ferry.Forwarding;
 internal sealed partial class Forwarder(
     ProxyStateHolder state, TimeProvider time, RequestTelemetry telemetry, FerryTracing tracing, ILogger<Forwarder> logger)
 {
-    public async Task InvokeAsync(HttpContext context)
+    public Task InvokeAsync(HttpContext context) => InvokeAsync(context, context.Features.Get<ListenerConnectionFeature>());
+
+    // `connection`: the request's ListenerConnectionFeature, looked up once by the caller and used for the whole request.
+    public async Task InvokeAsync(HttpContext context, ListenerConnectionFeature? connection)
     {
         var request = context.Request;
         RawConnectionHeader.Restore(request.Headers);
-        var connection = context.Features.Get<ListenerConnectionFeature>();
         var requestFeature = context.Features.Get<IHttpRequestFeature>();
         var record = new RequestRecord
         {
@@ -48,14 +50,14 @@ internal sealed partial class Forwarder(
             // 0. A request that cannot be written as HTTP/1.1 is the client's error, whatever the route.
             if (RequestCheck.Check(context) is { } invalid)
             {
-                await FailAsync(context, proxy, record, invalid, null);
+                await FailAsync(context, connection, proxy, record, invalid, null);
                 return;
             }
             if (connection?.Listener.RedirectToHttps is { } redirect)
             {
                 if (HttpsRedirect.Location(context, redirect) is not { } location)
                 {
-                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.InvalidHost,
+                    await FailAsync(context, connection, proxy, record, new ProxyException(ProxyError.InvalidHost,
                         "the Host is not a host name or IP address with an optional port; no redirect is built from it"), null);
                     return;
                 }
@@ -69,7 +71,7 @@ internal sealed partial class Forwarder(
                 if (!RequestPath.TryResolve(record.Target, connection?.Listener.AmbiguousPaths ?? AmbiguousPaths.Reject,
                     out var target, out var changedPath, out var problem))
                 {
-                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.AmbiguousPath, problem!), null);
+                    await FailAsync(context, connection, proxy, record, new ProxyException(ProxyError.AmbiguousPath, problem!), null);
                     return;
                 }
                 if (changedPath is not null)
@@ -83,7 +85,7 @@ internal sealed partial class Forwarder(
             route = proxy.Routes.Match(request.Method, request.Host.Value ?? "", request.Path.Value ?? "/");
             if (route is null)
             {
-                await FailAsync(context, proxy, record, new ProxyException(ProxyError.NoRoute, "no route matches the request"), null);
+                await FailAsync(context, connection, proxy, record, new ProxyException(ProxyError.NoRoute, "no route matches the request"), null);
                 return;
             }
             var cluster = route.Cluster;
@@ -95,7 +97,7 @@ internal sealed partial class Forwarder(
             var maxBody = route.Config.MaxRequestBodySize;
             if (maxBody > 0 && request.ContentLength > maxBody)
             {
-                await FailAsync(context, proxy, record, new ProxyException(ProxyError.RequestBodyTooLarge,
+                await FailAsync(context, connection, proxy, record, new ProxyException(ProxyError.RequestBodyTooLarge,
                     $"Content-Length {request.ContentLength} is over the route's MaxRequestBodySize ({maxBody} bytes)"), null, route.Config.Transforms.ResponseHeaders);
                 return;
             }
@@ -114,7 +116,7 @@ internal sealed partial class Forwarder(
                     var retryAfter = permit.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : (TimeSpan?)null;
                     record.RateLimiterPolicy = limiter.Name;
                     LogRateLimited(request.Method, request.Path.Value, route.Config.RouteId, limiter.Name);
-                    await FailAsync(context, proxy, record, new ProxyException(ProxyError.RateLimited,
+                    await FailAsync(context, connection, proxy, record, new ProxyException(ProxyError.RateLimited,
                         $"rate limiter policy '{limiter.Name}' ({limiter.Config.Kind} by {limiter.Config.KeyDescription}) has no permit left"
                         + (limiter.Config.QueueLimit > 0 ? " and its queue is full" : "")
                         + (retryAfter is { } after ? $"; retry after {RetryAfterSeconds(after)} s" : ""))
@@ -229,7 +231,7 @@ internal sealed partial class Forwarder(
                         : null;
                     try
                     {
-                        var relayed = await new Exchange(context, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
+                        var relayed = await new Exchange(context, connection, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
                             replay, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
@@ -278,7 +280,7 @@ internal sealed partial class Forwarder(
                         replayTo = null;
                         continue;
                     }
-                    await FailAsync(context, proxy, record, ex, destination, route.Config.Transforms.ResponseHeaders);
+                    await FailAsync(context, connection, proxy, record, ex, destination, route.Config.Transforms.ResponseHeaders);
                     return;
                 }
                 finally
@@ -286,13 +288,13 @@ internal sealed partial class Forwarder(
                     destination.LeaveRequest();
                 }
             }
-            await FailAsync(context, proxy, record,
+            await FailAsync(context, connection, proxy, record,
                 lastError ?? new ProxyException(ProxyError.DestinationUnavailable, "every destination is out of rotation and panic is disabled"),
                 lastDestination, route.Config.Transforms.ResponseHeaders);
         }
         catch (ProxyException ex)
         {
-            await FailAsync(context, proxy, record, ex, null, route?.Config.Transforms.ResponseHeaders);
+            await FailAsync(context, connection, proxy, record, ex, null, route?.Config.Transforms.ResponseHeaders);
         }
         finally
         {
@@ -372,8 +374,8 @@ internal sealed partial class Forwarder(
 
     // Every response Ferry generates itself comes from here: status, Proxy-Status and a log line agree on the cause.
     // The route's response header rules apply to these as to relayed responses: When=Always and When=Failure ones.
-    private async Task FailAsync(HttpContext context, ProxyState proxy, RequestRecord record, ProxyException ex, DestinationState? destination,
-        ResponseHeaderRule[]? responseRules = null)
+    private async Task FailAsync(HttpContext context, ListenerConnectionFeature? connection, ProxyState proxy, RequestRecord record, ProxyException ex,
+        DestinationState? destination, ResponseHeaderRule[]? responseRules = null)
     {
         var error = ProxyErrorTable.Of(ex.Error);
         var (status, type) = (error.Status, error.Type);
@@ -401,7 +403,7 @@ internal sealed partial class Forwarder(
         var response = context.Response;
         response.Clear();
         response.StatusCode = status;
-        if (context.Features.Get<ListenerConnectionFeature>()?.Listener.Hsts is { } hsts)
+        if (connection?.Listener.Hsts is { } hsts)
         {
             response.Headers.StrictTransportSecurity = hsts.HeaderValue;
         }

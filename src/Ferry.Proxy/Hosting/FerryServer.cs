@@ -149,11 +149,12 @@ internal sealed class FerryServer : IAsyncDisposable
             var forwarder = proxy.Services.GetRequiredService<Forwarder>();
             RequestDelegate handle = context =>
             {
-                if (drain.IsDraining || context.Features.Get<ListenerConnectionFeature>() is { Drain.IsDraining: true })
+                var connection = context.Features.Get<ListenerConnectionFeature>();
+                if (drain.IsDraining || connection is { Drain.IsDraining: true })
                 {
                     AskToClose(context);
                 }
-                return forwarder.InvokeAsync(context);
+                return forwarder.InvokeAsync(context, connection);
             };
             proxy.Run(handle);
             var shared = proxy.Services;
