@@ -158,7 +158,13 @@ internal sealed class FerryServer : IAsyncDisposable
                 services.AddSingleton(sp => new CertificateStore(config.Listeners, time, sp.GetRequiredService<ILogger<CertificateStore>>(), sp.GetService<IMeterFactory>()));
                 services.AddFerryObservability(config);
             });
-            loops?.UseLogger(proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<EventLoop>());
+            if (loops is not null)
+            {
+                var loopLogger = proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<EventLoop>();
+                loops.UseLogger(loopLogger);
+                // Says which engine serves the listeners: the one line that tells a benchmark or an operator it is on.
+                loopLogger.LogInformation("Proxied listeners served by {Count} event loops", loops.All.Count);
+            }
             var forwarder = proxy.Services.GetRequiredService<Forwarder>();
             RequestDelegate handle = context =>
             {
