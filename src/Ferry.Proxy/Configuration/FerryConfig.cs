@@ -18,6 +18,7 @@ internal sealed record FerryConfig(
     public MetricsConfig Metrics { get; init; } = MetricsConfig.Default;
     public TracingConfig Tracing { get; init; } = TracingConfig.Default;
     public RestartConfig Restart { get; init; } = RestartConfig.Default;
+    public EngineConfig Engine { get; init; } = EngineConfig.Default;
 }
 
 /// <summary>A client-facing endpoint. "*:port" binds <see cref="IPAddress.Any"/>.</summary>
@@ -177,5 +178,40 @@ internal sealed record RestartConfig(string? ControlSocket, TimeSpan ShutdownTim
             controlSocket,
             reader.Duration(section, "ShutdownTimeout", Default.ShutdownTimeout),
             reader.Duration(section, "DrainGrace", Default.DrainGrace));
+    }
+}
+
+/// <summary>What serves the client connections of the proxied listeners (docs/decisions/2026-12-03-event-loops.md).</summary>
+internal enum EngineKind
+{
+    // Kestrel's own socket transport: portable, the default.
+    Sockets,
+
+    // Ferry's event loops, one thread and one epoll instance each, with Kestrel's request processing run on the loop
+    // that read the bytes. Linux only.
+    Loops,
+}
+
+/// <summary>The top-level Engine and EventLoops settings: restart-only, the transport is chosen once at start.</summary>
+internal sealed record EngineConfig(EngineKind Kind, int EventLoops)
+{
+    public static EngineConfig Default { get; } = new(EngineKind.Sockets, 0);
+
+    // A loop is a thread; far more than the machine's processors only adds context switches.
+    public const int MaxEventLoops = 1024;
+
+    public static EngineConfig Read(ConfigReader reader, IConfiguration root)
+    {
+        var kind = reader.Choice(root, "Engine", Default.Kind, "an engine", ("Sockets", EngineKind.Sockets), ("Loops", EngineKind.Loops));
+        var loops = reader.Int(root, "EventLoops", Default.EventLoops, min: 0, max: MaxEventLoops);
+        if (kind == EngineKind.Loops && !Ferry.Loops.Native.IsSupported)
+        {
+            reader.Error("Engine", "'Loops' needs Linux on a 64-bit processor; use 'Sockets' here");
+        }
+        if (kind != EngineKind.Loops && root.GetSection("EventLoops").Value is { Length: > 0 })
+        {
+            reader.Warning("EventLoops", "only read with Engine 'Loops'");
+        }
+        return new EngineConfig(kind, loops);
     }
 }

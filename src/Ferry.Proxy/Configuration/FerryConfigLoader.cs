@@ -126,7 +126,7 @@ internal static class FerryConfigLoader
     {
         if (hosted)
         {
-            foreach (var section in new[] { "Listeners", "Admin" })
+            foreach (var section in new[] { "Listeners", "Admin", "Engine", "EventLoops" })
             {
                 if (configuration.GetSection(section).Exists())
                 {
@@ -189,6 +189,7 @@ internal static class FerryConfigLoader
         routes.Sort(RouteOrder.Compare);
         var (accessLog, metrics, tracing) = ObservabilityReader.Read(reader, configuration);
         var restart = RestartConfig.Read(reader, configuration);
+        var engine = EngineConfig.Read(reader, configuration);
 
         return reader.Errors.Count == 0
             ? new FerryConfig(listeners.Select(l => l.Config).ToArray(), admin, proxyStatus, routes, clusters)
@@ -199,6 +200,7 @@ internal static class FerryConfigLoader
                 Metrics = metrics,
                 Tracing = tracing,
                 Restart = restart,
+                Engine = engine,
             }
             : null;
     }

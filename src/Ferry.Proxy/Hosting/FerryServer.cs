@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using Ferry.Configuration;
 using Ferry.Forwarding;
+using Ferry.Loops;
 using Ferry.Metrics;
 using Ferry.Model;
 using Ferry.Upstream;
@@ -71,6 +72,7 @@ internal sealed class FerryServer : IAsyncDisposable
     private readonly ListenSockets _adminSockets;
     private readonly DrainState _drain;
     private readonly TimeSpan _drainGrace;
+    private readonly EventLoops? _loops;
 
     static FerryServer() => RefuseBareLineFeeds();
 
@@ -80,8 +82,9 @@ internal sealed class FerryServer : IAsyncDisposable
         AppContext.SetSwitch("Microsoft.AspNetCore.Server.Kestrel.DisableHttp1LineFeedTerminators", true);
 
     private FerryServer(WebApplication proxy, WebApplication? admin, ProxyListeners listeners, ListenSockets adminSockets, DrainState drain,
-        TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, Uri? adminUri)
+        TimeSpan drainGrace, ProxyStateHolder state, ConfigReloader reloader, Uri? adminUri, EventLoops? loops)
     {
+        _loops = loops;
         _proxy = proxy;
         _admin = admin;
         _listeners = listeners;
@@ -101,6 +104,9 @@ internal sealed class FerryServer : IAsyncDisposable
     public Uri? ListenerUri(string name) =>
         _listeners.Current.FirstOrDefault(l => l.Config.Name.Equals(name, StringComparison.OrdinalIgnoreCase))?.Uri;
     public Uri? AdminUri { get; }
+
+    /// <summary>The event loops serving the proxied listeners (Engine: Loops), or null with Kestrel's socket transport.</summary>
+    internal EventLoops? Loops => _loops;
     public IServiceProvider Services => _proxy.Services;
     public bool IsDraining => _drain.IsDraining;
 
@@ -125,6 +131,7 @@ internal sealed class FerryServer : IAsyncDisposable
         WebApplication? proxy = null;
         ConfigReloader? reloader = null;
         WebApplication? admin = null;
+        EventLoops? loops = null;
         try
         {
             foreach (var listener in config.Listeners)
@@ -137,7 +144,12 @@ internal sealed class FerryServer : IAsyncDisposable
 
             state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
             var proxyState = state;
-            proxy = CreateApp(options, ListenEndPoints(opened), captureConnection: true, services =>
+            if (config.Engine.Kind == EngineKind.Loops)
+            {
+                loops = new EventLoops(config.Engine.EventLoops);
+            }
+            var engine = loops;
+            proxy = CreateApp(options, ListenEndPoints(opened), captureConnection: true, engine, services =>
             {
                 services.AddSingleton(proxyState);
                 services.AddSingleton(time);
@@ -146,6 +158,13 @@ internal sealed class FerryServer : IAsyncDisposable
                 services.AddSingleton(sp => new CertificateStore(config.Listeners, time, sp.GetRequiredService<ILogger<CertificateStore>>(), sp.GetService<IMeterFactory>()));
                 services.AddFerryObservability(config);
             });
+            if (loops is not null)
+            {
+                var loopLogger = proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<EventLoop>();
+                loops.UseLogger(loopLogger);
+                // Says which engine serves the listeners: the one line that tells a benchmark or an operator it is on.
+                loopLogger.LogInformation("Proxied listeners served by {Count} event loops", loops.All.Count);
+            }
             var forwarder = proxy.Services.GetRequiredService<Forwarder>();
             RequestDelegate handle = context =>
             {
@@ -160,7 +179,7 @@ internal sealed class FerryServer : IAsyncDisposable
             var shared = proxy.Services;
             listeners.CanStart(added =>
             {
-                var app = CreateApp(options, ListenEndPoints(added), captureConnection: true, services =>
+                var app = CreateApp(options, ListenEndPoints(added), captureConnection: true, engine, services =>
                 {
                     // Registered after the builder's own: the new instance logs, measures and reloads certificates
                     // through the first one's services.
@@ -181,7 +200,7 @@ internal sealed class FerryServer : IAsyncDisposable
             await proxy.StartAsync(cancellationToken);
             if (adminEndPoint is not null && options.Admin is { } adminHandler)
             {
-                admin = CreateApp(options, [(adminEndPoint, ListenerProtocols.Http1, null)], captureConnection: false, services => services.AddSingleton(proxyState));
+                admin = CreateApp(options, [(adminEndPoint, ListenerProtocols.Http1, null)], captureConnection: false, loops: null, services => services.AddSingleton(proxyState));
                 admin.Run(adminHandler(state, config.Admin, proxy.Services, reloader));
                 await admin.StartAsync(cancellationToken);
             }
@@ -214,10 +233,11 @@ internal sealed class FerryServer : IAsyncDisposable
             }
             inherited.Dispose();
             adminSockets.Dispose();
+            loops?.Dispose();
             throw;
         }
         return new FerryServer(proxy, admin, listeners, adminSockets, drain, options.DrainGrace, state, reloader,
-            admin is null ? null : Addresses(admin)[0]);
+            admin is null ? null : Addresses(admin)[0], loops);
     }
 
     private static IEnumerable<(EndPoint, ListenerProtocols, ProxyListener?)> ListenEndPoints(IEnumerable<ProxyListener> listeners) =>
@@ -264,8 +284,9 @@ internal sealed class FerryServer : IAsyncDisposable
     internal static ConnectionPool.Factory PoolFactory(TimeProvider time) =>
         d => new ConnectionPool(d, d.Cluster.Config.KeepAlive, d.Cluster.Config.Timeouts.Connect, time);
 
+    // loops: the event loops that serve the listeners (Engine: Loops); null: Kestrel's socket transport.
     private static WebApplication CreateApp(FerryServerOptions options, IEnumerable<(EndPoint EndPoint, ListenerProtocols Protocols, ProxyListener? Listener)> endPoints,
-        bool captureConnection, Action<IServiceCollection> services)
+        bool captureConnection, EventLoops? loops, Action<IServiceCollection> services)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         if (options.ConfigureLogging is { } configureLogging)
@@ -310,7 +331,14 @@ internal sealed class FerryServer : IAsyncDisposable
             }
         });
         // Registered after Kestrel's socket transport, so Kestrel asks it first (for the endpoints it can bind).
-        builder.Services.AddSingleton<IConnectionListenerFactory, OwnedSocketTransportFactory>();
+        if (loops is null)
+        {
+            builder.Services.AddSingleton<IConnectionListenerFactory, OwnedSocketTransportFactory>();
+        }
+        else
+        {
+            builder.Services.AddSingleton<IConnectionListenerFactory>(sp => new OwnedLoopTransportFactory(loops, sp));
+        }
         services(builder.Services);
         return builder.Build();
     }
@@ -394,5 +422,7 @@ internal sealed class FerryServer : IAsyncDisposable
         await _listeners.DisposeAsync();
         await State.Current.DisposeAsync();
         _adminSockets.Dispose();
+        // Last: every Kestrel instance has closed its connections, so no descriptor is left on a loop.
+        _loops?.Dispose();
     }
 }

@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using Ferry.Loops;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Options;
@@ -325,6 +327,131 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
         {
             await UnbindInnerAsync();
             await inner.DisposeAsync();
+            _unbound.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// The event loops' transport for <see cref="OwnedListenEndPoint"/> (Engine: Loops): every loop accepts on a duplicate
+/// of the owned descriptor, with the same stop and unbind semantics as <see cref="OwnedSocketTransportFactory"/>:
+/// accepting stops on the owner's <see cref="ListenSockets.StopAcceptingToken"/>, the duplicate leaves every loop's
+/// epoll before the owner closes (or parks) it.
+/// </summary>
+internal sealed class OwnedLoopTransportFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
+{
+    private readonly EventLoops _loops;
+    private readonly MemoryPool<byte> _pool;
+
+    public OwnedLoopTransportFactory(EventLoops loops, IServiceProvider services)
+    {
+        _loops = loops;
+        // Kestrel's pinned block pool, as its socket transport uses.
+        _pool = services.GetService<IMemoryPoolFactory<byte>>()?.Create(new MemoryPoolOptions()) ?? MemoryPool<byte>.Shared;
+    }
+
+    public bool CanBind(EndPoint endpoint) => endpoint is OwnedListenEndPoint;
+
+    public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        var owned = (OwnedListenEndPoint)endpoint;
+        var duplicate = Unix.Duplicate(owned.Socket.SafeHandle);
+        var inner = new LoopListener(_loops, duplicate, _pool);
+        try
+        {
+            await inner.StartAsync();
+        }
+        catch
+        {
+            await inner.StopAsync();
+            Unix.Close(duplicate);
+            throw;
+        }
+        return new Listener(inner, owned.Owner, duplicate, owned.Socket.LocalEndPoint!);
+    }
+
+    public void Dispose() => _pool.Dispose();
+
+    private sealed class Listener : IConnectionListener
+    {
+        private readonly LoopListener _inner;
+        private readonly ListenSockets _owner;
+        private readonly int _duplicate;
+        private readonly CancellationTokenSource _unbound = new();
+        private readonly CancellationTokenRegistration _stopAccepting;
+        private int _accepting;
+        private int _innerUnbound;
+
+        public Listener(LoopListener inner, ListenSockets owner, int duplicate, EndPoint endPoint)
+        {
+            _inner = inner;
+            _owner = owner;
+            _duplicate = duplicate;
+            EndPoint = endPoint;
+            // The loops accept ahead of Kestrel's accept loop: they stop the moment the owner does, not at the next
+            // AcceptAsync, so that no connection is taken from a socket a successor now serves.
+            _stopAccepting = owner.StopAcceptingToken.Register(static s => _ = ((LoopListener)s!).StopAcceptingAsync(), inner);
+        }
+
+        public EndPoint EndPoint { get; }
+
+        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        {
+            _owner.EnterAccept();
+            Interlocked.Increment(ref _accepting);
+            try
+            {
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, _owner.StopAcceptingToken);
+                try
+                {
+                    return await _inner.AcceptAsync(stop.Token);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    // A connection accepted before the stop is served rather than closed: its client is connected.
+                    if (_inner.TryTake() is { } queued)
+                    {
+                        return queued;
+                    }
+                    if (_owner.StoppedAccepting)
+                    {
+                        Interlocked.Decrement(ref _accepting);
+                        await UnbindInnerAsync();
+                        Interlocked.Increment(ref _accepting);
+                    }
+                    return null; // Kestrel's accept loop ends on null
+                }
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _accepting);
+                _owner.ExitAccept();
+            }
+        }
+
+        // As the socket transport's listener: the duplicate is let go of once no accept is pending on it, and only
+        // after every loop has taken it out of its epoll instance (a closed descriptor's number may be reused at once).
+        private async ValueTask UnbindInnerAsync()
+        {
+            _unbound.Cancel();
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+            while (Volatile.Read(ref _accepting) > 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+            if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
+            {
+                await _inner.StopAsync();
+                _owner.Unbound(_duplicate);
+            }
+        }
+
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => UnbindInnerAsync();
+
+        public async ValueTask DisposeAsync()
+        {
+            await UnbindInnerAsync();
+            _stopAccepting.Dispose();
             _unbound.Dispose();
         }
     }

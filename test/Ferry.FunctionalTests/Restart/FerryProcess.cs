@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Ferry.FunctionalTests.Support;
 
 namespace Ferry.FunctionalTests.Restart;
 
@@ -70,6 +71,10 @@ internal sealed class FerryProcess : IAsyncDisposable
         foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("FERRY__", StringComparison.Ordinal)).ToList())
         {
             info.Environment.Remove(name);
+        }
+        if (TestEngine.Name is { } engine)
+        {
+            info.Environment["FERRY__Engine"] = engine;
         }
         return new FerryProcess(Process.Start(info)!);
     }

@@ -113,14 +113,14 @@ public sealed class SharedListenSocketTests
 
     private static FerryConfig Config(LabUpstream upstream, int port)
     {
-        var result = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        var result = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(TestEngine.Apply(new Dictionary<string, string?>
         {
             ["Listeners:main:Address"] = $"127.0.0.1:{port}",
             ["Admin:Address"] = "127.0.0.1:0",
             ["AccessLog:Enabled"] = "false",
             ["Routes:all:ClusterId"] = "c",
             ["Clusters:c:Destinations:1:Address"] = upstream.Uri.ToString(),
-        }).Build());
+        })).Build());
         Assert.True(result.IsValid, string.Join("\n", result.Errors));
         return result.Config!;
     }

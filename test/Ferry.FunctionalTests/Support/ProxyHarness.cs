@@ -53,7 +53,7 @@ internal sealed class ProxyHarness : IAsyncDisposable
 
     public static async Task<ProxyHarness> StartAsync(Dictionary<string, string?> settings, TimeProvider? time, params LabUpstream[] upstreams)
     {
-        var result = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        var result = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(TestEngine.Apply(settings)).Build());
         Assert.True(result.IsValid, string.Join("\n", result.Errors));
         var logs = new LogSink();
         var server = await FerryServer.StartAsync(result.Config!, new FerryServerOptions

@@ -10,7 +10,7 @@ internal static class ReloadableServer
 {
     public static async Task<FerryServer> StartAsync(string path, IDictionary? environment = null, bool watch = false, TimeSpan? drainGrace = null)
     {
-        var source = new ConfigSource(path, [], environment ?? new Hashtable());
+        var source = new ConfigSource(path, [], TestEngine.Apply(environment ?? new Hashtable()));
         var configuration = source.Build();
         var loaded = FerryConfigLoader.Load(configuration);
         Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));

@@ -1,0 +1,296 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+
+namespace Ferry.Loops;
+
+/// <summary>What a loop calls when a registered descriptor is ready. Always called on the loop's thread.</summary>
+internal interface ILoopHandler
+{
+    /// <summary><paramref name="events"/>: the epoll flags (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR).</summary>
+    void OnEvents(uint events);
+}
+
+/// <summary>
+/// One thread with its own epoll instance: descriptors registered here have their readiness handled on this thread,
+/// and work posted here runs on it, so that a connection's reads, writes and (through <see cref="PipeScheduler"/>)
+/// the continuations of whoever reads its pipes run on one thread without a hand-off. Nothing that blocks may run
+/// here: every other descriptor of the loop waits meanwhile.
+/// <para>Registrations are made and removed on the loop's thread only (<see cref="Register"/>, <see cref="Unregister"/>);
+/// other threads <see cref="Post"/> them. That keeps the handler table free of locks, and it is what makes it safe
+/// to close a descriptor right after unregistering it: no event for it can be in flight on another thread.</para>
+/// </summary>
+internal sealed class EventLoop : PipeScheduler, IDisposable
+{
+    // The eventfd's registration; handler slots are numbered from 0 and never reach this.
+    private const ulong WakeToken = ulong.MaxValue;
+    private const int MaxEvents = 256;
+
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly Thread _thread;
+    private readonly ConcurrentQueue<(Action<object?> Action, object? State)> _work = new();
+    private readonly byte[] _events = new byte[MaxEvents * Native.EventSize];
+    // Scratch buffers for epoll_ctl and the eventfd: one set per caller side, since Post's signal runs on any thread.
+    private readonly byte[] _ctl = new byte[16];
+    private readonly byte[] _loopEight = new byte[8];
+
+    // The handler of each slot, and a generation per slot that changes on every unregistration: an event read in
+    // the same epoll_wait batch as its descriptor's removal carries the old generation and is dropped, even if the
+    // slot was given to a new descriptor meanwhile.
+    private ILoopHandler?[] _handlers = new ILoopHandler?[64];
+    private uint[] _generations = new uint[64];
+    private readonly Stack<int> _free = new();
+    private int _nextSlot;
+    private int _threadId;
+    // 1 while the eventfd has been (or is about to be) signalled and the loop has not drained its queue since: posts
+    // meanwhile need no further write(2).
+    private int _wakePending;
+    private volatile bool _stopping;
+
+    public EventLoop(int index)
+    {
+        Index = index;
+        _epoll = Native.EpollCreate();
+        try
+        {
+            _wake = Native.EventFd();
+            Native.Add(_epoll, _wake, Native.EpollIn, WakeToken, _ctl);
+        }
+        catch
+        {
+            Native.Close(_epoll);
+            if (_wake > 0)
+            {
+                Native.Close(_wake);
+            }
+            throw;
+        }
+        _thread = new Thread(Run) { IsBackground = true, Name = $"ferry-loop-{index}" };
+    }
+
+    public int Index { get; }
+
+    /// <summary>Where an exception escaping a handler is reported; set once the host's logging exists.</summary>
+    public ILogger? Logger { get; set; }
+
+    /// <summary>Descriptors registered now: what a test checks comes back to its starting value.</summary>
+    public int Registered { get; private set; }
+
+    public bool IsOnLoop => Environment.CurrentManagedThreadId == Volatile.Read(ref _threadId);
+
+    public void Start() => _thread.Start();
+
+    /// <summary>Runs <paramref name="action"/> on the loop after what is queued; from any thread.</summary>
+    public void Post(Action<object?> action, object? state)
+    {
+        _work.Enqueue((action, state));
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            // A buffer per call: Post runs on any thread. Cheap next to the write(2) it goes with.
+            Native.Signal(_wake, new byte[8]);
+        }
+    }
+
+    /// <summary>
+    /// Pipes use the loop as their scheduler: a continuation runs inline when it becomes ready on the loop (the
+    /// request runs on the thread that read its bytes), and is posted to the loop from any other thread.
+    /// </summary>
+    public override void Schedule(Action<object?> action, object? state)
+    {
+        if (IsOnLoop)
+        {
+            action(state);
+        }
+        else
+        {
+            Post(action, state);
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the loop and completes when it has run (or failed).</summary>
+    public Task InvokeAsync(Action action)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(_ =>
+        {
+            try
+            {
+                action();
+                done.SetResult();
+            }
+            catch (Exception ex)
+            {
+                done.SetException(ex);
+            }
+        }, null);
+        return done.Task;
+    }
+
+    /// <summary>Adds <paramref name="fd"/> with <paramref name="events"/>; the token returned unregisters it. Loop thread only.</summary>
+    public long Register(int fd, uint events, ILoopHandler handler)
+    {
+        AssertOnLoop();
+        var slot = _free.Count > 0 ? _free.Pop() : _nextSlot++;
+        if (slot == _handlers.Length)
+        {
+            Array.Resize(ref _handlers, slot * 2);
+            Array.Resize(ref _generations, slot * 2);
+        }
+        var token = ((long)_generations[slot] << 32) | (uint)slot;
+        Native.Add(_epoll, fd, events, (ulong)token, _ctl);
+        _handlers[slot] = handler;
+        Registered++;
+        return token;
+    }
+
+    /// <summary>
+    /// Removes <paramref name="fd"/> from the epoll instance and forgets its handler: once this returns, the
+    /// descriptor may be closed (and its number reused) without an event of the old one reaching anyone. Loop thread only.
+    /// </summary>
+    public void Unregister(int fd, long token)
+    {
+        AssertOnLoop();
+        var slot = (int)(uint)token;
+        if (_handlers[slot] is null || _generations[slot] != (uint)(token >> 32))
+        {
+            return;
+        }
+        Native.Remove(_epoll, fd, _ctl);
+        _handlers[slot] = null;
+        _generations[slot]++;
+        _free.Push(slot);
+        Registered--;
+    }
+
+    private void AssertOnLoop()
+    {
+        if (!IsOnLoop)
+        {
+            throw new InvalidOperationException("epoll registrations are changed on the loop's own thread");
+        }
+    }
+
+    private void Run()
+    {
+        Volatile.Write(ref _threadId, Environment.CurrentManagedThreadId);
+        while (!_stopping)
+        {
+            // Work posted by the loop itself (a continuation that posted the next one) must not wait for an event.
+            var count = Native.Wait(_epoll, _events, _work.IsEmpty ? -1 : 0);
+            for (var i = 0; i < count; i++)
+            {
+                var (events, data) = Native.ReadEvent(_events, i);
+                if (data == WakeToken)
+                {
+                    Native.Drain(_wake, _loopEight);
+                    continue;
+                }
+                var slot = (int)(uint)data;
+                if (slot < _handlers.Length && _handlers[slot] is { } handler && _generations[slot] == (uint)(data >> 32))
+                {
+                    Guard(static (h, e) => h.OnEvents(e), handler, events);
+                }
+            }
+            // Reset before draining: a post that finds 0 after this signals again, and one before it is drained below.
+            Volatile.Write(ref _wakePending, 0);
+            // Only what is queued now: work that posts more work does not keep the loop from epoll_wait forever.
+            for (var n = _work.Count; n > 0 && _work.TryDequeue(out var item); n--)
+            {
+                Guard(static (a, s) => a(s), item.Action, item.State);
+            }
+        }
+    }
+
+    // An exception escaping a handler would end the loop and strand every connection on it; it is a bug, logged.
+    private void Guard<TA, TB>(Action<TA, TB> run, TA a, TB b)
+    {
+        try
+        {
+            run(a, b);
+        }
+        catch (Exception ex)
+        {
+            Logger?.LogError(ex, "Unhandled exception on event loop {Index}", Index);
+        }
+    }
+
+    /// <summary>Stops the thread, then closes the epoll instance and the eventfd. Descriptors still registered are
+    /// not closed: their owners close them.</summary>
+    public void Dispose()
+    {
+        if (_stopping)
+        {
+            return;
+        }
+        _stopping = true;
+        if (_thread.IsAlive)
+        {
+            Native.Signal(_wake, new byte[8]);
+            if (!IsOnLoop)
+            {
+                _thread.Join();
+            }
+        }
+        Native.Close(_wake);
+        Native.Close(_epoll);
+    }
+}
+
+/// <summary>The loops of one process, started together and stopped together.</summary>
+internal sealed class EventLoops : IDisposable
+{
+    private readonly EventLoop[] _loops;
+    private int _next;
+
+    /// <param name="count">0: one loop per processor.</param>
+    public EventLoops(int count = 0)
+    {
+        if (!Native.IsSupported)
+        {
+            throw new PlatformNotSupportedException("event loops need Linux on a 64-bit processor");
+        }
+        _loops = new EventLoop[count > 0 ? count : Environment.ProcessorCount];
+        try
+        {
+            for (var i = 0; i < _loops.Length; i++)
+            {
+                _loops[i] = new EventLoop(i);
+            }
+        }
+        catch
+        {
+            foreach (var loop in _loops)
+            {
+                loop?.Dispose();
+            }
+            throw;
+        }
+        foreach (var loop in _loops)
+        {
+            loop.Start();
+        }
+    }
+
+    public IReadOnlyList<EventLoop> All => _loops;
+
+    public LoopTransportCounters Connections { get; } = new();
+
+    public void UseLogger(ILogger logger)
+    {
+        foreach (var loop in _loops)
+        {
+            loop.Logger = logger;
+        }
+    }
+
+    /// <summary>The loops in turn, for work that has no loop of its own yet.</summary>
+    public EventLoop Next() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+
+    public void Dispose()
+    {
+        foreach (var loop in _loops)
+        {
+            loop.Dispose();
+        }
+    }
+}

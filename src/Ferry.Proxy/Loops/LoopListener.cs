@@ -1,0 +1,155 @@
+using System.Buffers;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Connections;
+
+namespace Ferry.Loops;
+
+/// <summary>
+/// Accepts on one listening descriptor from every loop: each loop registers it with EPOLLEXCLUSIVE (the kernel wakes
+/// one waiting loop per incoming connection rather than all of them) and accepts when woken, so a connection lives on
+/// the loop that accepted it. Accepted connections are queued for <see cref="AcceptAsync"/>, Kestrel's accept loop.
+/// The descriptor is borrowed: the owner closes it, after <see cref="StopAcceptingAsync"/> has taken it out of every
+/// epoll instance.
+/// </summary>
+internal sealed class LoopListener
+{
+    // Connections taken per wake-up before the loop turns to its other descriptors; the registration is
+    // level-triggered, so whatever is left in the backlog wakes a loop again.
+    private const int AcceptBatch = 16;
+
+    private readonly EventLoops _loops;
+    private readonly int _fd;
+    private readonly MemoryPool<byte> _pool;
+    private readonly Channel<LoopConnection> _accepted = Channel.CreateUnbounded<LoopConnection>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
+    private readonly Acceptor[] _acceptors;
+    private readonly Lock _lock = new();
+    private Task? _stopped;
+
+    public LoopListener(EventLoops loops, int fd, MemoryPool<byte> pool)
+    {
+        _loops = loops;
+        _fd = fd;
+        _pool = pool;
+        _acceptors = [.. loops.All.Select(l => new Acceptor(this, l))];
+    }
+
+    /// <summary>Puts the descriptor in every loop's epoll; connections are accepted from then on.</summary>
+    public async Task StartAsync()
+    {
+        Native.SetNonBlocking(_fd);
+        await Task.WhenAll(_acceptors.Select(a => a.Loop.InvokeAsync(() => a.Token = a.Loop.Register(_fd, Native.EpollIn | Native.EpollExclusive, a))));
+    }
+
+    /// <summary>The next accepted connection; null once accepting has stopped and the queue is empty.</summary>
+    public async ValueTask<LoopConnection?> AcceptAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _accepted.Reader.ReadAsync(cancellationToken);
+        }
+        catch (ChannelClosedException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>A connection already accepted, without waiting; null when none is queued.</summary>
+    public LoopConnection? TryTake() => _accepted.Reader.TryRead(out var connection) ? connection : null;
+
+    /// <summary>
+    /// Takes the descriptor out of every loop's epoll (each on its own thread, so no accept is running on it when
+    /// this completes); connections accepted before remain queued. Idempotent.
+    /// </summary>
+    public Task StopAcceptingAsync()
+    {
+        lock (_lock)
+        {
+            return _stopped ??= StopAsync();
+        }
+
+        async Task StopAsync()
+        {
+            await Task.WhenAll(_acceptors.Select(a => a.Loop.InvokeAsync(() => a.Loop.Unregister(_fd, a.Token))));
+            _accepted.Writer.TryComplete();
+        }
+    }
+
+    /// <summary>Stops accepting and closes the connections that were accepted but never taken.</summary>
+    public async Task StopAsync()
+    {
+        await StopAcceptingAsync();
+        while (_accepted.Reader.TryRead(out var connection))
+        {
+            connection.Abort(new ConnectionAbortedException("The listener stopped before the connection was served."));
+            await connection.DisposeAsync();
+        }
+    }
+
+    private sealed class Acceptor(LoopListener listener, EventLoop loop) : ILoopHandler
+    {
+        public EventLoop Loop { get; } = loop;
+
+        public long Token { get; set; }
+
+        public void OnEvents(uint events)
+        {
+            for (var i = 0; i < AcceptBatch; i++)
+            {
+                var fd = Native.Accept(listener._fd, out var errno);
+                if (fd < 0)
+                {
+                    if (errno == Native.EIntr)
+                    {
+                        continue;
+                    }
+                    // EAGAIN: another loop took it, or the backlog is empty. Anything else (out of descriptors,
+                    // a connection reset while queued) is retried on the next wake-up, as Kestrel's accept loop retries.
+                    return;
+                }
+                Socket? socket = null;
+                LoopConnection connection;
+                try
+                {
+                    socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { Blocking = false, NoDelay = true };
+                    connection = new LoopConnection(Loop, socket, listener._pool, listener._loops.Connections);
+                }
+                catch (SocketException)
+                {
+                    // Reset before it could be set up (its addresses are unreadable): nothing to serve. The socket,
+                    // once made, owns the descriptor and is the one to close it.
+                    if (socket is null)
+                    {
+                        Native.Close(fd);
+                    }
+                    else
+                    {
+                        socket.Dispose();
+                    }
+                    continue;
+                }
+                connection.Start();
+                if (!listener._accepted.Writer.TryWrite(connection))
+                {
+                    connection.Abort(new ConnectionAbortedException("The listener stopped."));
+                    _ = connection.DisposeAsync();
+                }
+            }
+        }
+    }
+}
+
+/// <summary>Connections opened and closed by the loops' transport: a test reads that every accepted descriptor was closed.</summary>
+internal sealed class LoopTransportCounters
+{
+    private long _opened;
+    private long _closed;
+
+    public long Opened => Volatile.Read(ref _opened);
+
+    public long Closed => Volatile.Read(ref _closed);
+
+    public void OnOpened() => Interlocked.Increment(ref _opened);
+
+    public void OnClosed() => Interlocked.Increment(ref _closed);
+}

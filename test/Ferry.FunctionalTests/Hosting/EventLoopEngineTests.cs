@@ -1,0 +1,260 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using Ferry.FunctionalTests.Support;
+using Ferry.Hosting;
+using Ferry.Lab;
+using Ferry.Loops;
+
+namespace Ferry.FunctionalTests.Hosting;
+
+// Ferry on its own event loops (Engine: Loops) rather than Kestrel's socket transport: requests, keep-alive, large
+// bodies against a slow reader both ways, aborts, many connections, TLS, a reload that removes a listener, and that
+// every accepted descriptor is closed again.
+public sealed class EventLoopEngineTests : IDisposable
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+    private const int LargeBody = 8 * 1024 * 1024;
+
+    private readonly string _directory = Directory.CreateTempSubdirectory("ferry-loops-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    // "/upload" answers with the number of body bytes it read; "/download?n" sends n bytes of Pattern; anything else "ok".
+    private static LabUpstream Upstream() => LabUpstream.Start(new LabUpstreamOptions
+    {
+        Name = "u",
+        Script = async (x, ct) =>
+        {
+            var received = await x.DrainBodyAsync(ct);
+            if (x.Path == "/upload")
+            {
+                await x.WriteResponseAsync(200, received.ToString(System.Globalization.CultureInfo.InvariantCulture), null, ct);
+            }
+            else if (x.Path == "/download")
+            {
+                var length = int.Parse(x.Target[(x.Target.IndexOf('?') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+                await x.WriteHeadAsync(200, null, length, ct);
+                var body = Pattern(length);
+                for (var offset = 0; offset < length; offset += 64 * 1024)
+                {
+                    await x.WriteBodyAsync(body.AsMemory(offset, Math.Min(64 * 1024, length - offset)), ct);
+                }
+                await x.CompleteResponseAsync(ct);
+            }
+            else
+            {
+                await x.WriteResponseAsync(200, "ok", null, ct);
+            }
+        },
+    });
+
+    private static byte[] Pattern(int length)
+    {
+        var bytes = new byte[length];
+        for (var i = 0; i < length; i++)
+        {
+            bytes[i] = (byte)(i % 251);
+        }
+        return bytes;
+    }
+
+    private static Task<ProxyHarness> StartAsync(LabUpstream upstream, Action<Dictionary<string, string?>>? configure = null)
+    {
+        var settings = ProxyHarness.Settings((upstream.Name, upstream.Uri));
+        settings["Engine"] = "Loops";
+        settings["EventLoops"] = "2";
+        settings["AccessLog:Enabled"] = "false";
+        configure?.Invoke(settings);
+        return ProxyHarness.StartAsync(settings, null, upstream);
+    }
+
+    private static EventLoops Loops(FerryServer server) => server.Loops ?? throw new InvalidOperationException("not on the loops engine");
+
+    // Every descriptor the loops accepted is closed once the clients have gone, and the loops hold nothing but the
+    // listeners' registrations (one per loop and listener).
+    private static async Task AssertAllClosedAsync(FerryServer server, int listeners = 1)
+    {
+        var loops = Loops(server);
+        await Wait.Until(() => loops.Connections.Closed == loops.Connections.Opened, Bound);
+        await Wait.Until(() => loops.All.Sum(l => l.Registered) == listeners * loops.All.Count, Bound);
+    }
+
+    [Fact]
+    public async Task Requests_AreServed_OnOneKeptAliveConnection()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream);
+        Assert.NotNull(proxy.Server.Loops);
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, MaxConnectionsPerServer = 1 }) { BaseAddress = proxy.ProxyUri, Timeout = Bound })
+        {
+            for (var i = 0; i < 20; i++)
+            {
+                Assert.Equal("ok", await client.GetStringAsync($"/r{i}"));
+            }
+            Assert.Equal(1, Loops(proxy.Server).Connections.Opened);
+        }
+        await AssertAllClosedAsync(proxy.Server);
+    }
+
+    [Fact]
+    public async Task LargeUpload_ReachesTheUpstreamWhole()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream);
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = proxy.ProxyUri, Timeout = Bound })
+        {
+            using var response = await client.PostAsync("/upload", new ByteArrayContent(Pattern(LargeBody)));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(LargeBody.ToString(System.Globalization.CultureInfo.InvariantCulture), await response.Content.ReadAsStringAsync());
+        }
+        await AssertAllClosedAsync(proxy.Server);
+    }
+
+    [Fact]
+    public async Task LargeDownload_ToASlowReader_ArrivesWhole()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream);
+        using (var tcp = new TcpClient())
+        {
+            // A small receive window, read a little at a time with pauses: the loop must wait for EPOLLOUT many times.
+            tcp.ReceiveBufferSize = 16 * 1024;
+            await tcp.ConnectAsync(IPAddress.Loopback, proxy.ProxyUri.Port).WaitAsync(Bound);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET /download?{LargeBody} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"));
+            using var received = new MemoryStream();
+            var buffer = new byte[32 * 1024];
+            var reads = 0;
+            while (await stream.ReadAsync(buffer).AsTask().WaitAsync(Bound) is var read and > 0)
+            {
+                received.Write(buffer, 0, read);
+                if (++reads % 16 == 0)
+                {
+                    await Task.Delay(1);
+                }
+            }
+            var bytes = received.ToArray();
+            var headEnd = bytes.AsSpan().IndexOf("\r\n\r\n"u8) + 4;
+            Assert.StartsWith("HTTP/1.1 200", Encoding.ASCII.GetString(bytes, 0, 12));
+            Assert.True(bytes.AsSpan(headEnd).SequenceEqual(Pattern(LargeBody)), $"body of {bytes.Length - headEnd} bytes differs");
+        }
+        await AssertAllClosedAsync(proxy.Server);
+    }
+
+    [Fact]
+    public async Task AClientResettingMidBody_IsClosed_AndTheProxyServesTheNext()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream);
+        using (var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await tcp.ConnectAsync(IPAddress.Loopback, proxy.ProxyUri.Port).WaitAsync(Bound);
+            await tcp.SendAsync(Encoding.ASCII.GetBytes($"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {LargeBody}\r\n\r\n"));
+            await tcp.SendAsync(new byte[256 * 1024]);
+            tcp.LingerState = new LingerOption(true, 0); // close with a reset
+        }
+        using (var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await tcp.ConnectAsync(IPAddress.Loopback, proxy.ProxyUri.Port).WaitAsync(Bound);
+            await tcp.SendAsync(Encoding.ASCII.GetBytes($"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {LargeBody}\r\n\r\n"));
+            await tcp.SendAsync(new byte[64 * 1024]);
+            tcp.Shutdown(SocketShutdown.Both); // a FIN mid-body
+        }
+        Assert.Equal("ok", await proxy.Client.GetStringAsync("/after"));
+        proxy.Client.Dispose();
+        await AssertAllClosedAsync(proxy.Server);
+    }
+
+    [Fact]
+    public async Task ManyConcurrentConnections_AreAllServed()
+    {
+        const int connections = 200;
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream);
+        var handlers = Enumerable.Range(0, connections).Select(_ => new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = proxy.ProxyUri, Timeout = Bound }).ToList();
+        try
+        {
+            var bodies = await Task.WhenAll(handlers.Select((c, i) => c.GetStringAsync($"/c{i}"))).WaitAsync(Bound);
+            Assert.All(bodies, b => Assert.Equal("ok", b));
+            Assert.Equal(connections, Loops(proxy.Server).Connections.Opened);
+            // Spread over both loops: each loop accepts from the same listening socket.
+            Assert.All(Loops(proxy.Server).All, l => Assert.True(l.Registered > 1, $"loop {l.Index} holds {l.Registered} descriptors"));
+        }
+        finally
+        {
+            handlers.ForEach(h => h.Dispose());
+        }
+        await AssertAllClosedAsync(proxy.Server);
+    }
+
+    [Fact]
+    public async Task HttpsListener_ServesOverTls()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream, s =>
+        {
+            s["Listeners:main:Certificate:Path"] = TestCertificates.Shared.ServerCertificateFile;
+            s["Listeners:main:Certificate:KeyPath"] = TestCertificates.Shared.ServerKeyFile;
+        });
+        Assert.Equal("https", proxy.ProxyUri.Scheme);
+        using (var client = new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+        })
+        { BaseAddress = proxy.ProxyUri, Timeout = Bound })
+        {
+            Assert.Equal("ok", await client.GetStringAsync("/secure"));
+            using var response = await client.PostAsync("/upload", new ByteArrayContent(Pattern(1024 * 1024)));
+            Assert.Equal("1048576", await response.Content.ReadAsStringAsync());
+        }
+        await AssertAllClosedAsync(proxy.Server);
+    }
+
+    [Fact]
+    public async Task AReloadRemovingAListener_StopsItsAccepting_OnEveryLoop()
+    {
+        await using var upstream = Upstream();
+        var path = Path.Combine(_directory, "ferry.json");
+        string Config(bool both)
+        {
+            var listeners = new JsonObject { ["kept"] = new JsonObject { ["Address"] = "127.0.0.1:0" } };
+            if (both)
+            {
+                listeners["gone"] = new JsonObject { ["Address"] = "127.0.0.1:0" };
+            }
+            return new JsonObject
+            {
+                ["Engine"] = "Loops",
+                ["EventLoops"] = 2,
+                ["Listeners"] = listeners,
+                ["AccessLog"] = new JsonObject { ["Enabled"] = false },
+                ["Routes"] = new JsonObject { ["all"] = new JsonObject { ["ClusterId"] = "c" } },
+                ["Clusters"] = new JsonObject { ["c"] = new JsonObject { ["Destinations"] = new JsonObject { ["u"] = new JsonObject { ["Address"] = upstream.Uri.ToString() } } } },
+            }.ToJsonString();
+        }
+        await File.WriteAllTextAsync(path, Config(both: true));
+        await using var server = await ReloadableServer.StartAsync(path, drainGrace: TimeSpan.Zero);
+        var gone = server.ListenerUri("gone")!;
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = Bound })
+        {
+            Assert.Equal("ok", await client.GetStringAsync(new Uri(gone, "/before")));
+        }
+        await AssertAllClosedAsync(server, listeners: 2);
+
+        await File.WriteAllTextAsync(path, Config(both: false));
+        var result = await server.Reloader.ReloadAsync("test").WaitAsync(Bound);
+        Assert.True(result.Success, string.Join("\n", result.Errors));
+
+        using var refused = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var error = await Assert.ThrowsAsync<SocketException>(() => refused.ConnectAsync(IPAddress.Loopback, gone.Port).WaitAsync(Bound));
+        Assert.Equal(SocketError.ConnectionRefused, error.SocketErrorCode);
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = Bound })
+        {
+            Assert.Equal("ok", await client.GetStringAsync(new Uri(server.ListenerUri("kept")!, "/after")));
+        }
+        await AssertAllClosedAsync(server, listeners: 1);
+    }
+}
