@@ -263,72 +263,101 @@ internal sealed class OwnedSocketTransportFactory(IOptions<SocketTransportOption
         }
     }
 
-    private sealed class Listener(IConnectionListener inner, ListenSockets owner, int duplicate) : IConnectionListener
+    private sealed class Listener(IConnectionListener inner, ListenSockets owner, int duplicate) : OwnedListener(owner, duplicate)
     {
-        private readonly CancellationTokenSource _unbound = new();
-        private int _accepting;
-        private int _innerUnbound;
+        public override EndPoint EndPoint => inner.EndPoint;
 
-        public EndPoint EndPoint => inner.EndPoint;
-
-        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
-        {
-            owner.EnterAccept();
-            Interlocked.Increment(ref _accepting);
-            try
-            {
-                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, owner.StopAcceptingToken);
-                try
-                {
-                    return await inner.AcceptAsync(stop.Token);
-                }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                {
-                    if (owner.StoppedAccepting)
-                    {
-                        // Nothing accepts on this duplicate any more: close it now, so that the socket itself closes
-                        // with the owner's descriptor unless a successor holds it.
-                        Interlocked.Decrement(ref _accepting);
-                        await UnbindInnerAsync();
-                        Interlocked.Increment(ref _accepting);
-                    }
-                    return null; // Kestrel's accept loop ends on null
-                }
-            }
-            finally
-            {
-                Interlocked.Decrement(ref _accepting);
-                owner.ExitAccept();
-            }
-        }
+        protected override ValueTask<ConnectionContext?> AcceptInnerAsync(CancellationToken cancellationToken) => inner.AcceptAsync(cancellationToken);
 
         // Disposing a socket that owns its descriptor while an accept is pending makes .NET close it abortively: it
         // sets SO_LINGER 0 on the socket itself, so every connection a successor accepts from it would inherit that
         // and end with a reset instead of a FIN. Kestrel wraps a file handle without owning it, and the accept is
-        // cancelled before Kestrel lets go of the socket all the same; the duplicate is closed here, after that.
-        private async ValueTask UnbindInnerAsync()
+        // cancelled before Kestrel lets go of the socket all the same; the duplicate is closed after that.
+        protected override ValueTask StopInnerAsync() => inner.UnbindAsync();
+
+        protected override ValueTask DisposeInnerAsync() => inner.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// A listener on a duplicate of an owned descriptor: it stops accepting when the owner does (a reload that retires
+/// the listener, a hand-over to a successor), and lets the owner close the duplicate only once no accept is pending
+/// on it and the transport under it has let go of it.
+/// </summary>
+internal abstract class OwnedListener(ListenSockets owner, int duplicate) : IConnectionListener
+{
+    private readonly CancellationTokenSource _unbound = new();
+    private int _accepting;
+    private int _innerUnbound;
+
+    public abstract EndPoint EndPoint { get; }
+
+    protected abstract ValueTask<ConnectionContext?> AcceptInnerAsync(CancellationToken cancellationToken);
+
+    // A connection the transport accepted before the stop, to be served rather than closed: its client is connected.
+    protected virtual ConnectionContext? TryTakeAccepted() => null;
+
+    protected abstract ValueTask StopInnerAsync();
+
+    protected virtual ValueTask DisposeInnerAsync() => ValueTask.CompletedTask;
+
+    public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+    {
+        owner.EnterAccept();
+        Interlocked.Increment(ref _accepting);
+        try
         {
-            _unbound.Cancel();
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
-            while (Volatile.Read(ref _accepting) > 0 && DateTime.UtcNow < deadline)
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, owner.StopAcceptingToken);
+            try
             {
-                await Task.Delay(5);
+                return await AcceptInnerAsync(stop.Token);
             }
-            if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
-                await inner.UnbindAsync();
-                owner.Unbound(duplicate);
+                if (TryTakeAccepted() is { } accepted)
+                {
+                    return accepted;
+                }
+                if (owner.StoppedAccepting)
+                {
+                    // Nothing accepts on this duplicate any more: close it now, so that the socket itself closes
+                    // with the owner's descriptor unless a successor holds it.
+                    Interlocked.Decrement(ref _accepting);
+                    await UnbindInnerAsync();
+                    Interlocked.Increment(ref _accepting);
+                }
+                return null; // Kestrel's accept loop ends on null
             }
         }
-
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => UnbindInnerAsync();
-
-        public async ValueTask DisposeAsync()
+        finally
         {
-            await UnbindInnerAsync();
-            await inner.DisposeAsync();
-            _unbound.Dispose();
+            Interlocked.Decrement(ref _accepting);
+            owner.ExitAccept();
         }
+    }
+
+    private async ValueTask UnbindInnerAsync()
+    {
+        _unbound.Cancel();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+        while (Volatile.Read(ref _accepting) > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(5);
+        }
+        if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
+        {
+            await StopInnerAsync();
+            owner.Unbound(duplicate);
+        }
+    }
+
+    public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => UnbindInnerAsync();
+
+    public async ValueTask DisposeAsync()
+    {
+        await UnbindInnerAsync();
+        await DisposeInnerAsync();
+        _unbound.Dispose();
     }
 }
 
@@ -372,87 +401,35 @@ internal sealed class OwnedLoopTransportFactory : IConnectionListenerFactory, IC
 
     public void Dispose() => _pool.Dispose();
 
-    private sealed class Listener : IConnectionListener
+    private sealed class Listener : OwnedListener
     {
         private readonly LoopListener _inner;
-        private readonly ListenSockets _owner;
-        private readonly int _duplicate;
-        private readonly CancellationTokenSource _unbound = new();
         private readonly CancellationTokenRegistration _stopAccepting;
-        private int _accepting;
-        private int _innerUnbound;
 
-        public Listener(LoopListener inner, ListenSockets owner, int duplicate, EndPoint endPoint)
+        public Listener(LoopListener inner, ListenSockets owner, int duplicate, EndPoint endPoint) : base(owner, duplicate)
         {
             _inner = inner;
-            _owner = owner;
-            _duplicate = duplicate;
             EndPoint = endPoint;
             // The loops accept ahead of Kestrel's accept loop: they stop the moment the owner does, not at the next
             // AcceptAsync, so that no connection is taken from a socket a successor now serves.
             _stopAccepting = owner.StopAcceptingToken.Register(static s => _ = ((LoopListener)s!).StopAcceptingAsync(), inner);
         }
 
-        public EndPoint EndPoint { get; }
+        public override EndPoint EndPoint { get; }
 
-        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        protected override async ValueTask<ConnectionContext?> AcceptInnerAsync(CancellationToken cancellationToken) =>
+            await _inner.AcceptAsync(cancellationToken);
+
+        protected override ConnectionContext? TryTakeAccepted() => _inner.TryTake();
+
+        // Only after every loop has taken the duplicate out of its epoll instance (a closed descriptor's number may be
+        // reused at once) does the owner let go of it.
+        protected override async ValueTask StopInnerAsync() => await _inner.StopAsync();
+
+        protected override ValueTask DisposeInnerAsync()
         {
-            _owner.EnterAccept();
-            Interlocked.Increment(ref _accepting);
-            try
-            {
-                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, _owner.StopAcceptingToken);
-                try
-                {
-                    return await _inner.AcceptAsync(stop.Token);
-                }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                {
-                    // A connection accepted before the stop is served rather than closed: its client is connected.
-                    if (_inner.TryTake() is { } queued)
-                    {
-                        return queued;
-                    }
-                    if (_owner.StoppedAccepting)
-                    {
-                        Interlocked.Decrement(ref _accepting);
-                        await UnbindInnerAsync();
-                        Interlocked.Increment(ref _accepting);
-                    }
-                    return null; // Kestrel's accept loop ends on null
-                }
-            }
-            finally
-            {
-                Interlocked.Decrement(ref _accepting);
-                _owner.ExitAccept();
-            }
-        }
-
-        // As the socket transport's listener: the duplicate is let go of once no accept is pending on it, and only
-        // after every loop has taken it out of its epoll instance (a closed descriptor's number may be reused at once).
-        private async ValueTask UnbindInnerAsync()
-        {
-            _unbound.Cancel();
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
-            while (Volatile.Read(ref _accepting) > 0 && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(5);
-            }
-            if (Interlocked.Exchange(ref _innerUnbound, 1) == 0)
-            {
-                await _inner.StopAsync();
-                _owner.Unbound(_duplicate);
-            }
-        }
-
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => UnbindInnerAsync();
-
-        public async ValueTask DisposeAsync()
-        {
-            await UnbindInnerAsync();
             _stopAccepting.Dispose();
-            _unbound.Dispose();
+            return ValueTask.CompletedTask;
         }
     }
 }

@@ -62,6 +62,7 @@ public sealed class ListenerReloadTests(ITestOutputHelper output) : IDisposable
         {
             ["Listeners"] = listeners,
             ["AccessLog"] = new JsonObject { ["Enabled"] = false },
+            ["Admin"] = new JsonObject { ["Address"] = "127.0.0.1:0" },
             ["Routes"] = new JsonObject { ["all"] = new JsonObject { ["ClusterId"] = "c", ["Match"] = new JsonObject { ["PathPrefix"] = "/" } } },
             ["Clusters"] = new JsonObject
             {

@@ -231,6 +231,7 @@ public sealed class EventLoopEngineTests : IDisposable
                 ["EventLoops"] = 2,
                 ["Listeners"] = listeners,
                 ["AccessLog"] = new JsonObject { ["Enabled"] = false },
+                ["Admin"] = new JsonObject { ["Address"] = "127.0.0.1:0" },
                 ["Routes"] = new JsonObject { ["all"] = new JsonObject { ["ClusterId"] = "c" } },
                 ["Clusters"] = new JsonObject { ["c"] = new JsonObject { ["Destinations"] = new JsonObject { ["u"] = new JsonObject { ["Address"] = upstream.Uri.ToString() } } } },
             }.ToJsonString();
