@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 using Ferry.FunctionalTests.Support;
 using Ferry.Lab;
 
@@ -103,15 +102,7 @@ public sealed class HaproxyProxyProtocolTests
                 await Task.Delay(50);
                 continue;
             }
-            await socket.SendAsync(Encoding.ASCII.GetBytes(request));
-            var received = new MemoryStream();
-            var buffer = new byte[8192];
-            int n;
-            while ((n = await socket.ReceiveAsync(buffer.AsMemory()).AsTask().WaitAsync(Bound)) > 0)
-            {
-                received.Write(buffer, 0, n);
-            }
-            return Encoding.Latin1.GetString(received.ToArray());
+            return await RawRequest.SendAsync(socket, request);
         }
     }
 }

@@ -13,6 +13,12 @@ internal static class RawRequest
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(proxy.Host, proxy.Port).WaitAsync(Bound);
+        return await SendAsync(socket, request);
+    }
+
+    // The same on a socket already connected.
+    public static async Task<string> SendAsync(Socket socket, string request)
+    {
         await socket.SendAsync(Encoding.ASCII.GetBytes(request));
         var received = new MemoryStream();
         var buffer = new byte[8192];
