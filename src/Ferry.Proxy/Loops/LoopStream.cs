@@ -32,6 +32,11 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
     private readonly byte[] _peek = new byte[1];
     private long _registration; // loop thread
     private bool _registered;   // loop thread
+    // Loop thread: whether a receive can find something. Set by an EPOLLIN edge or a receive that found data; cleared
+    // when a receive on the loop drains the socket, after which new data brings a new edge. A read on the loop with
+    // nothing to find waits without a system call.
+    private bool _readable;
+    private bool _peerClosed;   // loop thread: FIN, RST or an error seen; its end of stream brings no further edge
 
     // The read waiting for the socket to become readable; at most one (Stream's contract). Its fields are set before
     // _readPending and read on the loop only after it.
@@ -53,14 +58,17 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
 
     private LoopStream(EventLoop loop, Socket socket)
     {
-        Loop = loop;
+        _loop = loop;
         Socket = socket;
         _fd = (int)socket.SafeHandle.DangerousGetHandle();
         _read.RunContinuationsAsynchronously = false;
         _writable.RunContinuationsAsynchronously = false;
     }
 
-    public EventLoop Loop { get; }
+    // The loop serving the socket; it changes only while the connection is leased and moved (MoveToAsync).
+    private EventLoop _loop;
+
+    public EventLoop Loop => Volatile.Read(ref _loop);
 
     public Socket Socket { get; }
 
@@ -112,7 +120,8 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
             return ValueTask.FromCanceled<int>(cancellationToken);
         }
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        if (TryReceive(buffer, out var received, out var error))
+        var onLoop = Loop.IsOnLoop;
+        if ((!onLoop || _readable || _peerClosed) && TryReceive(buffer, onLoop, out var received, out var error))
         {
             return error is null ? new ValueTask<int>(received) : ValueTask.FromException<int>(error);
         }
@@ -124,7 +133,7 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
         {
             _readCancel = cancellationToken.UnsafeRegister(static s => ((LoopStream)s!).Loop.Post(static x => ((LoopStream)x!).CancelRead(), s), this);
         }
-        if (!Loop.IsOnLoop)
+        if (!onLoop)
         {
             // The socket may have become readable between the receive above and now, with its edge already handled.
             Loop.Post(s_retryRead, this);
@@ -193,7 +202,8 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
     }
 
     // One receive without waiting: true with the count (0: end of stream) or the error; false when it would block.
-    private bool TryReceive(Memory<byte> buffer, out int received, out Exception? error)
+    // `onLoop`: the caller is the loop's thread, which keeps the readiness flags.
+    private bool TryReceive(Memory<byte> buffer, bool onLoop, out int received, out Exception? error)
     {
         error = null;
         SocketError result;
@@ -210,12 +220,25 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
         }
         if (result == SocketError.WouldBlock)
         {
+            if (onLoop)
+            {
+                _readable = false;
+            }
             return false;
         }
         if (result != SocketError.Success)
         {
             received = 0;
             error = TransportError("read", result);
+        }
+        if (onLoop)
+        {
+            if (error is not null || (received == 0 && !buffer.IsEmpty))
+            {
+                _peerClosed = true;
+            }
+            // A read that did not fill its buffer took everything there was; a peek leaves it all.
+            _readable = buffer.IsEmpty || received == buffer.Length;
         }
         return true;
     }
@@ -269,14 +292,61 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
 
     void ILoopHandler.OnEvents(uint events)
     {
+        if ((events & (Native.EpollRdHup | Native.EpollHup | Native.EpollErr)) != 0)
+        {
+            _peerClosed = true;
+        }
         if ((events & ReadReady) != 0)
         {
-            RetryRead();
+            _readable = true;
+            if (_readPending && _readBuffer.IsEmpty)
+            {
+                // A zero-byte read waits for exactly this: readable, no need to look.
+                EndRead(0, null);
+            }
+            else
+            {
+                RetryRead();
+            }
         }
         if ((events & WriteReady) != 0)
         {
             RetryWrite();
         }
+    }
+
+    /// <summary>
+    /// Moves the socket to <paramref name="target"/>'s epoll: it leaves its loop's (on that loop), then joins the
+    /// target's (on the target), where the task completes and its continuation runs inline. The pool moves an idle
+    /// connection it leases to a request on another loop, so that connections follow the requests instead of each
+    /// exchange on them crossing threads. A read waiting meanwhile (the idle watch's) stays waiting, and is retried on
+    /// the target in case its data arrived in between. Only for a connection nobody else is using.
+    /// </summary>
+    public Task MoveToAsync(EventLoop target)
+    {
+        var moved = new TaskCompletionSource();
+        var from = Loop;
+        from.Schedule(_ =>
+        {
+            if (_registered)
+            {
+                _registered = false;
+                from.Unregister(_fd, _registration);
+            }
+            Volatile.Write(ref _loop, target);
+            target.Post(_ =>
+            {
+                if (Volatile.Read(ref _disposed) == 0)
+                {
+                    _registration = target.Register(_fd, Interest, this);
+                    _registered = true;
+                    _readable = true;
+                    RetryRead();
+                }
+                moved.SetResult();
+            }, null);
+        }, null);
+        return moved.Task;
     }
 
     /// <summary>
@@ -292,9 +362,10 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
         }
     }
 
+    // On the loop. Always looks, whatever the flags say: an event may be waiting in epoll, not yet handled.
     private void RetryRead()
     {
-        if (!_readPending || !TryReceive(_readBuffer, out var received, out var error))
+        if (!_readPending || !TryReceive(_readBuffer, onLoop: true, out var received, out var error))
         {
             return;
         }

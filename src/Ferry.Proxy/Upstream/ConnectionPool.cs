@@ -49,7 +49,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _connecting;     // connects in progress
     private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
-    private long _crossLoop;     // leases of an idle connection served by another loop than the request's client
+    private long _crossLoop;     // leases of an idle connection served by another loop than the request's client, moved to it
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
@@ -216,6 +216,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
             {
                 Retire(candidate, reason);
                 continue;
+            }
+            if (loop is not null && candidate.Loop is { } other && !ReferenceEquals(other, loop))
+            {
+                await candidate.MoveToAsync(loop);
             }
             if (await candidate.IsClosedWhileIdleAsync())
             {

@@ -192,6 +192,9 @@ internal sealed class UpstreamConnection : IDisposable
         cancel?.Cancel();
     }
 
+    // Serves the connection from `loop` from now on (Engine: Loops); it must be idle and leased.
+    public Task MoveToAsync(EventLoop loop) => _loopStream!.MoveToAsync(loop);
+
     // Completes with 0 once the socket has something to read (data, FIN or an error), consuming nothing.
     public ValueTask<int> WaitForDataAsync(CancellationToken cancellationToken) =>
         _loopStream is { } loop
@@ -217,7 +220,7 @@ internal sealed class UpstreamConnection : IDisposable
             if (loop.Loop.IsOnLoop)
             {
                 loop.Pump();
-                return new ValueTask<bool>(Watch.TryGetEnded(out _) || IsReadableWhileIdle());
+                return new ValueTask<bool>(Watch.TryGetEnded(out _));
             }
             if (_tls is not null && HasBytesWaiting())
             {
@@ -230,7 +233,7 @@ internal sealed class UpstreamConnection : IDisposable
     private async ValueTask<bool> PumpOnLoopAsync(LoopStream loop)
     {
         await loop.Loop.InvokeAsync(loop.Pump);
-        return Watch.TryGetEnded(out _) || IsReadableWhileIdle();
+        return Watch.TryGetEnded(out _);
     }
 
     private bool HasBytesWaiting()
