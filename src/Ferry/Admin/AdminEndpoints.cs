@@ -306,7 +306,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("reused", pool.Reused);
                     var leases = pool.Opened + pool.Reused;
                     json.WriteNumber("reuseRatio", leases == 0 ? 0 : Math.Round((double)pool.Reused / leases, 4));
-                    // Engine: Loops: leases whose idle connection was served by another loop than the client's.
+                    // Engine: Loops: leases whose idle connection was served by another loop than the client's and
+                    // was moved to it.
                     json.WriteNumber("crossLoopLeases", pool.CrossLoopLeases);
                     json.WriteNumber("idleTimeoutSeconds", pool.KeepAlive.IdleTimeout.TotalSeconds);
                     json.WriteNumber("replays", d.Replays);

@@ -97,6 +97,12 @@ public sealed class EventLoopEngineTests : IDisposable
                 Assert.Equal("ok", await client.GetStringAsync($"/r{i}"));
             }
             Assert.Equal(1, Loops(proxy.Server).Connections.Opened);
+            // One upstream connection, opened on the client's loop and found there by every later request.
+            var pool = proxy.Destination("u").Pool;
+            Assert.Equal(1, pool.Opened);
+            Assert.Equal(19, pool.Reused);
+            Assert.Equal(0, pool.CrossLoopLeases);
+            Assert.Equal(Loops(proxy.Server).All.Count + 2, Loops(proxy.Server).All.Sum(l => l.Registered)); // listener, client, upstream
         }
         await AssertAllClosedAsync(proxy.Server);
     }
