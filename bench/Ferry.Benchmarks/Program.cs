@@ -16,6 +16,10 @@ public static class Program
         {
             return await ScrapeComparison.RunAsync();
         }
+        if (args is ["record-cpu"])
+        {
+            return RecordingCpu.Run();
+        }
         Run(args);
         return 0;
     }

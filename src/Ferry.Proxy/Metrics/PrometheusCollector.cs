@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Globalization;
+using System.Numerics;
 using System.Text;
 
 namespace Ferry.Metrics;
@@ -45,9 +46,9 @@ internal sealed class PrometheusCollector : IDisposable
         _listener.SetMeasurementEventCallback<double>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
         _listener.SetMeasurementEventCallback<float>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
         _listener.SetMeasurementEventCallback<long>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
-        _listener.SetMeasurementEventCallback<int>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
-        _listener.SetMeasurementEventCallback<short>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
-        _listener.SetMeasurementEventCallback<byte>(static (i, v, tags, state) => ((Family)state!).Record(v, tags));
+        _listener.SetMeasurementEventCallback<int>(static (i, v, tags, state) => ((Family)state!).Record((long)v, tags));
+        _listener.SetMeasurementEventCallback<short>(static (i, v, tags, state) => ((Family)state!).Record((long)v, tags));
+        _listener.SetMeasurementEventCallback<byte>(static (i, v, tags, state) => ((Family)state!).Record((long)v, tags));
         _listener.SetMeasurementEventCallback<decimal>(static (i, v, tags, state) => ((Family)state!).Record((double)v, tags));
         _listener.Start();
     }
@@ -245,8 +246,7 @@ internal sealed class PrometheusCollector : IDisposable
         // The series of tag lists recorded lately, by a hash of the tags. A call site records the same few tag lists
         // again and again; comparing them with one seen before costs less than building its label key (sorting the
         // tags, formatting every value) for every measurement. Entries are immutable and replaced whole.
-        private const int RecentSlots = 64;
-        private readonly RecentTags?[] _recent = new RecentTags?[RecentSlots];
+        private readonly RecentTags?[] _recent = new RecentTags?[1 << RecentSlotBits];
 
         public string Name { get; } = name;
         public Kind Kind { get; } = kind;
@@ -262,46 +262,56 @@ internal sealed class PrometheusCollector : IDisposable
 
         public void Record(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {
-            var slot = (int)((uint)TagsHash(tags) % RecentSlots);
-            Series series;
-            if (Volatile.Read(ref _recent[slot]) is { } recent && recent.Matches(tags))
+            var series = Find(tags);
+            switch (Kind)
             {
-                series = recent.Series;
+                case Kind.Counter when Observable:
+                case Kind.Gauge:
+                    // Observable counters report their running total; gauges their current value.
+                    series.Set(value);
+                    break;
+                case Kind.Histogram:
+                    var i = 0;
+                    while (i < bounds!.Length && value > bounds[i])
+                    {
+                        i++;
+                    }
+                    series.Observe(i, value);
+                    break;
+                default:
+                    series.Add(value);
+                    break;
+            }
+        }
+
+        // Integer counters keep an integer total: an atomic add instead of a compare-and-swap loop on a double.
+        public void Record(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            if (Kind == Kind.UpDownCounter || (Kind == Kind.Counter && !Observable))
+            {
+                Find(tags).Add(value);
             }
             else
             {
-                var key = LabelKey(tags);
-                if (!_lookup.TryGetValue(key, out series!))
-                {
-                    var created = new Series(bounds?.Length + 1 ?? 0);
-                    series = _lookup.TryAdd(key, created) || !_lookup.TryGetValue(key, out var existing) ? created : existing;
-                }
-                Volatile.Write(ref _recent[slot], new RecentTags(tags.ToArray(), series));
+                Record((double)value, tags);
             }
-            lock (series)
+        }
+
+        private Series Find(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            var slot = TagsHash(tags);
+            if (Volatile.Read(ref _recent[slot]) is { } recent && recent.Matches(tags))
             {
-                switch (Kind)
-                {
-                    case Kind.Counter when Observable:
-                    case Kind.Gauge:
-                        // Observable counters report their running total; gauges their current value.
-                        series.Value = value;
-                        break;
-                    case Kind.Histogram:
-                        var i = 0;
-                        while (i < bounds!.Length && value > bounds[i])
-                        {
-                            i++;
-                        }
-                        series.Buckets[i]++;
-                        series.Value += value;
-                        series.Count++;
-                        break;
-                    default:
-                        series.Value += value;
-                        break;
-                }
+                return recent.Series;
             }
+            var key = LabelKey(tags);
+            if (!_lookup.TryGetValue(key, out var series))
+            {
+                var created = new Series(bounds?.Length + 1 ?? 0);
+                series = _lookup.TryAdd(key, created) || !_lookup.TryGetValue(key, out var existing) ? created : existing;
+            }
+            Volatile.Write(ref _recent[slot], new RecentTags(tags.ToArray(), series));
+            return series;
         }
 
         public void WriteTo(StringBuilder text)
@@ -323,23 +333,23 @@ internal sealed class PrometheusCollector : IDisposable
             }).Append('\n');
             foreach (var (labels, series) in Series.OrderBy(s => s.Key, StringComparer.Ordinal))
             {
-                lock (series)
+                if (Kind != Kind.Histogram)
                 {
-                    if (Kind != Kind.Histogram)
-                    {
-                        Sample(text, Name, labels, null, FormatValue(series.Value));
-                        continue;
-                    }
-                    long cumulative = 0;
-                    for (var i = 0; i < series.Buckets.Length; i++)
-                    {
-                        cumulative += series.Buckets[i];
-                        var le = i < bounds!.Length ? FormatValue(bounds[i]) : "+Inf";
-                        Sample(text, Name + "_bucket", labels, le, cumulative.ToString(CultureInfo.InvariantCulture));
-                    }
-                    Sample(text, Name + "_sum", labels, null, FormatValue(series.Value));
-                    Sample(text, Name + "_count", labels, null, series.Count.ToString(CultureInfo.InvariantCulture));
+                    Sample(text, Name, labels, null, FormatValue(series.Value));
+                    continue;
                 }
+                // The count is the sum of the buckets read here, so that it always equals the +Inf bucket, even
+                // while requests are being recorded; the sum may lag or lead them by the observations in flight.
+                var buckets = series.Buckets();
+                long cumulative = 0;
+                for (var i = 0; i < buckets.Length; i++)
+                {
+                    cumulative += buckets[i];
+                    var le = i < bounds!.Length ? FormatValue(bounds[i]) : "+Inf";
+                    Sample(text, Name + "_bucket", labels, le, cumulative.ToString(CultureInfo.InvariantCulture));
+                }
+                Sample(text, Name + "_sum", labels, null, FormatValue(series.Value));
+                Sample(text, Name + "_count", labels, null, cumulative.ToString(CultureInfo.InvariantCulture));
             }
         }
 
@@ -380,22 +390,127 @@ internal sealed class PrometheusCollector : IDisposable
         }
     }
 
+    private const int RecentSlotBits = 6;
+
+    // The hash only picks a recent slot; Matches decides. String.GetHashCode (randomized, over every character) of
+    // every key and value cost more than the rest of a measurement, so a key counts by its length and a string value
+    // by its length and three of its characters. A poor spread only sends more tag lists down the label key path.
     private static int TagsHash(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
-        var hash = new HashCode();
+        var hash = (uint)tags.Length;
         foreach (var tag in tags)
         {
-            hash.Add(tag.Key);
-            hash.Add(tag.Value);
+            hash = hash * 31 + (uint)tag.Key.Length;
+            hash = hash * 31 + tag.Value switch
+            {
+                null => 0u,
+                string { Length: 0 } => 1u,
+                string s => (uint)s.Length ^ (uint)s[0] << 8 ^ (uint)s[s.Length / 2] << 16 ^ (uint)s[^1] << 24,
+                var value => (uint)value.GetHashCode(),
+            };
         }
-        return hash.ToHashCode();
+        // Fibonacci hashing: the top bits of the product depend on every bit of the hash.
+        return (int)((hash * 0x9E3779B9u) >> (32 - RecentSlotBits));
     }
 
+    // One series' aggregate. Sums and bucket counts are striped by recording thread: each thread adds into a cell of
+    // its own with atomic operations and no lock, so that cores serving the same route do not take turns on one lock
+    // and one cache line; a scrape adds the cells up. Threads whose ids share a stripe share its cell, which the
+    // atomic operations keep exact. A thread records into one cell only, in order, so a single thread's sum of
+    // doubles is the one a single accumulator would hold.
     private sealed class Series(int buckets)
     {
-        public double Value;  // sum, last value, or for a histogram the sum of observations
-        public long Count;    // histogram observations
-        public readonly long[] Buckets = new long[buckets]; // histogram: count per bucket, the last one is +Inf
+        // More stripes than cores: thread ids are not dense, and a lazily allocated cell costs nothing until used.
+        private static readonly int StripeMask = (int)Math.Min(BitOperations.RoundUpToPowerOf2((uint)Environment.ProcessorCount * 4), 256) - 1;
+
+        // A cell: [Pad] integer total, [Pad + 1] double total (its bits), [Pad + 2 ...] histogram bucket counts (the
+        // last one is +Inf). Cache lines of padding on both sides keep two threads' cells off one line even when the
+        // GC compacts them next to each other.
+        private const int Pad = 8;
+        private const int IntegerTotal = Pad;
+        private const int DoubleTotal = Pad + 1;
+        private const int FirstBucket = Pad + 2;
+
+        private readonly long[]?[] _cells = new long[]?[StripeMask + 1];
+        private double _last; // gauges and observable counters: the value last reported
+
+        public void Set(double value) => Volatile.Write(ref _last, value);
+
+        public void Add(long value) => Interlocked.Add(ref Cell()[IntegerTotal], value);
+
+        public void Add(double value) => AddDouble(ref Cell()[DoubleTotal], value);
+
+        public void Observe(int bucket, double value)
+        {
+            var cell = Cell();
+            Interlocked.Increment(ref cell[FirstBucket + bucket]);
+            AddDouble(ref cell[DoubleTotal], value);
+        }
+
+        // The last value set, or the total of every cell.
+        public double Value
+        {
+            get
+            {
+                long integer = 0;
+                var real = 0.0;
+                var any = false;
+                foreach (var cell in _cells)
+                {
+                    if (cell is not null)
+                    {
+                        any = true;
+                        integer += Volatile.Read(ref cell[IntegerTotal]);
+                        real += BitConverter.Int64BitsToDouble(Volatile.Read(ref cell[DoubleTotal]));
+                    }
+                }
+                return any ? integer + real : Volatile.Read(ref _last);
+            }
+        }
+
+        // Observations per bucket, summed over the cells.
+        public long[] Buckets()
+        {
+            var counts = new long[buckets];
+            foreach (var cell in _cells)
+            {
+                if (cell is not null)
+                {
+                    for (var i = 0; i < counts.Length; i++)
+                    {
+                        counts[i] += Volatile.Read(ref cell[FirstBucket + i]);
+                    }
+                }
+            }
+            return counts;
+        }
+
+        private long[] Cell()
+        {
+            var stripe = Environment.CurrentManagedThreadId & StripeMask;
+            return Volatile.Read(ref _cells[stripe]) ?? NewCell(stripe);
+        }
+
+        private long[] NewCell(int stripe)
+        {
+            var cell = new long[FirstBucket + buckets + Pad];
+            return Interlocked.CompareExchange(ref _cells[stripe], cell, null) ?? cell;
+        }
+
+        private static void AddDouble(ref long bits, double value)
+        {
+            var seen = Volatile.Read(ref bits);
+            while (true)
+            {
+                var sum = BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble(seen) + value);
+                var before = Interlocked.CompareExchange(ref bits, sum, seen);
+                if (before == seen)
+                {
+                    return;
+                }
+                seen = before;
+            }
+        }
     }
 
     // The series identity: its label pairs sorted by name and already in exposition syntax (name="escaped value"),

@@ -151,6 +151,111 @@ public sealed class PrometheusCollectorTests : IDisposable
     }
 
     [Fact]
+    public void ConcurrentRecording_FromManyThreads_GivesExactTotalsAndBucketCounts()
+    {
+        const int Threads = 8;
+        const int PerThread = 20_000;
+        var requests = _meter.CreateCounter<long>("ferry.requests", "{request}");
+        var bytes = _meter.CreateCounter<double>("ferry.sent", "By");
+        var duration = _meter.CreateHistogram<double>("ferry.duration", "s",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [1, 2] });
+
+        RunTogether(Threads, t =>
+        {
+            var route = new KeyValuePair<string, object?>("ferry.route", t % 2 == 0 ? "even" : "odd");
+            for (var i = 0; i < PerThread; i++)
+            {
+                requests.Add(1, route);
+                requests.Add(2);
+                bytes.Add(0.5, route);
+                // Whole and half values: every partial sum is exact in a double, whatever the order of additions.
+                duration.Record(i % 3 + 0.5, route);
+            }
+        });
+
+        var text = _collector.Scrape();
+        const int PerRoute = Threads / 2 * PerThread;
+        Assert.Contains($"ferry_requests_total {2 * Threads * PerThread}\n", text);
+        foreach (var route in new[] { "even", "odd" })
+        {
+            var labels = $"ferry_route=\"{route}\"";
+            Assert.Contains($"ferry_requests_total{{{labels}}} {PerRoute}\n", text);
+            Assert.Contains($"ferry_sent_bytes_total{{{labels}}} {PerRoute / 2}\n", text);
+            // Per thread: 6,667 values of 0.5, 6,667 of 1.5 and 6,666 of 2.5.
+            var (low, mid, high) = (Threads / 2 * 6_667, Threads / 2 * 6_667, Threads / 2 * 6_666);
+            Assert.Contains($$"""
+                ferry_duration_seconds_bucket{{{labels}},le="1"} {{low}}
+                ferry_duration_seconds_bucket{{{labels}},le="2"} {{low + mid}}
+                ferry_duration_seconds_bucket{{{labels}},le="+Inf"} {{low + mid + high}}
+                ferry_duration_seconds_sum{{{labels}}} {{(low + 3 * mid + 5 * high) / 2}}
+                ferry_duration_seconds_count{{{labels}}} {{PerRoute}}
+
+                """.ReplaceLineEndings("\n"), text);
+        }
+    }
+
+    [Fact]
+    public void ScrapeDuringRecording_CountsEqualTheInfBucket_AndNeverGoBack()
+    {
+        var requests = _meter.CreateCounter<long>("ferry.requests", "{request}");
+        var duration = _meter.CreateHistogram<double>("ferry.duration", "s",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [1] });
+        using var stop = new CancellationTokenSource();
+        var writers = Enumerable.Range(0, 4).Select(_ => Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                requests.Add(1);
+                duration.Record(0.5);
+            }
+        }, TaskCreationOptions.LongRunning)).ToArray();
+
+        long lastRequests = 0, lastCount = 0;
+        var scrapes = 0;
+        var until = DateTime.UtcNow.AddMilliseconds(300);
+        while (DateTime.UtcNow < until || lastCount == 0)
+        {
+            var lines = _collector.Scrape().Split('\n');
+            var inf = Value(lines, "ferry_duration_seconds_bucket{le=\"+Inf\"}");
+            var count = Value(lines, "ferry_duration_seconds_count");
+            var total = Value(lines, "ferry_requests_total");
+            Assert.Equal(inf, count);
+            Assert.True(count >= lastCount && total >= lastRequests, $"went back: {lastCount} → {count}, {lastRequests} → {total}");
+            (lastCount, lastRequests) = (count, total);
+            scrapes++;
+        }
+        stop.Cancel();
+        Assert.True(Task.WaitAll(writers, TimeSpan.FromSeconds(10)));
+
+        Assert.True(scrapes > 1);
+        var final = _collector.Scrape().Split('\n');
+        Assert.Equal(Value(final, "ferry_requests_total"), Value(final, "ferry_duration_seconds_count"));
+    }
+
+    private static long Value(string[] lines, string series) =>
+        lines.FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
+            ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)
+            : 0;
+
+    private static void RunTogether(int threads, Action<int> body)
+    {
+        using var start = new Barrier(threads);
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            body(t);
+        })).ToArray();
+        foreach (var worker in workers)
+        {
+            worker.Start();
+        }
+        foreach (var worker in workers)
+        {
+            Assert.True(worker.Join(TimeSpan.FromSeconds(30)));
+        }
+    }
+
+    [Fact]
     public void UnusedInstruments_AreNotWritten() =>
         Assert.Equal("", Scrape(() => _meter.CreateCounter<long>("never")));
 

@@ -68,6 +68,44 @@ public sealed class RequestStatsTests : IAsyncLifetime
     }
 
     [Fact]
+    public void ConcurrentRecording_FromManyThreads_CountsEveryRequest()
+    {
+        const int Threads = 8;
+        const int PerThread = 10_000;
+        var clock = _records.Clock;
+        var stats = new RequestStats(clock);
+        var ok = _records.Reused();
+        var failed = _records.BadGateway();
+        // A request of the last window, in the slot the requests below count in: it must be neither read nor added to.
+        stats.Record(ok);
+        clock.Advance(TimeSpan.FromSeconds(RequestStats.WindowSeconds));
+
+        using var start = new Barrier(Threads);
+        var workers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (var i = 0; i < PerThread; i++)
+            {
+                stats.Record(i % 100 == 0 ? failed : ok);
+            }
+        })).ToArray();
+        foreach (var worker in workers)
+        {
+            worker.Start();
+        }
+        foreach (var worker in workers)
+        {
+            Assert.True(worker.Join(TimeSpan.FromSeconds(30)));
+        }
+        stats.Record(ok);
+
+        var end = clock.GetUtcNow().ToUnixTimeSeconds();
+        Assert.Equal(
+            $$$"""{"end":{{{end}}},"requests":[0,{{{Threads * PerThread + 1}}}],"errors":{"connection_refused":[0,{{{Threads * PerThread / 100}}}]}}""",
+            Json(stats, 2));
+    }
+
+    [Fact]
     public void Seconds_AreClampedToTheWindow()
     {
         var stats = new RequestStats(_records.Clock);
