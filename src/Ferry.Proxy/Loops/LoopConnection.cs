@@ -29,6 +29,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     // ahead of the application, and how much a response may queue before the application's flush waits.
     private const long InputPause = 1024 * 1024;
     private const long OutputPause = 64 * 1024;
+    // Segments per sendmsg(2); Linux takes up to 1024 (IOV_MAX).
+    private const int MaxGather = 64;
 
     private static long s_nextId;
 
@@ -57,6 +59,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     // The send side waits here for EPOLLOUT after a send met a full kernel buffer (or for an abort).
     private ManualResetValueTaskSourceCore<bool> _writable;
     private bool _waitingWritable;
+    private List<ArraySegment<byte>>? _gather; // send side: the segments of one sendmsg(2)
     private volatile bool _aborted;         // any thread
 
     public LoopConnection(EventLoop loop, Socket socket, MemoryPool<byte> pool, LoopTransportCounters counters)
@@ -260,28 +263,24 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
                     break;
                 }
                 var buffer = result.Buffer;
-                foreach (var segment in buffer)
+                while (!buffer.IsEmpty && !_aborted)
                 {
-                    var remaining = segment;
-                    while (!remaining.IsEmpty && !_aborted)
+                    var sent = Send(buffer, out var socketError);
+                    if (socketError == SocketError.WouldBlock)
                     {
-                        var sent = _socket.Send(remaining.Span, SocketFlags.None, out var socketError);
-                        if (socketError == SocketError.WouldBlock)
-                        {
-                            // The kernel's send buffer is full: wait for EPOLLOUT (or an abort) on the loop.
-                            _writable.Reset();
-                            _waitingWritable = true;
-                            await new ValueTask(this, _writable.Version);
-                            continue;
-                        }
-                        if (socketError != SocketError.Success)
-                        {
-                            throw new SocketException((int)socketError);
-                        }
-                        remaining = remaining[sent..];
+                        // The kernel's send buffer is full: wait for EPOLLOUT (or an abort) on the loop.
+                        _writable.Reset();
+                        _waitingWritable = true;
+                        await new ValueTask(this, _writable.Version);
+                        continue;
                     }
+                    if (socketError != SocketError.Success)
+                    {
+                        throw new SocketException((int)socketError);
+                    }
+                    buffer = buffer.Slice(sent);
                 }
-                _output.Reader.AdvanceTo(buffer.End);
+                _output.Reader.AdvanceTo(result.Buffer.End);
                 if (result.IsCompleted)
                 {
                     break;
@@ -298,6 +297,34 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         }
         Shutdown(error);
         _output.Reader.Complete();
+    }
+
+    // One send(2) for one segment; one sendmsg(2) for up to MaxGather of them, as Kestrel's socket transport does: a
+    // large response sits in the pipe as many 4 KiB blocks, and a system call per block cost several times the CPU.
+    private int Send(in ReadOnlySequence<byte> buffer, out SocketError error)
+    {
+        if (buffer.IsSingleSegment)
+        {
+            return _socket.Send(buffer.FirstSpan, SocketFlags.None, out error);
+        }
+        var gather = _gather ??= new List<ArraySegment<byte>>(MaxGather);
+        gather.Clear();
+        foreach (var segment in buffer)
+        {
+            if (!System.Runtime.InteropServices.MemoryMarshal.TryGetArray(segment, out var array))
+            {
+                // Not array-backed (no pool Ferry uses does this): send it on its own.
+                return gather.Count > 0 ? _socket.Send(gather, SocketFlags.None, out error) : _socket.Send(segment.Span, SocketFlags.None, out error);
+            }
+            gather.Add(array);
+            if (gather.Count == MaxGather)
+            {
+                break;
+            }
+        }
+        var sent = _socket.Send(gather, SocketFlags.None, out error);
+        gather.Clear();
+        return sent;
     }
 
     // The end of the connection, on the loop: FIN both ways (even for an abort, as Kestrel's transport does), then
