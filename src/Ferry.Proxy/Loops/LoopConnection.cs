@@ -25,15 +25,12 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
 {
     // Kestrel's socket transport asks for half a block at least, so a receive fills most of one pool block.
     private const int MinReceiveBuffer = 2048;
-    // Kestrel's default MaxRequestBufferSize and MaxResponseBufferSize (1 MiB and 64 KiB): how far the loop reads
-    // ahead of the application, and how much a response may queue before the application's flush waits.
-    private const long InputPause = 1024 * 1024;
-    private const long OutputPause = 64 * 1024;
 
     private static long s_nextId;
 
     private readonly EventLoop _loop;
-    private readonly Socket _socket;
+    // The bare descriptor, with no Socket over it: an idle connection then holds no async context, locks or cached
+    // endpoints of .NET's sockets (docs/decisions/2026-12-03-idle-connections.md). Closed in Shutdown, on the loop.
     private readonly int _fd;
     private readonly LoopTransportCounters _counters;
     private readonly Pipe _input;
@@ -41,7 +38,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private readonly CancellationTokenSource _closedSource = new();
     // Completed once the descriptor is closed and both pipe ends the transport holds are completed.
     private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly Action _resumeReceive;
+    // Made the first time the input fills up: most connections never need it.
+    private Action? _resumeReceive;
     private long _registration;
     private string? _id;
     private IDictionary<object, object?>? _items;
@@ -59,24 +57,20 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private bool _waitingWritable;
     private volatile bool _aborted;         // any thread
 
-    public LoopConnection(EventLoop loop, Socket socket, MemoryPool<byte> pool, LoopTransportCounters counters)
+    /// <summary>Takes <paramref name="fd"/> (accepted non-blocking) and closes it when the connection ends.</summary>
+    public LoopConnection(EventLoop loop, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint, LoopPipeOptions pipes, LoopTransportCounters counters)
     {
         _loop = loop;
-        _socket = socket;
-        _fd = (int)socket.SafeHandle.DangerousGetHandle();
+        _fd = fd;
         _counters = counters;
-        MemoryPool = pool;
-        // Read now, as Kestrel does: the application may ask after the socket is closed.
-        LocalEndPoint = socket.LocalEndPoint;
-        RemoteEndPoint = socket.RemoteEndPoint;
-        // The loop is the input reader's scheduler (Kestrel's request processing runs on it) and the output reader's
-        // (the send side); a paused receive resumes on it. The application's flushes of the output resume inline on
-        // the loop when the send side makes room.
-        _input = new Pipe(new PipeOptions(pool, readerScheduler: loop, writerScheduler: loop, InputPause, InputPause / 2, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(pool, readerScheduler: loop, writerScheduler: PipeScheduler.Inline, OutputPause, OutputPause / 2, useSynchronizationContext: false));
+        MemoryPool = pipes.Pool;
+        // Read at accept, as Kestrel does: the application may ask after the socket is closed.
+        LocalEndPoint = localEndPoint;
+        RemoteEndPoint = remoteEndPoint;
+        _input = new Pipe(pipes.Input);
+        _output = new Pipe(pipes.Output);
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         ConnectionClosed = _closedSource.Token;
-        _resumeReceive = ResumeReceive;
         _writable.RunContinuationsAsynchronously = false;
 
         Features = new FeatureCollection();
@@ -154,7 +148,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         while (_receiving && _readable && !_closed)
         {
             var memory = _input.Writer.GetMemory(MinReceiveBuffer);
-            var received = _socket.Receive(memory.Span, SocketFlags.None, out var error);
+            var received = Native.Receive(_fd, memory.Span, out var error);
             if (error == SocketError.WouldBlock)
             {
                 _readable = false;
@@ -187,7 +181,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
             {
                 _flushPending = true;
                 _pendingFlush = flush;
-                flush.GetAwaiter().UnsafeOnCompleted(_resumeReceive);
+                flush.GetAwaiter().UnsafeOnCompleted(_resumeReceive ??= ResumeReceive);
                 return;
             }
             if (!Continue(flush.GetAwaiter().GetResult()))
@@ -265,7 +259,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
                     var remaining = segment;
                     while (!remaining.IsEmpty && !_aborted)
                     {
-                        var sent = _socket.Send(remaining.Span, SocketFlags.None, out var socketError);
+                        var sent = Native.Send(_fd, remaining.Span, out var socketError);
                         if (socketError == SocketError.WouldBlock)
                         {
                             // The kernel's send buffer is full: wait for EPOLLOUT (or an abort) on the loop.
@@ -305,16 +299,10 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private void Shutdown(Exception? reason)
     {
         _shutdownReason = reason ?? new ConnectionAbortedException("The connection's send side completed.");
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (SocketException)
-        {
-            // Already reset or disconnected: closing is all that is left.
-        }
+        // Fails when already reset or disconnected: closing is all that is left then.
+        Native.ShutdownBoth(_fd);
         _loop.Unregister(_fd, _registration);
-        _socket.Dispose();
+        Native.Close(_fd);
         _closed = true;
         _counters.OnClosed();
         if (_flushPending)
@@ -389,4 +377,22 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     }
 
     void IConnectionLifetimeFeature.Abort() => Abort(new ConnectionAbortedException("The connection was aborted by the application."));
+}
+
+/// <summary>The pipe options of the connections one loop accepts from one listener: made once, not per connection.</summary>
+internal sealed class LoopPipeOptions(EventLoop loop, MemoryPool<byte> pool)
+{
+    // Kestrel's default MaxRequestBufferSize and MaxResponseBufferSize (1 MiB and 64 KiB): how far the loop reads
+    // ahead of the application, and how much a response may queue before the application's flush waits.
+    private const long InputPause = 1024 * 1024;
+    private const long OutputPause = 64 * 1024;
+
+    public MemoryPool<byte> Pool { get; } = pool;
+
+    // The loop is the input reader's scheduler (Kestrel's request processing runs on it) and the output reader's (the
+    // send side); a paused receive resumes on it. The application's flushes of the output resume inline on the loop
+    // when the send side makes room.
+    public PipeOptions Input { get; } = new(pool, readerScheduler: loop, writerScheduler: loop, InputPause, InputPause / 2, useSynchronizationContext: false);
+
+    public PipeOptions Output { get; } = new(pool, readerScheduler: loop, writerScheduler: PipeScheduler.Inline, OutputPause, OutputPause / 2, useSynchronizationContext: false);
 }

@@ -1,11 +1,15 @@
 using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
 namespace Ferry.Loops;
 
 /// <summary>
-/// The Linux calls an event loop needs and .NET has no API for: epoll, eventfd and accept4. Plain DllImport on
-/// arrays and integers (LibraryImport would need unsafe code, which the build does not allow).
+/// The Linux calls an event loop needs and .NET has no API for: epoll, eventfd and accept4; and a connection's
+/// recv, send and shutdown on a bare descriptor, so that an idle connection holds no <see cref="Socket"/> (with its
+/// async context, locks and endpoints). Plain DllImport on arrays, references and integers (LibraryImport would
+/// need unsafe code, which the build does not allow).
 /// </summary>
 internal static class Native
 {
@@ -27,6 +31,14 @@ internal static class Native
     private const int FGetFl = 3;
     private const int FSetFl = 4;
     private const int ONonblock = 0x800;
+    private const int MsgNoSignal = 0x4000;
+    private const int ShutRdWr = 2;
+    private const int IpProtoTcp = 6;
+    private const int TcpNoDelay = 1;
+    private const int AfInet = 2;
+    private const int AfInet6 = 10;
+    // sizeof(struct sockaddr_in6): the largest address a TCP listener accepts from.
+    private const int SockAddrInet6Size = 28;
 
     public const int EAgain = 11;
     public const int EIntr = 4;
@@ -117,6 +129,98 @@ internal static class Native
 
     public static void Close(int fd) => close(fd);
 
+    /// <summary>recv(2) into <paramref name="buffer"/>: the bytes read (0 at end of stream), or 0 with the error.</summary>
+    public static int Receive(int fd, Span<byte> buffer, out SocketError error)
+    {
+        while (true)
+        {
+            var received = recv(fd, ref MemoryMarshal.GetReference(buffer), buffer.Length, 0);
+            if (received >= 0)
+            {
+                error = SocketError.Success;
+                return (int)received;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != EIntr)
+            {
+                error = ToSocketError(errno);
+                return 0;
+            }
+        }
+    }
+
+    /// <summary>send(2) of <paramref name="buffer"/> (no SIGPIPE): the bytes the kernel took, or 0 with the error.</summary>
+    public static int Send(int fd, ReadOnlySpan<byte> buffer, out SocketError error)
+    {
+        while (true)
+        {
+            var sent = send(fd, ref MemoryMarshal.GetReference(buffer), buffer.Length, MsgNoSignal);
+            if (sent >= 0)
+            {
+                error = SocketError.Success;
+                return (int)sent;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != EIntr)
+            {
+                error = ToSocketError(errno);
+                return 0;
+            }
+        }
+    }
+
+    /// <summary>shutdown(SHUT_RDWR); an error (the peer already reset or gone) leaves closing as all there is to do.</summary>
+    public static void ShutdownBoth(int fd) => shutdown(fd, ShutRdWr);
+
+    /// <summary>TCP_NODELAY on, as Kestrel's socket transport sets it; false when the connection is already gone.</summary>
+    public static bool SetNoDelay(int fd)
+    {
+        var on = 1;
+        return setsockopt(fd, IpProtoTcp, TcpNoDelay, ref on, sizeof(int)) == 0;
+    }
+
+    /// <summary>
+    /// The connection's local or remote address, as <see cref="Socket.LocalEndPoint"/> and
+    /// <see cref="Socket.RemoteEndPoint"/> give it; null when the connection is already gone.
+    /// </summary>
+    public static IPEndPoint? EndPoint(int fd, bool remote)
+    {
+        var address = new byte[SockAddrInet6Size];
+        var length = address.Length;
+        if ((remote ? getpeername(fd, address, ref length) : getsockname(fd, address, ref length)) != 0)
+        {
+            return null;
+        }
+        var span = address.AsSpan(0, length);
+        // sa_family is in host order, the port and the address in network order.
+        var family = BinaryPrimitives.ReadUInt16LittleEndian(span);
+        var port = BinaryPrimitives.ReadUInt16BigEndian(span[2..]);
+        return family switch
+        {
+            AfInet when length >= 16 => new IPEndPoint(new IPAddress(span.Slice(4, 4)), port),
+            AfInet6 when length >= SockAddrInet6Size => new IPEndPoint(new IPAddress(span.Slice(8, 16), BinaryPrimitives.ReadUInt32LittleEndian(span[24..])), port),
+            _ => null,
+        };
+    }
+
+    // The errors a connected TCP socket's recv and send report, as .NET's sockets name them.
+    private static SocketError ToSocketError(int errno) => errno switch
+    {
+        EAgain => SocketError.WouldBlock,
+        9 => SocketError.OperationAborted,            // EBADF
+        12 or 105 => SocketError.NoBufferSpaceAvailable, // ENOMEM, ENOBUFS
+        32 => SocketError.Shutdown,                   // EPIPE
+        100 => SocketError.NetworkDown,
+        101 => SocketError.NetworkUnreachable,
+        102 => SocketError.NetworkReset,
+        103 => SocketError.ConnectionAborted,
+        104 => SocketError.ConnectionReset,
+        107 => SocketError.NotConnected,
+        110 => SocketError.TimedOut,
+        113 => SocketError.HostUnreachable,
+        _ => SocketError.SocketError,
+    };
+
     private static IOException Error(string call)
     {
         var errno = Marshal.GetLastPInvokeError();
@@ -149,4 +253,22 @@ internal static class Native
 
     [DllImport("libc")]
     private static extern int close(int fd);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint recv(int fd, ref byte buffer, nint length, int flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint send(int fd, ref byte buffer, nint length, int flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int shutdown(int fd, int how);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setsockopt(int fd, int level, int name, ref int value, int length);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getsockname(int fd, byte[] address, ref int length);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getpeername(int fd, byte[] address, ref int length);
 }
