@@ -2,8 +2,6 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Threading.Tasks.Sources;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -21,7 +19,7 @@ namespace Ferry.Loops;
 /// in that order and on the loop, so that no event of a closed descriptor number reaches anyone.</para>
 /// </summary>
 internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature,
-    IMemoryPoolFeature, IConnectionLifetimeFeature, IConnectionEndPointFeature, ILoopHandler, IValueTaskSource
+    IMemoryPoolFeature, IConnectionLifetimeFeature, IConnectionEndPointFeature, ILoopHandler
 {
     // Kestrel's socket transport asks for half a block at least, so a receive fills most of one pool block.
     private const int MinReceiveBuffer = 2048;
@@ -52,8 +50,14 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private bool _closed;                   // descriptor closed
     private bool _closedFired;
     private Exception? _shutdownReason;
-    // The send side waits here for EPOLLOUT after a send met a full kernel buffer (or for an abort).
-    private ManualResetValueTaskSourceCore<bool> _writable;
+    // The send side (Send): the read it waits for, the read result it is sending, whether it waits for EPOLLOUT
+    // after a send met a full kernel buffer (or for an abort).
+    private readonly Action _send;
+    private ValueTask<ReadResult> _pendingRead;
+    private bool _readPending;
+    private ReadOnlySequence<byte> _sending;
+    private bool _sendingResult;
+    private bool _sendingLast;
     private bool _waitingWritable;
     private volatile bool _aborted;         // any thread
 
@@ -71,7 +75,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         _output = new Pipe(pipes.Output);
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         ConnectionClosed = _closedSource.Token;
-        _writable.RunContinuationsAsynchronously = false;
+        _send = Send;
 
         Features = new FeatureCollection();
         Features.Set<IConnectionIdFeature>(this);
@@ -113,7 +117,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     {
         _registration = _loop.Register(_fd, Native.EpollIn | Native.EpollOut | Native.EpollRdHup | Native.EpollEt, this);
         _counters.OnOpened();
-        _ = SendAsync();
+        Send();
     }
 
     void ILoopHandler.OnEvents(uint events)
@@ -137,7 +141,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         if ((events & (Native.EpollOut | Native.EpollHup | Native.EpollErr)) != 0 && _waitingWritable)
         {
             _waitingWritable = false;
-            _writable.SetResult(true);
+            Send();
         }
     }
 
@@ -241,42 +245,76 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         _ended.TrySetResult();
     }
 
-    private async Task SendAsync()
+    // The send side, on the loop: sends what the application writes until its output completes, an abort or a send
+    // error, then ends the connection. Not an async method, so that an idle connection holds no state machine: only
+    // the callback registered on the output's pending read, or run by OnEvents at the next EPOLLOUT.
+    private void Send()
     {
         Exception? error = null;
         try
         {
-            while (!_aborted)
+            while (true)
             {
-                var result = await _output.Reader.ReadAsync();
-                if (result.IsCanceled || _aborted)
+                if (!_sendingResult)
                 {
-                    break;
-                }
-                var buffer = result.Buffer;
-                foreach (var segment in buffer)
-                {
-                    var remaining = segment;
-                    while (!remaining.IsEmpty && !_aborted)
+                    ReadResult result;
+                    if (_readPending)
                     {
-                        var sent = Native.Send(_fd, remaining.Span, out var socketError);
-                        if (socketError == SocketError.WouldBlock)
-                        {
-                            // The kernel's send buffer is full: wait for EPOLLOUT (or an abort) on the loop.
-                            _writable.Reset();
-                            _waitingWritable = true;
-                            await new ValueTask(this, _writable.Version);
-                            continue;
-                        }
-                        if (socketError != SocketError.Success)
-                        {
-                            throw new SocketException((int)socketError);
-                        }
-                        remaining = remaining[sent..];
+                        // Resumed by the output's reader scheduler: the pending read has completed.
+                        _readPending = false;
+                        result = _pendingRead.GetAwaiter().GetResult();
+                        _pendingRead = default;
                     }
+                    else
+                    {
+                        if (_aborted)
+                        {
+                            break;
+                        }
+                        var read = _output.Reader.ReadAsync();
+                        if (!read.IsCompleted)
+                        {
+                            _readPending = true;
+                            _pendingRead = read;
+                            read.GetAwaiter().UnsafeOnCompleted(_send);
+                            return;
+                        }
+                        result = read.GetAwaiter().GetResult();
+                    }
+                    if (result.IsCanceled || _aborted)
+                    {
+                        break;
+                    }
+                    _sending = result.Buffer;
+                    _sendingLast = result.IsCompleted;
+                    _sendingResult = true;
                 }
-                _output.Reader.AdvanceTo(buffer.End);
-                if (result.IsCompleted)
+                while (!_sending.IsEmpty && !_aborted)
+                {
+                    var next = _sending.Start;
+                    _sending.TryGet(ref next, out var segment);
+                    if (segment.IsEmpty)
+                    {
+                        _sending = _sending.Slice(next);
+                        continue;
+                    }
+                    var sent = Native.Send(_fd, segment.Span, out var socketError);
+                    if (socketError == SocketError.WouldBlock)
+                    {
+                        // The kernel's send buffer is full: go on at EPOLLOUT (or an abort), on the loop.
+                        _waitingWritable = true;
+                        return;
+                    }
+                    if (socketError != SocketError.Success)
+                    {
+                        throw new SocketException((int)socketError);
+                    }
+                    _sending = _sending.Slice(sent);
+                }
+                _sendingResult = false;
+                _output.Reader.AdvanceTo(_sending.End);
+                _sending = default;
+                if (_sendingLast)
                 {
                     break;
                 }
@@ -290,6 +328,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         {
             error = ex;
         }
+        _sending = default;
         Shutdown(error);
         _output.Reader.Complete();
     }
@@ -342,7 +381,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
             if (connection._waitingWritable)
             {
                 connection._waitingWritable = false;
-                connection._writable.SetResult(false);
+                connection.Send();
             }
         }, this);
     }
@@ -360,14 +399,6 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
 
     private static bool IsReset(SocketError error) =>
         error is SocketError.ConnectionReset or SocketError.Shutdown or SocketError.ConnectionAborted;
-
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _writable.GetStatus(token);
-
-    // The continuation is the send side's: run it on the loop, inline when completed there (always, here).
-    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _writable.OnCompleted(continuation, state, token, ValueTaskSourceOnCompletedFlags.None);
-
-    void IValueTaskSource.GetResult(short token) => _writable.GetResult(token);
 
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
     {
