@@ -2,8 +2,6 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Threading.Tasks.Sources;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -21,21 +19,16 @@ namespace Ferry.Loops;
 /// in that order and on the loop, so that no event of a closed descriptor number reaches anyone.</para>
 /// </summary>
 internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature,
-    IMemoryPoolFeature, IConnectionLifetimeFeature, IConnectionEndPointFeature, ILoopHandler, IValueTaskSource
+    IMemoryPoolFeature, IConnectionLifetimeFeature, IConnectionEndPointFeature, ILoopHandler
 {
     // Kestrel's socket transport asks for half a block at least, so a receive fills most of one pool block.
     private const int MinReceiveBuffer = 2048;
-    // Kestrel's default MaxRequestBufferSize and MaxResponseBufferSize (1 MiB and 64 KiB): how far the loop reads
-    // ahead of the application, and how much a response may queue before the application's flush waits.
-    private const long InputPause = 1024 * 1024;
-    private const long OutputPause = 64 * 1024;
-    // Segments per sendmsg(2); Linux takes up to 1024 (IOV_MAX).
-    private const int MaxGather = 64;
 
     private static long s_nextId;
 
     private readonly EventLoop _loop;
-    private readonly Socket _socket;
+    // The bare descriptor, with no Socket over it: an idle connection then holds no async context, locks or cached
+    // endpoints of .NET's sockets (docs/decisions/2026-12-03-idle-connections.md). Closed in Shutdown, on the loop.
     private readonly int _fd;
     private readonly LoopTransportCounters _counters;
     private readonly Pipe _input;
@@ -43,7 +36,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private readonly CancellationTokenSource _closedSource = new();
     // Completed once the descriptor is closed and both pipe ends the transport holds are completed.
     private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly Action _resumeReceive;
+    // Made the first time the input fills up: most connections never need it.
+    private Action? _resumeReceive;
     private long _registration;
     private string? _id;
     private IDictionary<object, object?>? _items;
@@ -56,31 +50,32 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private bool _closed;                   // descriptor closed
     private bool _closedFired;
     private Exception? _shutdownReason;
-    // The send side waits here for EPOLLOUT after a send met a full kernel buffer (or for an abort).
-    private ManualResetValueTaskSourceCore<bool> _writable;
+    // The send side (Send): the read it waits for, the read result it is sending, whether it waits for EPOLLOUT
+    // after a send met a full kernel buffer (or for an abort).
+    private readonly Action _send;
+    private ValueTask<ReadResult> _pendingRead;
+    private bool _readPending;
+    private ReadOnlySequence<byte> _sending;
+    private bool _sendingResult;
+    private bool _sendingLast;
     private bool _waitingWritable;
-    private List<ArraySegment<byte>>? _gather; // send side: the segments of one sendmsg(2)
     private volatile bool _aborted;         // any thread
 
-    public LoopConnection(EventLoop loop, Socket socket, MemoryPool<byte> pool, LoopTransportCounters counters)
+    /// <summary>Takes <paramref name="fd"/> (accepted non-blocking) and closes it when the connection ends.</summary>
+    public LoopConnection(EventLoop loop, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint, LoopPipeOptions pipes, LoopTransportCounters counters)
     {
         _loop = loop;
-        _socket = socket;
-        _fd = (int)socket.SafeHandle.DangerousGetHandle();
+        _fd = fd;
         _counters = counters;
-        MemoryPool = pool;
-        // Read now, as Kestrel does: the application may ask after the socket is closed.
-        LocalEndPoint = socket.LocalEndPoint;
-        RemoteEndPoint = socket.RemoteEndPoint;
-        // The loop is the input reader's scheduler (Kestrel's request processing runs on it) and the output reader's
-        // (the send side); a paused receive resumes on it. The application's flushes of the output resume inline on
-        // the loop when the send side makes room.
-        _input = new Pipe(new PipeOptions(pool, readerScheduler: loop, writerScheduler: loop, InputPause, InputPause / 2, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(pool, readerScheduler: loop, writerScheduler: PipeScheduler.Inline, OutputPause, OutputPause / 2, useSynchronizationContext: false));
+        MemoryPool = pipes.Pool;
+        // Read at accept, as Kestrel does: the application may ask after the socket is closed.
+        LocalEndPoint = localEndPoint;
+        RemoteEndPoint = remoteEndPoint;
+        _input = new Pipe(pipes.Input);
+        _output = new Pipe(pipes.Output);
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         ConnectionClosed = _closedSource.Token;
-        _resumeReceive = ResumeReceive;
-        _writable.RunContinuationsAsynchronously = false;
+        _send = Send;
 
         Features = new FeatureCollection();
         Features.Set<IConnectionIdFeature>(this);
@@ -122,7 +117,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     {
         _registration = _loop.Register(_fd, Native.EpollIn | Native.EpollOut | Native.EpollRdHup | Native.EpollEt, this);
         _counters.OnOpened();
-        _ = SendAsync();
+        Send();
     }
 
     void ILoopHandler.OnEvents(uint events)
@@ -146,7 +141,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         if ((events & (Native.EpollOut | Native.EpollHup | Native.EpollErr)) != 0 && _waitingWritable)
         {
             _waitingWritable = false;
-            _writable.SetResult(true);
+            Send();
         }
     }
 
@@ -157,7 +152,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         while (_receiving && _readable && !_closed)
         {
             var memory = _input.Writer.GetMemory(MinReceiveBuffer);
-            var received = _socket.Receive(memory.Span, SocketFlags.None, out var error);
+            var received = Native.Receive(_fd, memory.Span, out var error);
             if (error == SocketError.WouldBlock)
             {
                 _readable = false;
@@ -190,7 +185,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
             {
                 _flushPending = true;
                 _pendingFlush = flush;
-                flush.GetAwaiter().UnsafeOnCompleted(_resumeReceive);
+                flush.GetAwaiter().UnsafeOnCompleted(_resumeReceive ??= ResumeReceive);
                 return;
             }
             if (!Continue(flush.GetAwaiter().GetResult()))
@@ -250,38 +245,71 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         _ended.TrySetResult();
     }
 
-    private async Task SendAsync()
+    // The send side, on the loop: sends what the application writes until its output completes, an abort or a send
+    // error, then ends the connection. Not an async method, so that an idle connection holds no state machine: only
+    // the callback registered on the output's pending read, or run by OnEvents at the next EPOLLOUT.
+    private void Send()
     {
         Exception? error = null;
         try
         {
-            while (!_aborted)
+            while (true)
             {
-                var result = await _output.Reader.ReadAsync();
-                if (result.IsCanceled || _aborted)
+                if (!_sendingResult)
                 {
-                    break;
+                    ReadResult result;
+                    if (_readPending)
+                    {
+                        // Resumed by the output's reader scheduler: the pending read has completed.
+                        _readPending = false;
+                        result = _pendingRead.GetAwaiter().GetResult();
+                        _pendingRead = default;
+                    }
+                    else
+                    {
+                        if (_aborted)
+                        {
+                            break;
+                        }
+                        var read = _output.Reader.ReadAsync();
+                        if (!read.IsCompleted)
+                        {
+                            _readPending = true;
+                            _pendingRead = read;
+                            read.GetAwaiter().UnsafeOnCompleted(_send);
+                            return;
+                        }
+                        result = read.GetAwaiter().GetResult();
+                    }
+                    if (result.IsCanceled || _aborted)
+                    {
+                        break;
+                    }
+                    _sending = result.Buffer;
+                    _sendingLast = result.IsCompleted;
+                    _sendingResult = true;
                 }
-                var buffer = result.Buffer;
-                while (!buffer.IsEmpty && !_aborted)
+                while (!_sending.IsEmpty && !_aborted)
                 {
-                    var sent = Send(buffer, out var socketError);
+                    // One system call for many segments: a large response sits in the pipe as many 4 KiB blocks,
+                    // and a send(2) per block cost several times the CPU of Kestrel's socket transport, which gathers.
+                    var sent = Native.SendGather(_fd, _sending, out var socketError);
                     if (socketError == SocketError.WouldBlock)
                     {
-                        // The kernel's send buffer is full: wait for EPOLLOUT (or an abort) on the loop.
-                        _writable.Reset();
+                        // The kernel's send buffer is full: go on at EPOLLOUT (or an abort), on the loop.
                         _waitingWritable = true;
-                        await new ValueTask(this, _writable.Version);
-                        continue;
+                        return;
                     }
                     if (socketError != SocketError.Success)
                     {
                         throw new SocketException((int)socketError);
                     }
-                    buffer = buffer.Slice(sent);
+                    _sending = _sending.Slice(sent);
                 }
-                _output.Reader.AdvanceTo(result.Buffer.End);
-                if (result.IsCompleted)
+                _sendingResult = false;
+                _output.Reader.AdvanceTo(_sending.End);
+                _sending = default;
+                if (_sendingLast)
                 {
                     break;
                 }
@@ -295,36 +323,9 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         {
             error = ex;
         }
+        _sending = default;
         Shutdown(error);
         _output.Reader.Complete();
-    }
-
-    // One send(2) for one segment; one sendmsg(2) for up to MaxGather of them, as Kestrel's socket transport does: a
-    // large response sits in the pipe as many 4 KiB blocks, and a system call per block cost several times the CPU.
-    private int Send(in ReadOnlySequence<byte> buffer, out SocketError error)
-    {
-        if (buffer.IsSingleSegment)
-        {
-            return _socket.Send(buffer.FirstSpan, SocketFlags.None, out error);
-        }
-        var gather = _gather ??= new List<ArraySegment<byte>>(MaxGather);
-        gather.Clear();
-        foreach (var segment in buffer)
-        {
-            if (!System.Runtime.InteropServices.MemoryMarshal.TryGetArray(segment, out var array))
-            {
-                // Not array-backed (no pool Ferry uses does this): send it on its own.
-                return gather.Count > 0 ? _socket.Send(gather, SocketFlags.None, out error) : _socket.Send(segment.Span, SocketFlags.None, out error);
-            }
-            gather.Add(array);
-            if (gather.Count == MaxGather)
-            {
-                break;
-            }
-        }
-        var sent = _socket.Send(gather, SocketFlags.None, out error);
-        gather.Clear();
-        return sent;
     }
 
     // The end of the connection, on the loop: FIN both ways (even for an abort, as Kestrel's transport does), then
@@ -332,16 +333,10 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private void Shutdown(Exception? reason)
     {
         _shutdownReason = reason ?? new ConnectionAbortedException("The connection's send side completed.");
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (SocketException)
-        {
-            // Already reset or disconnected: closing is all that is left.
-        }
+        // Fails when already reset or disconnected: closing is all that is left then.
+        Native.ShutdownBoth(_fd);
         _loop.Unregister(_fd, _registration);
-        _socket.Dispose();
+        Native.Close(_fd);
         _closed = true;
         _counters.OnClosed();
         if (_flushPending)
@@ -381,7 +376,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
             if (connection._waitingWritable)
             {
                 connection._waitingWritable = false;
-                connection._writable.SetResult(false);
+                connection.Send();
             }
         }, this);
     }
@@ -400,14 +395,6 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private static bool IsReset(SocketError error) =>
         error is SocketError.ConnectionReset or SocketError.Shutdown or SocketError.ConnectionAborted;
 
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _writable.GetStatus(token);
-
-    // The continuation is the send side's: run it on the loop, inline when completed there (always, here).
-    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _writable.OnCompleted(continuation, state, token, ValueTaskSourceOnCompletedFlags.None);
-
-    void IValueTaskSource.GetResult(short token) => _writable.GetResult(token);
-
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
     {
         public PipeReader Input { get; } = input;
@@ -416,4 +403,22 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     }
 
     void IConnectionLifetimeFeature.Abort() => Abort(new ConnectionAbortedException("The connection was aborted by the application."));
+}
+
+/// <summary>The pipe options of the connections one loop accepts from one listener: made once, not per connection.</summary>
+internal sealed class LoopPipeOptions(EventLoop loop, MemoryPool<byte> pool)
+{
+    // Kestrel's default MaxRequestBufferSize and MaxResponseBufferSize (1 MiB and 64 KiB): how far the loop reads
+    // ahead of the application, and how much a response may queue before the application's flush waits.
+    private const long InputPause = 1024 * 1024;
+    private const long OutputPause = 64 * 1024;
+
+    public MemoryPool<byte> Pool { get; } = pool;
+
+    // The loop is the input reader's scheduler (Kestrel's request processing runs on it) and the output reader's (the
+    // send side); a paused receive resumes on it. The application's flushes of the output resume inline on the loop
+    // when the send side makes room.
+    public PipeOptions Input { get; } = new(pool, readerScheduler: loop, writerScheduler: loop, InputPause, InputPause / 2, useSynchronizationContext: false);
+
+    public PipeOptions Output { get; } = new(pool, readerScheduler: loop, writerScheduler: PipeScheduler.Inline, OutputPause, OutputPause / 2, useSynchronizationContext: false);
 }

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Net.Sockets;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Connections;
 
@@ -88,6 +87,8 @@ internal sealed class LoopListener
 
     private sealed class Acceptor(LoopListener listener, EventLoop loop) : ILoopHandler
     {
+        private readonly LoopPipeOptions _pipes = new(loop, listener._pool);
+
         public EventLoop Loop { get; } = loop;
 
         public long Token { get; set; }
@@ -107,27 +108,15 @@ internal sealed class LoopListener
                     // a connection reset while queued) is retried on the next wake-up, as Kestrel's accept loop retries.
                     return;
                 }
-                Socket? socket = null;
-                LoopConnection connection;
-                try
+                // Read now: a connection reset while queued has no peer address any more, and nothing to serve.
+                var remote = Native.EndPoint(fd, remote: true);
+                var local = remote is null ? null : Native.EndPoint(fd, remote: false);
+                if (local is null || !Native.SetNoDelay(fd))
                 {
-                    socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { Blocking = false, NoDelay = true };
-                    connection = new LoopConnection(Loop, socket, listener._pool, listener._loops.Connections);
-                }
-                catch (SocketException)
-                {
-                    // Reset before it could be set up (its addresses are unreadable): nothing to serve. The socket,
-                    // once made, owns the descriptor and is the one to close it.
-                    if (socket is null)
-                    {
-                        Native.Close(fd);
-                    }
-                    else
-                    {
-                        socket.Dispose();
-                    }
+                    Native.Close(fd);
                     continue;
                 }
+                var connection = new LoopConnection(Loop, fd, local, remote, _pipes, listener._loops.Connections);
                 connection.Start();
                 if (!listener._accepted.Writer.TryWrite(connection))
                 {

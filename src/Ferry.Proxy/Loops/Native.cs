@@ -1,12 +1,17 @@
+using System.Buffers;
 using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
 namespace Ferry.Loops;
 
 /// <summary>
-/// The Linux calls an event loop needs and .NET has no API for: epoll, eventfd, accept4, and a non-blocking connect
-/// that neither throws nor registers the socket with .NET's own epoll engine. Plain DllImport on arrays and integers
-/// (LibraryImport would need unsafe code, which the build does not allow).
+/// The Linux calls an event loop needs and .NET has no API for: epoll, eventfd and accept4; a client connection's
+/// recv, send and shutdown on a bare descriptor, so that an idle connection holds no <see cref="Socket"/> (with its
+/// async context, locks and endpoints); and an upstream connection's non-blocking connect, which neither throws nor
+/// registers the socket with .NET's own epoll engine. Plain DllImport on arrays, references and integers (LibraryImport would
+/// need unsafe code, which the build does not allow).
 /// </summary>
 internal static class Native
 {
@@ -28,6 +33,27 @@ internal static class Native
     private const int FGetFl = 3;
     private const int FSetFl = 4;
     private const int ONonblock = 0x800;
+    private const int MsgNoSignal = 0x4000;
+    private const int ShutRdWr = 2;
+    private const int IpProtoTcp = 6;
+    private const int TcpNoDelay = 1;
+    private const int AfInet = 2;
+    private const int AfInet6 = 10;
+    // sizeof(struct sockaddr_in6): the largest address a TCP listener accepts from.
+    private const int SockAddrInet6Size = 28;
+
+    // Segments per writev(2); Linux takes up to 1024 (IOV_MAX).
+    public const int MaxGather = 64;
+
+    [ThreadStatic] private static IoVec[]? t_vectors;
+    [ThreadStatic] private static GCHandle[]? t_pins;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVec
+    {
+        public IntPtr Base;
+        public nint Length;
+    }
 
     public const int EAgain = 11;
     public const int EIntr = 4;
@@ -122,10 +148,148 @@ internal static class Native
 
     public static void Close(int fd) => close(fd);
 
+    /// <summary>recv(2) into <paramref name="buffer"/>: the bytes read (0 at end of stream), or 0 with the error.</summary>
+    public static int Receive(int fd, Span<byte> buffer, out SocketError error)
+    {
+        while (true)
+        {
+            var received = recv(fd, ref MemoryMarshal.GetReference(buffer), buffer.Length, 0);
+            if (received >= 0)
+            {
+                error = SocketError.Success;
+                return (int)received;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != EIntr)
+            {
+                error = ToSocketError(errno);
+                return 0;
+            }
+        }
+    }
+
+    /// <summary>send(2) of <paramref name="buffer"/> (no SIGPIPE): the bytes the kernel took, or 0 with the error.</summary>
+    public static int Send(int fd, ReadOnlySpan<byte> buffer, out SocketError error)
+    {
+        while (true)
+        {
+            var sent = send(fd, ref MemoryMarshal.GetReference(buffer), buffer.Length, MsgNoSignal);
+            if (sent >= 0)
+            {
+                error = SocketError.Success;
+                return (int)sent;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != EIntr)
+            {
+                error = ToSocketError(errno);
+                return 0;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Sends the start of <paramref name="buffer"/>: send(2) for one segment, writev(2) of up to
+    /// <see cref="MaxGather"/> array-backed segments otherwise (as Kestrel's socket transport gathers with sendmsg).
+    /// The bytes the kernel took, or 0 with the error. On a loop's thread (its scratch arrays are per thread).
+    /// </summary>
+    public static int SendGather(int fd, in ReadOnlySequence<byte> buffer, out SocketError error)
+    {
+        if (buffer.IsSingleSegment)
+        {
+            return Send(fd, buffer.FirstSpan, out error);
+        }
+        var vectors = t_vectors ??= new IoVec[MaxGather];
+        var pins = t_pins ??= new GCHandle[MaxGather];
+        var count = 0;
+        try
+        {
+            foreach (var segment in buffer)
+            {
+                if (segment.IsEmpty)
+                {
+                    continue;
+                }
+                if (!MemoryMarshal.TryGetArray(segment, out var array))
+                {
+                    if (count == 0)
+                    {
+                        return Send(fd, segment.Span, out error);
+                    }
+                    break;
+                }
+                pins[count] = GCHandle.Alloc(array.Array, GCHandleType.Pinned);
+                vectors[count] = new IoVec { Base = pins[count].AddrOfPinnedObject() + array.Offset, Length = array.Count };
+                if (++count == MaxGather)
+                {
+                    break;
+                }
+            }
+            error = SocketError.Success;
+            while (count > 0)
+            {
+                // .NET ignores SIGPIPE, so writev's EPIPE is an error here, not a signal.
+                var sent = writev(fd, vectors, count);
+                if (sent >= 0)
+                {
+                    return (int)sent;
+                }
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno != EIntr)
+                {
+                    error = ToSocketError(errno);
+                    return 0;
+                }
+            }
+            return 0;
+        }
+        finally
+        {
+            for (var i = 0; i < count; i++)
+            {
+                pins[i].Free();
+            }
+        }
+    }
+
+    /// <summary>shutdown(SHUT_RDWR); an error (the peer already reset or gone) leaves closing as all there is to do.</summary>
+    public static void ShutdownBoth(int fd) => shutdown(fd, ShutRdWr);
+
+    /// <summary>TCP_NODELAY on, as Kestrel's socket transport sets it; false when the connection is already gone.</summary>
+    public static bool SetNoDelay(int fd)
+    {
+        var on = 1;
+        return setsockopt(fd, IpProtoTcp, TcpNoDelay, ref on, sizeof(int)) == 0;
+    }
+
+    /// <summary>
+    /// The connection's local or remote address, as <see cref="Socket.LocalEndPoint"/> and
+    /// <see cref="Socket.RemoteEndPoint"/> give it; null when the connection is already gone.
+    /// </summary>
+    public static IPEndPoint? EndPoint(int fd, bool remote)
+    {
+        var address = new byte[SockAddrInet6Size];
+        var length = address.Length;
+        if ((remote ? getpeername(fd, address, ref length) : getsockname(fd, address, ref length)) != 0)
+        {
+            return null;
+        }
+        var span = address.AsSpan(0, length);
+        // sa_family is in host order, the port and the address in network order.
+        var family = BinaryPrimitives.ReadUInt16LittleEndian(span);
+        var port = BinaryPrimitives.ReadUInt16BigEndian(span[2..]);
+        return family switch
+        {
+            AfInet when length >= 16 => new IPEndPoint(new IPAddress(span.Slice(4, 4)), port),
+            AfInet6 when length >= SockAddrInet6Size => new IPEndPoint(new IPAddress(span.Slice(8, 16), BinaryPrimitives.ReadUInt32LittleEndian(span[24..])), port),
+            _ => null,
+        };
+    }
+
     /// <summary>
     /// Starts connecting the non-blocking socket <paramref name="fd"/>: 0 when connected at once, else the errno
     /// (EINPROGRESS: wait for EPOLLOUT, then read <see cref="PendingError"/>). <paramref name="address"/> is the
-    /// platform's sockaddr, as <see cref="System.Net.SocketAddress"/> holds it.
+    /// platform's sockaddr, as <see cref="SocketAddress"/> holds it.
     /// </summary>
     public static int Connect(int fd, byte[] address, int length)
     {
@@ -146,25 +310,33 @@ internal static class Native
     /// <summary>The socket's pending error (SO_ERROR), which also clears it: a connect's outcome once EPOLLOUT came.</summary>
     public static int PendingError(int fd)
     {
-        var value = new byte[4];
-        var length = 4;
-        return getsockopt(fd, SolSocket, SoError, value, ref length) == 0 ? BinaryPrimitives.ReadInt32LittleEndian(value) : Marshal.GetLastPInvokeError();
+        var value = 0;
+        var length = sizeof(int);
+        return getsockopt(fd, SolSocket, SoError, ref value, ref length) == 0 ? value : Marshal.GetLastPInvokeError();
     }
 
-    /// <summary>An errno from a connect as .NET names it, so that connect failures are classified alike on both engines.</summary>
-    public static System.Net.Sockets.SocketError ToSocketError(int errno) => errno switch
+    // The errors a TCP socket's connect, recv and send report, as .NET's sockets name them, so that failures are
+    // classified alike on both engines.
+    public static SocketError ToSocketError(int errno) => errno switch
     {
-        111 => System.Net.Sockets.SocketError.ConnectionRefused,
-        104 => System.Net.Sockets.SocketError.ConnectionReset,
-        110 => System.Net.Sockets.SocketError.TimedOut,
-        113 => System.Net.Sockets.SocketError.HostUnreachable,
-        101 => System.Net.Sockets.SocketError.NetworkUnreachable,
-        99 => System.Net.Sockets.SocketError.AddressNotAvailable,
-        98 => System.Net.Sockets.SocketError.AddressAlreadyInUse,
-        23 or 24 => System.Net.Sockets.SocketError.TooManyOpenSockets,
-        105 => System.Net.Sockets.SocketError.NoBufferSpaceAvailable,
-        1 or 13 => System.Net.Sockets.SocketError.AccessDenied,
-        _ => System.Net.Sockets.SocketError.SocketError,
+        EAgain => SocketError.WouldBlock,
+        111 => SocketError.ConnectionRefused,
+        99 => SocketError.AddressNotAvailable,
+        98 => SocketError.AddressAlreadyInUse,
+        23 or 24 => SocketError.TooManyOpenSockets,
+        1 or 13 => SocketError.AccessDenied,
+        9 => SocketError.OperationAborted,            // EBADF
+        12 or 105 => SocketError.NoBufferSpaceAvailable, // ENOMEM, ENOBUFS
+        32 => SocketError.Shutdown,                   // EPIPE
+        100 => SocketError.NetworkDown,
+        101 => SocketError.NetworkUnreachable,
+        102 => SocketError.NetworkReset,
+        103 => SocketError.ConnectionAborted,
+        104 => SocketError.ConnectionReset,
+        107 => SocketError.NotConnected,
+        110 => SocketError.TimedOut,
+        113 => SocketError.HostUnreachable,
+        _ => SocketError.SocketError,
     };
 
     private static IOException Error(string call)
@@ -201,8 +373,29 @@ internal static class Native
     private static extern int close(int fd);
 
     [DllImport("libc", SetLastError = true)]
+    private static extern nint writev(int fd, [In] IoVec[] vectors, int count);
+
+    [DllImport("libc", SetLastError = true)]
     private static extern int connect(int sockfd, byte[] addr, int addrlen);
 
     [DllImport("libc", SetLastError = true)]
-    private static extern int getsockopt(int sockfd, int level, int optname, byte[] optval, ref int optlen);
+    private static extern int getsockopt(int sockfd, int level, int optname, ref int optval, ref int optlen);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint recv(int fd, ref byte buffer, nint length, int flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint send(int fd, ref byte buffer, nint length, int flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int shutdown(int fd, int how);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setsockopt(int fd, int level, int name, ref int value, int length);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getsockname(int fd, byte[] address, ref int length);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getpeername(int fd, byte[] address, ref int length);
 }
