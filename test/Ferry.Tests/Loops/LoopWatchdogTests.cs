@@ -1,0 +1,162 @@
+using System.Collections.Concurrent;
+using Ferry.Loops;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Ferry.Tests.Loops;
+
+// The stall rule on a fake clock (a batch longer than the threshold is reported once, then its exact end), and the
+// watchdog on real loops: one blocked on purpose is reported, one doing short work is not.
+public sealed class LoopWatchdogTests
+{
+    private static readonly TimeSpan Threshold = TimeSpan.FromMilliseconds(10);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
+
+    private readonly FakeTimeProvider _time = new();
+    private readonly Lines _log = new();
+
+    private sealed class Lines : ILogger
+    {
+        public ConcurrentQueue<string> All { get; } = new();
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            All.Enqueue($"{logLevel}: {formatter(state, exception)}");
+    }
+
+    private static TimeSpan Ms(double milliseconds) => TimeSpan.FromMilliseconds(milliseconds);
+
+    [Fact]
+    public void ABatchLongerThanTheThreshold_IsReportedOnce_ThenItsEndWithTheExactDuration()
+    {
+        var quiet = new LoopActivity(0, _time);
+        var busy = new LoopActivity(1, _time);
+        var watchdog = new LoopWatchdog([quiet, busy], Threshold, _time, _log);
+
+        busy.Begin();
+        _time.Advance(Ms(6));
+        watchdog.Check();
+        Assert.Empty(_log.All);
+
+        _time.Advance(Ms(5));
+        watchdog.Check();
+        Assert.Equal(["Warning: Event loop 1 stalled: one batch of work has run for 11 ms (threshold 10 ms); something blocks on the loop"], _log.All);
+        Assert.Equal(1, busy.Stalls);
+        Assert.Equal(Ms(11), busy.StalledNow);
+
+        // Still the same batch: counted and logged once.
+        _time.Advance(Ms(5));
+        watchdog.Check();
+        Assert.Single(_log.All);
+        Assert.Equal(1, busy.Stalls);
+
+        // It ends between two checks: the duration is the loop's own end, not the next check's time.
+        _time.Advance(Ms(37));
+        busy.End();
+        _time.Advance(Ms(4));
+        watchdog.Check();
+        Assert.Equal("Warning: Event loop 1 stall ended after 53 ms: nothing else on the loop ran meanwhile (stalls on this loop: 1)", _log.All.Last());
+        Assert.Equal(Ms(53), busy.Stalled);
+        Assert.Equal(Ms(53), busy.Longest);
+        Assert.Null(busy.StalledNow);
+
+        watchdog.Check();
+        Assert.Equal(2, _log.All.Count);
+        Assert.Equal(0, quiet.Stalls);
+    }
+
+    [Fact]
+    public void BatchesUpToTheThreshold_AndTheIdleTimeBetweenThem_AreNoStall()
+    {
+        var loop = new LoopActivity(0, _time);
+        var watchdog = new LoopWatchdog([loop], Threshold, _time, _log);
+        for (var i = 0; i < 10; i++)
+        {
+            loop.Begin();
+            _time.Advance(Threshold);
+            watchdog.Check();
+            loop.End();
+            _time.Advance(TimeSpan.FromSeconds(1));
+            watchdog.Check();
+        }
+        Assert.Empty(_log.All);
+        Assert.Equal(0, loop.Stalls);
+        Assert.Equal(TimeSpan.Zero, loop.Longest);
+    }
+
+    [Fact]
+    public void EachStall_IsCounted_AndTheLongestKept()
+    {
+        var loop = new LoopActivity(0, _time);
+        var watchdog = new LoopWatchdog([loop], Threshold, _time, _log);
+        foreach (var length in new[] { 30, 80, 20 })
+        {
+            loop.Begin();
+            _time.Advance(Ms(length));
+            watchdog.Check();
+            loop.End();
+            // The next batch starts before the watchdog looks again and is short: only the end of the stall is seen.
+            loop.Begin();
+            watchdog.Check();
+            loop.End();
+        }
+        Assert.Equal(3, loop.Stalls);
+        Assert.Equal(Ms(130), loop.Stalled);
+        Assert.Equal(Ms(80), loop.Longest);
+        Assert.Equal(6, _log.All.Count);
+    }
+
+    [Fact]
+    public void TheThreadChecksOnItsOwn_AndStopsWhenDisposed()
+    {
+        var loop = new LoopActivity(2, _time);
+        var watchdog = new LoopWatchdog([loop], Threshold, _time, _log);
+        watchdog.Start();
+        loop.Begin();
+        _time.Advance(Ms(15));
+        SpinUntil(() => loop.Stalls == 1);
+        watchdog.Dispose();
+        Assert.StartsWith("Warning: Event loop 2 stalled", _log.All.Single());
+    }
+
+    [Fact]
+    public async Task ARealLoopBlockedOnPurpose_IsReported()
+    {
+        using var loops = new EventLoops(2);
+        loops.Watch(Threshold, _log);
+        var blocked = loops.All[1].Activity;
+
+        await loops.All[1].InvokeAsync(() => Thread.Sleep(50)).WaitAsync(Bound);
+
+        SpinUntil(() => blocked.Longest > TimeSpan.Zero);
+        Assert.Equal(1, blocked.Stalls);
+        Assert.True(blocked.Longest >= Ms(50), $"stall timed at {blocked.Longest}");
+        Assert.Equal(0, loops.All[0].Activity.Stalls);
+        Assert.Contains(_log.All, l => l.StartsWith("Warning: Event loop 1 stalled: one batch of work has run for ", StringComparison.Ordinal));
+        Assert.Contains(_log.All, l => l.StartsWith("Warning: Event loop 1 stall ended after ", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ARealLoopDoingShortWork_IsNotReported()
+    {
+        // A threshold far above the work, so that a busy machine preempting the loop mid-batch is no stall; the work
+        // lasts several thresholds in all, so that time counted across batches, or idle time, would be one.
+        var threshold = TimeSpan.FromMilliseconds(200);
+        using var loops = new EventLoops(1);
+        loops.Watch(threshold, _log);
+        var started = DateTime.UtcNow;
+        while (DateTime.UtcNow - started < 4 * threshold)
+        {
+            await loops.All[0].InvokeAsync(() => Thread.Sleep(1)).WaitAsync(Bound);
+            await Task.Delay(2);
+        }
+        Assert.Equal(0, loops.All[0].Activity.Stalls);
+        Assert.Empty(_log.All);
+    }
+
+    private static void SpinUntil(Func<bool> condition) =>
+        Assert.True(SpinWait.SpinUntil(condition, Bound), "condition not met in time");
+}
