@@ -14,7 +14,11 @@ internal sealed class LoopActivity(int index, TimeProvider time)
     private long _reported;
     private long _endedAt;
 
-    // The watchdog's own: the start of the stall it is following (0: none), and what it counted.
+    // The watchdog's own: the batch it saw last and the process's garbage collection pauses until the check before
+    // (a batch first seen now began after that check), the start of the stall it is following (0: none), and what
+    // it counted.
+    private long _seen;
+    private TimeSpan _gcBefore;
     private long _stallStart;
     private long _stalls;
     private long _stalledTicks;
@@ -49,11 +53,14 @@ internal sealed class LoopActivity(int index, TimeProvider time)
 
     /// <summary>
     /// Watchdog thread: follows this loop's stalls. Returns what happened since the previous call: a stall that ended
-    /// (with its duration) and a batch that has just passed <paramref name="threshold"/> (with how long it has run).
+    /// (with its duration and how much of it the garbage collector paused the process) and a batch that has just
+    /// passed <paramref name="threshold"/> (with how long it has run). <paramref name="gcPaused"/>: the process's
+    /// pauses so far, <paramref name="gcPausedBefore"/>: at the previous call.
     /// </summary>
-    internal (TimeSpan? Ended, TimeSpan? Started) Check(long now, TimeSpan threshold)
+    internal (TimeSpan? Ended, TimeSpan InGc, TimeSpan? Started) Check(long now, TimeSpan threshold, TimeSpan gcPaused, TimeSpan gcPausedBefore)
     {
         TimeSpan? ended = null;
+        var inGc = TimeSpan.Zero;
         TimeSpan? started = null;
         var since = Volatile.Read(ref _busySince);
         var stall = _stallStart;
@@ -63,6 +70,8 @@ internal sealed class LoopActivity(int index, TimeProvider time)
             // asking for the stamp; the end is then known to this check's period only.
             var endedAt = Volatile.Read(ref _endedAt);
             var duration = time.GetElapsedTime(stall, endedAt > stall ? endedAt : now);
+            // A pause up to one check before the stall counts too: the watchdog cannot tell, and says "up to".
+            inGc = gcPaused - _gcBefore < duration ? gcPaused - _gcBefore : duration;
             Volatile.Write(ref _stalledTicks, _stalledTicks + duration.Ticks);
             if (duration.Ticks > _longestTicks)
             {
@@ -72,6 +81,11 @@ internal sealed class LoopActivity(int index, TimeProvider time)
             Volatile.Write(ref _stallStart, 0);
             ended = duration;
         }
+        if (since != _seen)
+        {
+            _seen = since;
+            _gcBefore = gcPausedBefore;
+        }
         if (since != 0 && since != stall && time.GetElapsedTime(since, now) is var busy && busy > threshold)
         {
             Volatile.Write(ref _reported, since);
@@ -79,7 +93,7 @@ internal sealed class LoopActivity(int index, TimeProvider time)
             Volatile.Write(ref _stalls, _stalls + 1);
             started = busy;
         }
-        return (ended, started);
+        return (ended, inGc, started);
     }
 }
 
@@ -96,16 +110,21 @@ internal sealed class LoopWatchdog : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly TimeSpan _period;
+    private readonly Func<TimeSpan> _gcPauses;
     private readonly ManualResetEventSlim _stop = new();
+    private TimeSpan _gcBefore;
     private Thread? _thread;
 
-    public LoopWatchdog(IReadOnlyList<LoopActivity> loops, TimeSpan threshold, TimeProvider time, ILogger logger)
+    /// <param name="gcPauses">The process's garbage collection pauses so far (a test's own figures).</param>
+    public LoopWatchdog(IReadOnlyList<LoopActivity> loops, TimeSpan threshold, TimeProvider time, ILogger logger, Func<TimeSpan>? gcPauses = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(threshold, TimeSpan.Zero);
         _loops = loops;
         _threshold = threshold;
         _time = time;
         _logger = logger;
+        _gcPauses = gcPauses ?? GC.GetTotalPauseDuration;
+        _gcBefore = _gcPauses();
         // A stall is seen between one and one and a half thresholds into it; 1 ms is about what a sleep can promise.
         _period = TimeSpan.FromTicks(Math.Max(threshold.Ticks / 2, TimeSpan.TicksPerMillisecond));
     }
@@ -134,13 +153,15 @@ internal sealed class LoopWatchdog : IDisposable
     public void Check()
     {
         var now = _time.GetTimestamp();
+        var gc = _gcPauses();
         foreach (var loop in _loops)
         {
-            var (ended, started) = loop.Check(now, _threshold);
+            var (ended, inGc, started) = loop.Check(now, _threshold, gc, _gcBefore);
             if (ended is { } duration)
             {
-                _logger.LogWarning("Event loop {Loop} stall ended after {Milliseconds} ms: nothing else on the loop ran meanwhile (stalls on this loop: {Stalls})",
-                    loop.Index, Milliseconds(duration), loop.Stalls);
+                // The pauses tell a stall that code on the loop caused from one the garbage collector imposed on every thread.
+                _logger.LogWarning("Event loop {Loop} stall ended after {Milliseconds} ms, up to {GcMilliseconds} ms of it in garbage collection pauses: nothing else on the loop ran meanwhile (stalls on this loop: {Stalls})",
+                    loop.Index, Milliseconds(duration), Milliseconds(inGc), loop.Stalls);
             }
             if (started is { } busy)
             {
@@ -148,6 +169,7 @@ internal sealed class LoopWatchdog : IDisposable
                     loop.Index, Milliseconds(busy), Milliseconds(_threshold));
             }
         }
+        _gcBefore = gc;
     }
 
     private static double Milliseconds(TimeSpan duration) => Math.Round(duration.TotalMilliseconds, 1);

@@ -14,6 +14,8 @@ public sealed class LoopWatchdogTests
 
     private readonly FakeTimeProvider _time = new();
     private readonly Lines _log = new();
+    // The process's garbage collection pauses as the watchdog sees them: the test's own figure.
+    private TimeSpan _gc;
 
     private sealed class Lines : ILogger
     {
@@ -29,12 +31,14 @@ public sealed class LoopWatchdogTests
 
     private static TimeSpan Ms(double milliseconds) => TimeSpan.FromMilliseconds(milliseconds);
 
+    private LoopWatchdog Watchdog(params LoopActivity[] loops) => new(loops, Threshold, _time, _log, () => _gc);
+
     [Fact]
     public void ABatchLongerThanTheThreshold_IsReportedOnce_ThenItsEndWithTheExactDuration()
     {
         var quiet = new LoopActivity(0, _time);
         var busy = new LoopActivity(1, _time);
-        var watchdog = new LoopWatchdog([quiet, busy], Threshold, _time, _log);
+        var watchdog = Watchdog(quiet, busy);
 
         busy.Begin();
         _time.Advance(Ms(6));
@@ -58,7 +62,7 @@ public sealed class LoopWatchdogTests
         busy.End();
         _time.Advance(Ms(4));
         watchdog.Check();
-        Assert.Equal("Warning: Event loop 1 stall ended after 53 ms: nothing else on the loop ran meanwhile (stalls on this loop: 1)", _log.All.Last());
+        Assert.Equal("Warning: Event loop 1 stall ended after 53 ms, up to 0 ms of it in garbage collection pauses: nothing else on the loop ran meanwhile (stalls on this loop: 1)", _log.All.Last());
         Assert.Equal(Ms(53), busy.Stalled);
         Assert.Equal(Ms(53), busy.Longest);
         Assert.Null(busy.StalledNow);
@@ -72,7 +76,7 @@ public sealed class LoopWatchdogTests
     public void BatchesUpToTheThreshold_AndTheIdleTimeBetweenThem_AreNoStall()
     {
         var loop = new LoopActivity(0, _time);
-        var watchdog = new LoopWatchdog([loop], Threshold, _time, _log);
+        var watchdog = Watchdog(loop);
         for (var i = 0; i < 10; i++)
         {
             loop.Begin();
@@ -91,7 +95,7 @@ public sealed class LoopWatchdogTests
     public void EachStall_IsCounted_AndTheLongestKept()
     {
         var loop = new LoopActivity(0, _time);
-        var watchdog = new LoopWatchdog([loop], Threshold, _time, _log);
+        var watchdog = Watchdog(loop);
         foreach (var length in new[] { 30, 80, 20 })
         {
             loop.Begin();
@@ -110,10 +114,33 @@ public sealed class LoopWatchdogTests
     }
 
     [Fact]
+    public void GarbageCollectionPausesDuringAStall_AreToldApart()
+    {
+        var loop = new LoopActivity(0, _time);
+        var watchdog = Watchdog(loop);
+        // A pause well before the batch is not its own.
+        _gc += Ms(100);
+        watchdog.Check();
+        _time.Advance(Ms(5));
+        watchdog.Check();
+
+        loop.Begin();
+        _time.Advance(Ms(2));
+        watchdog.Check();
+        _gc += Ms(30);
+        _time.Advance(Ms(33));
+        watchdog.Check();
+        loop.End();
+        watchdog.Check();
+
+        Assert.Equal("Warning: Event loop 0 stall ended after 35 ms, up to 30 ms of it in garbage collection pauses: nothing else on the loop ran meanwhile (stalls on this loop: 1)", _log.All.Last());
+    }
+
+    [Fact]
     public void TheThreadChecksOnItsOwn_AndStopsWhenDisposed()
     {
         var loop = new LoopActivity(2, _time);
-        var watchdog = new LoopWatchdog([loop], Threshold, _time, _log);
+        var watchdog = Watchdog(loop);
         watchdog.Start();
         loop.Begin();
         _time.Advance(Ms(15));
