@@ -178,6 +178,7 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     private void Run()
     {
         Volatile.Write(ref _threadId, Environment.CurrentManagedThreadId);
+        Activity.OnLoopThread();
         while (!_stopping)
         {
             // Work posted by the loop itself (a continuation that posted the next one) must not wait for an event.

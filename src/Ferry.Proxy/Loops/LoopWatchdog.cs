@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace Ferry.Loops;
 
 /// <summary>
@@ -13,6 +15,7 @@ internal sealed class LoopActivity(int index, TimeProvider time)
     // duration is exact rather than rounded up to the watchdog's period, without reading the clock on other batches.
     private long _reported;
     private long _endedAt;
+    private int _threadId;
 
     // The watchdog's own: the batch it saw last and the process's garbage collection pauses until the check before
     // (a batch first seen now began after that check), the start of the stall it is following (0: none), and what
@@ -26,6 +29,12 @@ internal sealed class LoopActivity(int index, TimeProvider time)
 
     public int Index { get; } = index;
 
+    /// <summary>The loop thread's id in the kernel (for its scheduler statistics); 0 until the loop runs.</summary>
+    public int ThreadId => Volatile.Read(ref _threadId);
+
+    /// <summary>Watchdog thread: whether the last check left a stall in progress.</summary>
+    internal bool Stalling => _stallStart != 0;
+
     /// <summary>Stalls seen, counted when a batch passes the threshold (a loop stuck for good is counted).</summary>
     public long Stalls => Volatile.Read(ref _stalls);
 
@@ -37,6 +46,12 @@ internal sealed class LoopActivity(int index, TimeProvider time)
     /// <summary>How long the stall in progress has lasted so far; null when the loop is not stalled.</summary>
     public TimeSpan? StalledNow =>
         Volatile.Read(ref _stallStart) is var start and not 0 && Volatile.Read(ref _busySince) == start ? time.GetElapsedTime(start) : null;
+
+    /// <summary>Loop thread, once when it starts.</summary>
+    public void OnLoopThread() => Volatile.Write(ref _threadId, GetTid());
+
+    [DllImport("libc", EntryPoint = "gettid")]
+    private static extern int GetTid();
 
     /// <summary>Loop thread: a batch of work starts.</summary>
     public void Begin() => Volatile.Write(ref _busySince, time.GetTimestamp());
@@ -98,10 +113,48 @@ internal sealed class LoopActivity(int index, TimeProvider time)
 }
 
 /// <summary>
+/// What the watchdog reads of the process and of a loop's thread, beyond the loop's own stamps; a test gives its own.
+/// </summary>
+internal class StallProbes
+{
+    public static StallProbes System { get; } = new();
+
+    /// <summary>The process's garbage collection pauses so far.</summary>
+    public virtual TimeSpan GcPauses() => GC.GetTotalPauseDuration();
+
+    /// <summary>
+    /// The kernel's account of a thread (/proc/self/task/ID/schedstat): time on a processor, and time runnable but
+    /// waiting for one. Null where the file is missing or unreadable.
+    /// </summary>
+    public virtual (TimeSpan Running, TimeSpan Waiting)? Scheduling(int threadId)
+    {
+        if (threadId == 0)
+        {
+            return null;
+        }
+        try
+        {
+            var fields = File.ReadAllText($"/proc/self/task/{threadId}/schedstat").Split(' ');
+            return fields.Length >= 2 && long.TryParse(fields[0], out var running) && long.TryParse(fields[1], out var waiting)
+                ? (TimeSpan.FromTicks(running / 100), TimeSpan.FromTicks(waiting / 100))
+                : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>
 /// One thread for all loops that reports a loop busy in one batch of work for longer than a threshold: whatever runs
-/// there blocks every other connection of the loop (docs/architecture.md, "Event loops"). A stall is logged when it
-/// passes the threshold and again, with its final duration, when it ends; it is counted in <see cref="LoopActivity"/>
-/// for the metrics and /status.
+/// there holds up every other connection of the loop (docs/architecture.md, "What may run on a loop"). A stall is
+/// logged when it passes the threshold and again, with its final duration, when it ends; it is counted in
+/// <see cref="LoopActivity"/> for the metrics and /status.
 /// </summary>
 internal sealed class LoopWatchdog : IDisposable
 {
@@ -110,21 +163,27 @@ internal sealed class LoopWatchdog : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly TimeSpan _period;
-    private readonly Func<TimeSpan> _gcPauses;
-    private readonly ManualResetEventSlim _stop = new();
+    private readonly StallProbes _probes;
+    // Per loop, while it stalls: its thread's scheduling when the stall was seen first and when it was seen last.
+    private readonly Sample?[] _first;
+    private readonly Sample?[] _last;
+    private volatile bool _stopping;
     private TimeSpan _gcBefore;
     private Thread? _thread;
 
-    /// <param name="gcPauses">The process's garbage collection pauses so far (a test's own figures).</param>
-    public LoopWatchdog(IReadOnlyList<LoopActivity> loops, TimeSpan threshold, TimeProvider time, ILogger logger, Func<TimeSpan>? gcPauses = null)
+    private readonly record struct Sample(long Timestamp, TimeSpan Running, TimeSpan Waiting);
+
+    public LoopWatchdog(IReadOnlyList<LoopActivity> loops, TimeSpan threshold, TimeProvider time, ILogger logger, StallProbes? probes = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(threshold, TimeSpan.Zero);
         _loops = loops;
         _threshold = threshold;
         _time = time;
         _logger = logger;
-        _gcPauses = gcPauses ?? GC.GetTotalPauseDuration;
-        _gcBefore = _gcPauses();
+        _probes = probes ?? StallProbes.System;
+        _first = new Sample?[loops.Count];
+        _last = new Sample?[loops.Count];
+        _gcBefore = _probes.GcPauses();
         // A stall is seen between one and one and a half thresholds into it; 1 ms is about what a sleep can promise.
         _period = TimeSpan.FromTicks(Math.Max(threshold.Ticks / 2, TimeSpan.TicksPerMillisecond));
     }
@@ -143,9 +202,19 @@ internal sealed class LoopWatchdog : IDisposable
 
     private void Run()
     {
-        while (!_stop.Wait(_period))
+        try
         {
-            Check();
+            while (!_stopping)
+            {
+                // A plain sleep: waiting on an event instead (to be woken at once on dispose) cost the thread more
+                // per wake-up, measured; Dispose interrupts the sleep.
+                Thread.Sleep(_period);
+                Check();
+            }
+        }
+        catch (ThreadInterruptedException)
+        {
+            // Disposed.
         }
     }
 
@@ -153,31 +222,60 @@ internal sealed class LoopWatchdog : IDisposable
     public void Check()
     {
         var now = _time.GetTimestamp();
-        var gc = _gcPauses();
-        foreach (var loop in _loops)
+        var gc = _probes.GcPauses();
+        for (var i = 0; i < _loops.Count; i++)
         {
+            var loop = _loops[i];
             var (ended, inGc, started) = loop.Check(now, _threshold, gc, _gcBefore);
             if (ended is { } duration)
             {
-                // The pauses tell a stall that code on the loop caused from one the garbage collector imposed on every thread.
-                _logger.LogWarning("Event loop {Loop} stall ended after {Milliseconds} ms, up to {GcMilliseconds} ms of it in garbage collection pauses: nothing else on the loop ran meanwhile (stalls on this loop: {Stalls})",
-                    loop.Index, Milliseconds(duration), Milliseconds(inGc), loop.Stalls);
+                LogEnd(loop, duration, inGc, _first[i], _last[i]);
+                _first[i] = _last[i] = null;
             }
             if (started is { } busy)
             {
-                _logger.LogWarning("Event loop {Loop} stalled: one batch of work has run for {Milliseconds} ms (threshold {Threshold} ms); something blocks on the loop",
+                _logger.LogWarning("Event loop {Loop} stalled: one batch of work has run for {Milliseconds} ms (threshold {Threshold} ms); no other connection of the loop is served meanwhile",
                     loop.Index, Milliseconds(busy), Milliseconds(_threshold));
+            }
+            if (loop.Stalling)
+            {
+                // Read only while a loop stalls: the split of the stall's time costs nothing otherwise.
+                var sample = _probes.Scheduling(loop.ThreadId) is { } scheduling ? new Sample(now, scheduling.Running, scheduling.Waiting) : (Sample?)null;
+                _first[i] ??= sample;
+                _last[i] = sample;
             }
         }
         _gcBefore = gc;
+    }
+
+    // Where the loop's thread was between the first and the last time the watchdog saw the stall (both within it): on
+    // a processor (work that computes), waiting for one (a saturated machine), or neither (blocked in a system call,
+    // a sleep, a lock, or suspended by the garbage collector).
+    private void LogEnd(LoopActivity loop, TimeSpan duration, TimeSpan inGc, Sample? first, Sample? last)
+    {
+        if (first is { } a && last is { } b && b.Timestamp != a.Timestamp)
+        {
+            var watched = _time.GetElapsedTime(a.Timestamp, b.Timestamp);
+            var running = b.Running - a.Running;
+            var waiting = b.Waiting - a.Waiting;
+            var blocked = watched - running - waiting;
+            _logger.LogWarning("Event loop {Loop} stall ended after {Milliseconds} ms, up to {GcMilliseconds} ms of it in garbage collection pauses; over {Watched} ms of it the loop's thread ran {Running} ms, waited {Waiting} ms for a processor and was blocked {Blocked} ms (stalls on this loop: {Stalls})",
+                loop.Index, Milliseconds(duration), Milliseconds(inGc), Milliseconds(watched), Milliseconds(running), Milliseconds(waiting),
+                Milliseconds(blocked < TimeSpan.Zero ? TimeSpan.Zero : blocked), loop.Stalls);
+        }
+        else
+        {
+            _logger.LogWarning("Event loop {Loop} stall ended after {Milliseconds} ms, up to {GcMilliseconds} ms of it in garbage collection pauses (stalls on this loop: {Stalls})",
+                loop.Index, Milliseconds(duration), Milliseconds(inGc), loop.Stalls);
+        }
     }
 
     private static double Milliseconds(TimeSpan duration) => Math.Round(duration.TotalMilliseconds, 1);
 
     public void Dispose()
     {
-        _stop.Set();
+        _stopping = true;
+        _thread?.Interrupt();
         _thread?.Join();
-        _stop.Dispose();
     }
 }
