@@ -255,13 +255,15 @@ internal sealed class LoopWatchdog : IDisposable
     {
         if (first is { } a && last is { } b && b.Timestamp != a.Timestamp)
         {
+            // The kernel adds to a thread's times when it is switched, so a sample can be behind by the interval in
+            // progress: the parts are kept within what was watched.
             var watched = _time.GetElapsedTime(a.Timestamp, b.Timestamp);
-            var running = b.Running - a.Running;
-            var waiting = b.Waiting - a.Waiting;
+            var running = Clamp(b.Running - a.Running, watched);
+            var waiting = Clamp(b.Waiting - a.Waiting, watched - running);
             var blocked = watched - running - waiting;
             _logger.LogWarning("Event loop {Loop} stall ended after {Milliseconds} ms, up to {GcMilliseconds} ms of it in garbage collection pauses; over {Watched} ms of it the loop's thread ran {Running} ms, waited {Waiting} ms for a processor and was blocked {Blocked} ms (stalls on this loop: {Stalls})",
                 loop.Index, Milliseconds(duration), Milliseconds(inGc), Milliseconds(watched), Milliseconds(running), Milliseconds(waiting),
-                Milliseconds(blocked < TimeSpan.Zero ? TimeSpan.Zero : blocked), loop.Stalls);
+                Milliseconds(blocked), loop.Stalls);
         }
         else
         {
@@ -271,6 +273,8 @@ internal sealed class LoopWatchdog : IDisposable
     }
 
     private static double Milliseconds(TimeSpan duration) => Math.Round(duration.TotalMilliseconds, 1);
+
+    private static TimeSpan Clamp(TimeSpan value, TimeSpan max) => value < TimeSpan.Zero ? TimeSpan.Zero : value > max ? max : value;
 
     public void Dispose()
     {

@@ -167,6 +167,18 @@ public sealed class LoopWatchdogTests
         watchdog.Check();
 
         Assert.Equal("Warning: Event loop 0 stall ended after 35 ms, up to 0 ms of it in garbage collection pauses; over 20 ms of it the loop's thread ran 3 ms, waited 5 ms for a processor and was blocked 12 ms (stalls on this loop: 1)", _log.All.Last());
+
+        // The kernel's account lags by the interval in progress: what exceeds the time watched is cut to it.
+        _probes.Thread = (Ms(600), Ms(100));
+        loop.Begin();
+        _time.Advance(Ms(12));
+        watchdog.Check();
+        _time.Advance(Ms(20));
+        _probes.Thread = (Ms(601), Ms(130));
+        watchdog.Check();
+        loop.End();
+        watchdog.Check();
+        Assert.Equal("Warning: Event loop 0 stall ended after 32 ms, up to 0 ms of it in garbage collection pauses; over 20 ms of it the loop's thread ran 1 ms, waited 19 ms for a processor and was blocked 0 ms (stalls on this loop: 2)", _log.All.Last());
     }
 
     [Fact]
