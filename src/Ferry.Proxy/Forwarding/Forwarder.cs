@@ -191,7 +191,7 @@ internal sealed partial class Forwarder(
                     try
                     {
                         lease = await destination.Pool.AcquireAsync(cluster.Limits, replay.OnlySafeIdle, forceNew: replayTo is not null,
-                            context.RequestAborted, upgradable);
+                            context.RequestAborted, upgradable, connection?.Loop);
                     }
                     catch (ProxyException ex) when (ProxyErrorTable.Of(ex.Error).ConnectFailure)
                     {

@@ -84,7 +84,7 @@ internal sealed class ActiveHealthChecker : IAsyncDisposable
             socket = await Connector.ConnectAsync(destination.EndPoint, _config.Timeout, _time, linked.Token);
             // An https destination is checked over TLS: a certificate problem fails the check as it would a request.
             await using Stream stream = destination.Tls is { } tls
-                ? await tls.HandshakeAsync(socket, _config.Timeout, _time, linked.Token)
+                ? await tls.HandshakeAsync(new NetworkStream(socket, ownsSocket: false), _config.Timeout, _time, linked.Token)
                 : new NetworkStream(socket, ownsSocket: false);
             var output = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
             RequestHeadWriter.WriteRequestLine(output, _config.Method, _config.Path);

@@ -10,9 +10,12 @@ namespace Ferry.Hosting;
 /// Which listener a connection came through and whether its peer is one of that listener's trusted proxies. Set once
 /// per connection; requests see it through their feature collection, which falls back to the connection's.
 /// </summary>
-internal sealed class ListenerConnectionFeature(ListenerConfig listener, bool peerTrusted, DrainState drain)
+internal sealed class ListenerConnectionFeature(ListenerConfig listener, bool peerTrusted, DrainState drain, Loops.EventLoop? loop = null)
 {
     public ListenerConfig Listener { get; } = listener;
+
+    // The event loop serving the connection (Engine: Loops): its requests' upstream connections are served there too.
+    public Loops.EventLoop? Loop { get; } = loop;
 
     // Begun when a reload retires the listener: its responses ask HTTP/1.x clients to close.
     public DrainState Drain { get; } = drain;
@@ -56,7 +59,7 @@ internal static partial class ListenerConnection
             return; // returning closes the connection
         }
         var peer = (connection.RemoteEndPoint as IPEndPoint)?.Address;
-        connection.Features.Set(new ListenerConnectionFeature(listener, listener.Trusts(peer), drain));
+        connection.Features.Set(new ListenerConnectionFeature(listener, listener.Trusts(peer), drain, (connection as Loops.LoopConnection)?.Loop));
         await next(connection);
     }
 

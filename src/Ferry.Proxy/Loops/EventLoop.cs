@@ -46,6 +46,9 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     // meanwhile need no further write(2).
     private int _wakePending;
     private volatile bool _stopping;
+    // The thread has ended: what is posted from now on (a connection closed by a pool disposed late) runs on the
+    // caller, since no event of the loop can run concurrently any more.
+    private volatile bool _stopped;
 
     public EventLoop(int index)
     {
@@ -89,6 +92,11 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     public void Post(Action<object?> action, object? state)
     {
         _work.Enqueue((action, state));
+        if (_stopped)
+        {
+            RunLeftovers();
+            return;
+        }
         if (Interlocked.Exchange(ref _wakePending, 1) == 0)
         {
             // A buffer per call: Post runs on any thread. Cheap next to the write(2) it goes with.
@@ -209,6 +217,14 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
         }
     }
 
+    private void RunLeftovers()
+    {
+        while (_work.TryDequeue(out var item))
+        {
+            Guard(static (a, s) => a(s), item.Action, item.State);
+        }
+    }
+
     // An exception escaping a handler would end the loop and strand every connection on it; it is a bug, logged.
     private void Guard<TA, TB>(Action<TA, TB> run, TA a, TB b)
     {
@@ -239,6 +255,8 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
                 _thread.Join();
             }
         }
+        _stopped = true;
+        RunLeftovers();
         Native.Close(_wake);
         Native.Close(_epoll);
     }

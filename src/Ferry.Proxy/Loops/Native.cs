@@ -4,8 +4,9 @@ using System.Runtime.InteropServices;
 namespace Ferry.Loops;
 
 /// <summary>
-/// The Linux calls an event loop needs and .NET has no API for: epoll, eventfd and accept4. Plain DllImport on
-/// arrays and integers (LibraryImport would need unsafe code, which the build does not allow).
+/// The Linux calls an event loop needs and .NET has no API for: epoll, eventfd, accept4, and a non-blocking connect
+/// that neither throws nor registers the socket with .NET's own epoll engine. Plain DllImport on arrays and integers
+/// (LibraryImport would need unsafe code, which the build does not allow).
 /// </summary>
 internal static class Native
 {
@@ -30,6 +31,10 @@ internal static class Native
 
     public const int EAgain = 11;
     public const int EIntr = 4;
+    public const int EInProgress = 115;
+
+    private const int SolSocket = 1;
+    private const int SoError = 4;
 
     /// <summary>struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16 bytes).</summary>
     public static readonly int EventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
@@ -117,6 +122,51 @@ internal static class Native
 
     public static void Close(int fd) => close(fd);
 
+    /// <summary>
+    /// Starts connecting the non-blocking socket <paramref name="fd"/>: 0 when connected at once, else the errno
+    /// (EINPROGRESS: wait for EPOLLOUT, then read <see cref="PendingError"/>). <paramref name="address"/> is the
+    /// platform's sockaddr, as <see cref="System.Net.SocketAddress"/> holds it.
+    /// </summary>
+    public static int Connect(int fd, byte[] address, int length)
+    {
+        while (true)
+        {
+            if (connect(fd, address, length) == 0)
+            {
+                return 0;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != EIntr)
+            {
+                return errno;
+            }
+        }
+    }
+
+    /// <summary>The socket's pending error (SO_ERROR), which also clears it: a connect's outcome once EPOLLOUT came.</summary>
+    public static int PendingError(int fd)
+    {
+        var value = new byte[4];
+        var length = 4;
+        return getsockopt(fd, SolSocket, SoError, value, ref length) == 0 ? BinaryPrimitives.ReadInt32LittleEndian(value) : Marshal.GetLastPInvokeError();
+    }
+
+    /// <summary>An errno from a connect as .NET names it, so that connect failures are classified alike on both engines.</summary>
+    public static System.Net.Sockets.SocketError ToSocketError(int errno) => errno switch
+    {
+        111 => System.Net.Sockets.SocketError.ConnectionRefused,
+        104 => System.Net.Sockets.SocketError.ConnectionReset,
+        110 => System.Net.Sockets.SocketError.TimedOut,
+        113 => System.Net.Sockets.SocketError.HostUnreachable,
+        101 => System.Net.Sockets.SocketError.NetworkUnreachable,
+        99 => System.Net.Sockets.SocketError.AddressNotAvailable,
+        98 => System.Net.Sockets.SocketError.AddressAlreadyInUse,
+        23 or 24 => System.Net.Sockets.SocketError.TooManyOpenSockets,
+        105 => System.Net.Sockets.SocketError.NoBufferSpaceAvailable,
+        1 or 13 => System.Net.Sockets.SocketError.AccessDenied,
+        _ => System.Net.Sockets.SocketError.SocketError,
+    };
+
     private static IOException Error(string call)
     {
         var errno = Marshal.GetLastPInvokeError();
@@ -149,4 +199,10 @@ internal static class Native
 
     [DllImport("libc")]
     private static extern int close(int fd);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int connect(int sockfd, byte[] addr, int addrlen);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getsockopt(int sockfd, int level, int optname, byte[] optval, ref int optlen);
 }

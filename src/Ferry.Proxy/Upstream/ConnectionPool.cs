@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Ferry.Configuration;
 using Ferry.Errors;
 using Ferry.Http1;
+using Ferry.Loops;
 using Ferry.Model;
 
 namespace Ferry.Upstream;
@@ -48,6 +49,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _connecting;     // connects in progress
     private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
+    private long _crossLoop;     // leases of an idle connection served by another loop than the request's client, moved to it
     private int _active;         // connections leased to an exchange right now
     private bool _disposed;
     private readonly ConnectionLimitConfig _limit;
@@ -87,6 +89,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public long ClosedByFin => Interlocked.Read(ref _closedByFin);
     public long ClosedByReset => Interlocked.Read(ref _closedByReset);
     public long SkippedUnsafe => Interlocked.Read(ref _skippedUnsafe);
+    public long CrossLoopLeases => Interlocked.Read(ref _crossLoop);
     public long SlowConnects => Interlocked.Read(ref _slowConnects);
     public int Active => Volatile.Read(ref _active);
 
@@ -120,7 +123,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // wait); the slot is held until Release. `upgrade`: the request may become a tunnel (a WebSocket) that holds its
     // connection for as long as the client stays; under the adaptive limit it takes no slot, since a few of them would
     // hold every slot of a limit measured on short requests and starve the rest.
-    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted, bool upgrade = false)
+    // `loop`: the event loop serving the request's client (Engine: Loops); its own idle connections are taken first
+    // and a new connection is opened on it, so that the exchange runs on one thread.
+    public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted, bool upgrade = false,
+        EventLoop? loop = null)
     {
         var slot = _adaptive is null ? _limit.MaxConnections > 0 : !upgrade;
         if (slot)
@@ -130,7 +136,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         _demand.Begin();
         try
         {
-            var lease = await LeaseAsync(limits, onlySafeIdle, forceNew, requestAborted);
+            var lease = await LeaseAsync(limits, onlySafeIdle, forceNew, requestAborted, loop);
             lease.Connection.HoldsSlot = slot;
             if (lease.ConnectTime >= ConcurrencyLimit.SlowConnect)
             {
@@ -177,7 +183,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
     }
 
-    private async ValueTask<Lease> LeaseAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted)
+    private async ValueTask<Lease> LeaseAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted, EventLoop? loop)
     {
         var now = _time.GetTimestamp();
         while (!forceNew)
@@ -192,21 +198,30 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 // Read under the lock: a connection released meanwhile set its IdleSince before it entered the stack,
                 // so no idle time comes out negative.
                 now = _time.GetTimestamp();
-                candidate = _idle[^1];
-                if (onlySafeIdle && !KeepAlive.IsSafeForNonReplayable(candidate.KeepAlive, now))
+                var index = loop is null ? _idle.Count - 1 : WarmestOn(loop);
+                if (onlySafeIdle && !KeepAlive.IsSafeForNonReplayable(_idle[index].KeepAlive, now))
                 {
-                    // The warmest is too old, so is every other: leave them to requests that can be replayed.
-                    Interlocked.Increment(ref _skippedUnsafe);
-                    break;
+                    if (index == _idle.Count - 1 || !KeepAlive.IsSafeForNonReplayable(_idle[^1].KeepAlive, now))
+                    {
+                        // The warmest is too old, so is every other: leave them to requests that can be replayed.
+                        Interlocked.Increment(ref _skippedUnsafe);
+                        break;
+                    }
+                    index = _idle.Count - 1;
                 }
-                _idle.RemoveAt(_idle.Count - 1);
+                candidate = _idle[index];
+                _idle.RemoveAt(index);
             }
             if (KeepAlive.ExpiryReason(candidate.KeepAlive, now) is { } reason)
             {
                 Retire(candidate, reason);
                 continue;
             }
-            if (candidate.IsReadableWhileIdle())
+            if (loop is not null && candidate.Loop is { } other && !ReferenceEquals(other, loop))
+            {
+                await candidate.MoveToAsync(loop);
+            }
+            if (await candidate.IsClosedWhileIdleAsync())
             {
                 // The close is in the socket's queue; the idle watch has not run yet. It will find the connection
                 // leased and leave it to us.
@@ -221,13 +236,13 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
         // Each source address is a 4-tuple space of its own: taking them in turn multiplies the ports available.
         var source = _sources.Count == 0 ? null : _sources[(int)((uint)Interlocked.Increment(ref _nextSource) % (uint)_sources.Count)];
-        Socket socket;
+        Connected opened;
         Interlocked.Increment(ref _connecting);
         try
         {
-            socket = _destination.Resolver is { } resolver
-                ? await ConnectResolvedAsync(resolver, source, requestAborted)
-                : await Connector.ConnectAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source);
+            opened = _destination.Resolver is { } resolver
+                ? await ConnectResolvedAsync(resolver, source, loop, requestAborted)
+                : await Connector.OpenAsync(_destination.EndPoint, _connectTimeout, _time, requestAborted, source, loop);
         }
         finally
         {
@@ -235,32 +250,38 @@ internal sealed class ConnectionPool : IAsyncDisposable
             Debug.Assert(connecting >= 0);
         }
         var connected = _time.GetTimestamp();
+        var socket = opened.Socket;
+        Stream transport = opened.Loop is { } loopStream ? loopStream : new NetworkStream(socket, ownsSocket: false);
         UpstreamConnection connection;
         if (_destination.Tls is { } tls)
         {
             System.Net.Security.SslStream stream;
             try
             {
-                stream = await tls.HandshakeAsync(socket, _connectTimeout, _time, requestAborted);
+                stream = await tls.HandshakeAsync(transport, _connectTimeout, _time, requestAborted);
             }
             catch
             {
-                socket.Dispose();
+                // A loop's socket is closed by its stream, on the loop (the failed handshake disposed it).
+                if (opened.Loop is null)
+                {
+                    socket.Dispose();
+                }
                 throw;
             }
             var handshaken = _time.GetTimestamp();
-            connection = new UpstreamConnection(_destination, socket, limits, handshaken, stream)
+            connection = new UpstreamConnection(_destination, socket, transport, limits, handshaken, stream)
             {
                 TlsHandshakeTime = _time.GetElapsedTime(connected, handshaken),
             };
         }
         else
         {
-            connection = new UpstreamConnection(_destination, socket, limits, connected);
+            connection = new UpstreamConnection(_destination, socket, transport, limits, connected);
         }
         Interlocked.Increment(ref _opened);
         Interlocked.Increment(ref _active);
-        if (socket.RemoteEndPoint is System.Net.IPEndPoint remote)
+        if (opened.Remote is System.Net.IPEndPoint remote)
         {
             var key = new PortSpaceKey(source, remote);
             lock (_lock)
@@ -274,7 +295,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     // A host name's addresses, the next in turn first. Like the OS for a host name, a connect that is refused or
     // unroutable falls back to the other addresses; a timeout does not, so the connect timeout bounds the attempt.
-    private async ValueTask<Socket> ConnectResolvedAsync(DestinationResolver resolver, System.Net.IPAddress? source, CancellationToken requestAborted)
+    private async ValueTask<Connected> ConnectResolvedAsync(DestinationResolver resolver, System.Net.IPAddress? source, EventLoop? loop,
+        CancellationToken requestAborted)
     {
         System.Net.IPEndPoint[] endPoints;
         try
@@ -289,13 +311,27 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             try
             {
-                return await Connector.ConnectAsync(endPoints[i], _connectTimeout, _time, requestAborted, source);
+                return await Connector.OpenAsync(endPoints[i], _connectTimeout, _time, requestAborted, source, loop);
             }
             catch (ProxyException ex) when (i < endPoints.Length - 1 && ex.Error is ProxyError.ConnectionRefused or ProxyError.DestinationUnroutable)
             {
                 // The next address may answer.
             }
         }
+    }
+
+    // The warmest idle connection served by `loop`, else the warmest of all. Guarded by _lock.
+    private int WarmestOn(EventLoop loop)
+    {
+        for (var i = _idle.Count - 1; i >= 0; i--)
+        {
+            if (ReferenceEquals(_idle[i].Loop, loop))
+            {
+                return i;
+            }
+        }
+        Interlocked.Increment(ref _crossLoop);
+        return _idle.Count - 1;
     }
 
     // Retires the idle connections to addresses the destination's host name no longer resolves to; the ones in use

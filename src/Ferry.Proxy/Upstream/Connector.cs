@@ -1,8 +1,12 @@
 using System.Net;
 using System.Net.Sockets;
 using Ferry.Errors;
+using Ferry.Loops;
 
 namespace Ferry.Upstream;
+
+// A connected socket, the address it reached, and the loop's stream over it when an event loop serves it.
+internal readonly record struct Connected(Socket Socket, LoopStream? Loop, EndPoint Remote);
 
 internal static class Connector
 {
@@ -11,7 +15,13 @@ internal static class Connector
 
     // `source`: the local address to connect from (Clusters:<id>:SourceAddresses); null lets the kernel choose.
     public static async ValueTask<Socket> ConnectAsync(EndPoint endPoint, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted,
-        IPAddress? source = null)
+        IPAddress? source = null) =>
+        (await OpenAsync(endPoint, timeout, time, requestAborted, source, loop: null)).Socket;
+
+    // `loop`: the event loop the connection is served by (Engine: Loops), where the request's client is; null: .NET's
+    // socket engine.
+    public static async ValueTask<Connected> OpenAsync(EndPoint endPoint, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted,
+        IPAddress? source, EventLoop? loop)
     {
         var socket = endPoint is IPEndPoint ip
             ? new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
@@ -22,6 +32,9 @@ internal static class Connector
         socket.NoDelay = true;
         using var timeoutCts = new CancellationTokenSource(timeout, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeoutCts.Token, requestAborted);
+        // Once a loop has the socket it closes it, on its own thread, whatever happens: closing it here could free the
+        // descriptor's number while the loop's epoll still holds it.
+        var owned = true;
         try
         {
             if (source is not null)
@@ -35,12 +48,20 @@ internal static class Connector
                 }
                 socket.Bind(new IPEndPoint(source, 0));
             }
+            if (loop is not null && endPoint is IPEndPoint)
+            {
+                owned = false;
+                return new Connected(socket, await LoopStream.ConnectAsync(loop, socket, endPoint, linked.Token), endPoint);
+            }
             await socket.ConnectAsync(endPoint, linked.Token);
-            return socket;
+            return new Connected(socket, null, socket.RemoteEndPoint ?? endPoint);
         }
         catch (Exception ex)
         {
-            socket.Dispose();
+            if (owned)
+            {
+                socket.Dispose();
+            }
             if (requestAborted.IsCancellationRequested)
             {
                 throw new ProxyException(ProxyError.ClientAborted, "client went away while connecting", ex);

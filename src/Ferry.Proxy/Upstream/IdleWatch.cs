@@ -23,7 +23,6 @@ internal readonly record struct IdleRead(ReadResult Result, Exception? Error);
 internal sealed class IdleWatch : IValueTaskSource<ReadResult>
 {
     private readonly UpstreamConnection _connection;
-    private readonly Socket _socket;
     private readonly bool _waitOnSocket;
     private readonly Action _readable;
     private readonly Action _readEnded;
@@ -42,10 +41,9 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
     // `waitOnSocket` false (TLS): the pipe read waits from the start. A TLS stream can hold received records in its
     // own buffer (a close_notify read along with the last response bytes) where the socket shows nothing to wait for;
     // and a record arriving while idle may be a session ticket, not a close: only the TLS stream's read can tell.
-    public IdleWatch(UpstreamConnection connection, Socket socket, bool waitOnSocket = true)
+    public IdleWatch(UpstreamConnection connection, bool waitOnSocket = true)
     {
         _connection = connection;
-        _socket = socket;
         _waitOnSocket = waitOnSocket;
         _readable = Readable;
         _readEnded = ReadEnded;
@@ -79,7 +77,7 @@ internal sealed class IdleWatch : IValueTaskSource<ReadResult>
                 Read();
                 return;
             }
-            wait = _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, _cancelWait.Token);
+            wait = _connection.WaitForDataAsync(_cancelWait.Token);
         }
         catch (Exception ex)
         {

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net.Security;
 using System.Net.Sockets;
 using Ferry.Http1;
+using Ferry.Loops;
 using Ferry.Model;
 
 namespace Ferry.Upstream;
@@ -28,6 +29,7 @@ internal enum RetireReason
 internal sealed class UpstreamConnection : IDisposable
 {
     private readonly Socket _socket;
+    private readonly LoopStream? _loopStream;
     private readonly SslStream? _tls;
     private readonly Lock _deadlineLock = new();
     private CancellationTokenSource? _cancellation; // cancels the current exchange; reused while nothing cancels it
@@ -36,25 +38,30 @@ internal sealed class UpstreamConnection : IDisposable
     private TimeProvider? _time;
     private int _disposed;
 
-    // `tls`: the authenticated stream over `socket` for an https destination; null for plain TCP.
-    public UpstreamConnection(DestinationState destination, Socket socket, Http1Limits limits, long createdAt, SslStream? tls = null)
+    // `transport`: the stream over `socket` (a NetworkStream, or the loop's stream when an event loop serves the
+    // connection); `tls`: the authenticated stream over it for an https destination, null for plain TCP.
+    public UpstreamConnection(DestinationState destination, Socket socket, Stream transport, Http1Limits limits, long createdAt, SslStream? tls = null)
     {
         Destination = destination;
         _socket = socket;
+        _loopStream = transport as LoopStream;
         _tls = tls;
-        Stream stream = tls is null ? new NetworkStream(socket, ownsSocket: false) : tls;
+        var stream = tls ?? transport;
         // 16 KiB reads keep a typical response head and small body in one segment; larger bodies stream through.
         Input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
         Output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 4 * 1024, leaveOpen: true));
         Parser = new ResponseHeadParser(limits);
         Head = new ResponseHead();
         Chunked = new ChunkedDecoder(limits);
-        Watch = new IdleWatch(this, socket, waitOnSocket: tls is null);
+        Watch = new IdleWatch(this, waitOnSocket: tls is null);
         CreatedAt = createdAt;
         IdleSince = createdAt;
     }
 
     public DestinationState Destination { get; }
+
+    // The event loop serving the socket (Engine: Loops); null on .NET's socket engine.
+    public EventLoop? Loop => _loopStream?.Loop;
 
     // For a TLS connection: the negotiated protocol ("TLSv1.3") and how long the handshake took.
     public string? TlsProtocol => _tls is null ? null : TlsProtocolName(_tls.SslProtocol);
@@ -185,6 +192,15 @@ internal sealed class UpstreamConnection : IDisposable
         cancel?.Cancel();
     }
 
+    // Serves the connection from `loop` from now on (Engine: Loops); it must be idle and leased.
+    public Task MoveToAsync(EventLoop loop) => _loopStream!.MoveToAsync(loop);
+
+    // Completes with 0 once the socket has something to read (data, FIN or an error), consuming nothing.
+    public ValueTask<int> WaitForDataAsync(CancellationToken cancellationToken) =>
+        _loopStream is { } loop
+            ? loop.ReadAsync(Memory<byte>.Empty, cancellationToken)
+            : _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+
     // First read of a response: continues the idle watch's read when there is one.
     public ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken) =>
         Watch.IsPending ? Watch.TakeOver(cancellationToken) : Input.ReadAsync(cancellationToken);
@@ -194,7 +210,45 @@ internal sealed class UpstreamConnection : IDisposable
     // Over TLS, bytes can also be a record the idle read has yet to consume (a TLS 1.3 session ticket); only readable
     // with nothing to read, FIN or RST, is certain. A close_notify that has not been consumed yet is left to the
     // exchange, which sees the close as a keep-alive race on a reused connection.
-    public bool IsReadableWhileIdle()
+    // On an event loop the answer is exact: the idle read is run on whatever arrived, TLS records included, on the
+    // connection's loop (at once when the caller is on it; else, only if bytes are waiting, through a post there), and
+    // then either it has ended or the connection is clean.
+    public ValueTask<bool> IsClosedWhileIdleAsync()
+    {
+        if (_loopStream is { } loop)
+        {
+            if (loop.Loop.IsOnLoop)
+            {
+                loop.Pump();
+                return new ValueTask<bool>(Watch.TryGetEnded(out _));
+            }
+            if (_tls is not null && HasBytesWaiting())
+            {
+                return PumpOnLoopAsync(loop);
+            }
+        }
+        return new ValueTask<bool>(IsReadableWhileIdle());
+    }
+
+    private async ValueTask<bool> PumpOnLoopAsync(LoopStream loop)
+    {
+        await loop.Loop.InvokeAsync(loop.Pump);
+        return Watch.TryGetEnded(out _);
+    }
+
+    private bool HasBytesWaiting()
+    {
+        try
+        {
+            return _socket.Available > 0;
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+
+    private bool IsReadableWhileIdle()
     {
         try
         {
@@ -231,8 +285,16 @@ internal sealed class UpstreamConnection : IDisposable
             return;
         }
         // The socket goes first: a request body the destination stopped reading can still sit in the writer, and
-        // flushing it to a live socket could block for as long as the destination keeps its window shut.
-        _socket.Dispose();
+        // flushing it to a live socket could block for as long as the destination keeps its window shut. A loop's
+        // socket is closed on its loop, after it leaves the loop's epoll.
+        if (_loopStream is not null)
+        {
+            _loopStream.Dispose();
+        }
+        else
+        {
+            _socket.Dispose();
+        }
         if (_tls is not null)
         {
             // Frees the TLS session's native state; with the socket gone, nothing is written.

@@ -1,5 +1,4 @@
 using System.Net.Security;
-using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
@@ -65,10 +64,10 @@ internal sealed class UpstreamTls
             ? "no chain"
             : string.Join(", ", chain.ChainStatus.Select(s => s.Status.ToString()).Distinct());
 
-    // Wraps a connected socket. `timeout` bounds the handshake (the cluster's connect timeout, counted again).
-    public async ValueTask<SslStream> HandshakeAsync(Socket socket, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted)
+    // Wraps a connected socket's stream. `timeout` bounds the handshake (the cluster's connect timeout, counted again).
+    public async ValueTask<SslStream> HandshakeAsync(Stream transport, TimeSpan timeout, TimeProvider time, CancellationToken requestAborted)
     {
-        var stream = new SslStream(new NetworkStream(socket, ownsSocket: false), leaveInnerStreamOpen: false);
+        var stream = new SslStream(transport, leaveInnerStreamOpen: false);
         using var timeoutCts = new CancellationTokenSource(timeout, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeoutCts.Token, requestAborted);
         try

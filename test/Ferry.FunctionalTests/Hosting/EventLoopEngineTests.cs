@@ -73,13 +73,16 @@ public sealed class EventLoopEngineTests : IDisposable
     private static EventLoops Loops(FerryServer server) => server.Loops ?? throw new InvalidOperationException("not on the loops engine");
 
     // Every descriptor the loops accepted is closed once the clients have gone, and the loops hold nothing but the
-    // listeners' registrations (one per loop and listener).
+    // listeners' registrations (one per loop and listener) and the upstream connections the pools keep.
     private static async Task AssertAllClosedAsync(FerryServer server, int listeners = 1)
     {
         var loops = Loops(server);
         await Wait.Until(() => loops.Connections.Closed == loops.Connections.Opened, Bound);
-        await Wait.Until(() => loops.All.Sum(l => l.Registered) == listeners * loops.All.Count, Bound);
+        await Wait.Until(() => loops.All.Sum(l => l.Registered) == listeners * loops.All.Count + UpstreamConnections(server), Bound);
     }
+
+    private static int UpstreamConnections(FerryServer server) =>
+        server.State.Current.Clusters.Values.SelectMany(c => c.Destinations).Sum(d => d.Pool.Idle + d.Pool.Active);
 
     [Fact]
     public async Task Requests_AreServed_OnOneKeptAliveConnection()
