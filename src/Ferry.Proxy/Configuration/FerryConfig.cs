@@ -192,7 +192,7 @@ internal enum EngineKind
     Loops,
 }
 
-/// <summary>The top-level Engine and EventLoops settings: restart-only, the transport is chosen once at start.</summary>
+/// <summary>The top-level Engine, EventLoops and EventLoopStallThreshold settings: restart-only, the transport is chosen once at start.</summary>
 internal sealed record EngineConfig(EngineKind Kind, int EventLoops)
 {
     public static EngineConfig Default { get; } = new(EngineKind.Sockets, 0);
@@ -200,18 +200,38 @@ internal sealed record EngineConfig(EngineKind Kind, int EventLoops)
     // A loop is a thread; far more than the machine's processors only adds context switches.
     public const int MaxEventLoops = 1024;
 
+    // Serving one small request on a loop takes tens of microseconds: a batch of work 10 ms long is hundreds of
+    // requests' worth, or something that blocked.
+    public static readonly TimeSpan DefaultStallThreshold = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>How long a loop may stay in one batch of work before the watchdog reports it; zero: no watchdog.</summary>
+    public TimeSpan StallThreshold { get; init; } = DefaultStallThreshold;
+
     public static EngineConfig Read(ConfigReader reader, IConfiguration root)
     {
         var kind = reader.Choice(root, "Engine", Default.Kind, "an engine", ("Sockets", EngineKind.Sockets), ("Loops", EngineKind.Loops));
         var loops = reader.Int(root, "EventLoops", Default.EventLoops, min: 0, max: MaxEventLoops);
+        var threshold = reader.Duration(root, "EventLoopStallThreshold", DefaultStallThreshold);
+        if (threshold > TimeSpan.Zero && threshold < TimeSpan.FromMilliseconds(1))
+        {
+            // The watchdog checks every half threshold and cannot sleep for less than about a millisecond.
+            reader.Error("EventLoopStallThreshold", $"'{root["EventLoopStallThreshold"]}' must be 0 (no watchdog) or at least 1ms");
+            threshold = DefaultStallThreshold;
+        }
         if (kind == EngineKind.Loops && !Ferry.Loops.Native.IsSupported)
         {
             reader.Error("Engine", "'Loops' needs Linux on a 64-bit processor; use 'Sockets' here");
         }
-        if (kind != EngineKind.Loops && root.GetSection("EventLoops").Value is { Length: > 0 })
+        if (kind != EngineKind.Loops)
         {
-            reader.Warning("EventLoops", "only read with Engine 'Loops'");
+            foreach (var key in new[] { "EventLoops", "EventLoopStallThreshold" })
+            {
+                if (root.GetSection(key).Value is { Length: > 0 })
+                {
+                    reader.Warning(key, "only read with Engine 'Loops'");
+                }
+            }
         }
-        return new EngineConfig(kind, loops);
+        return new EngineConfig(kind, loops) { StallThreshold = threshold };
     }
 }

@@ -126,7 +126,7 @@ internal static class FerryConfigLoader
     {
         if (hosted)
         {
-            foreach (var section in new[] { "Listeners", "Admin", "Engine", "EventLoops" })
+            foreach (var section in new[] { "Listeners", "Admin", "Engine", "EventLoops", "EventLoopStallThreshold" })
             {
                 if (configuration.GetSection(section).Exists())
                 {

@@ -25,7 +25,7 @@ internal sealed partial class ConfigReloader : IAsyncDisposable
 {
     // Sections read once, when the admin listener and the observability pipeline are built: a change to them is
     // refused rather than ignored, so that the version /status shows is always the configuration that runs.
-    internal static readonly string[] RestartOnlySections = ["Admin", "AccessLog", "Metrics", "Tracing", "Restart", "Engine", "EventLoops"];
+    internal static readonly string[] RestartOnlySections = ["Admin", "AccessLog", "Metrics", "Tracing", "Restart", "Engine", "EventLoops", "EventLoopStallThreshold"];
 
     // Editors and deployment tools write a file in several steps (truncate, write, rename); one reload after the
     // last event of a burst, not one per event.

@@ -156,14 +156,24 @@ internal sealed class FerryServer : IAsyncDisposable
                 services.AddSingleton(drain);
                 services.AddSingleton<Forwarder>();
                 services.AddSingleton(sp => new CertificateStore(config.Listeners, time, sp.GetRequiredService<ILogger<CertificateStore>>(), sp.GetService<IMeterFactory>()));
+                if (engine is not null)
+                {
+                    // For the metrics and /status; the server owns and disposes them.
+                    services.AddSingleton(engine);
+                }
                 services.AddFerryObservability(config);
             });
             if (loops is not null)
             {
-                var loopLogger = proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<EventLoop>();
+                var loggers = proxy.Services.GetRequiredService<ILoggerFactory>();
+                var loopLogger = loggers.CreateLogger<EventLoop>();
                 loops.UseLogger(loopLogger);
                 // Says which engine serves the listeners: the one line that tells a benchmark or an operator it is on.
                 loopLogger.LogInformation("Proxied listeners served by {Count} event loops", loops.All.Count);
+                if (config.Engine.StallThreshold > TimeSpan.Zero)
+                {
+                    loops.Watch(config.Engine.StallThreshold, loggers.CreateLogger<LoopWatchdog>());
+                }
             }
             var forwarder = proxy.Services.GetRequiredService<Forwarder>();
             RequestDelegate handle = context =>

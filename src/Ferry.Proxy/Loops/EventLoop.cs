@@ -53,6 +53,8 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     public EventLoop(int index)
     {
         Index = index;
+        // A stall is the loop thread's real time, whatever clock the server's own rules are given (a test's).
+        Activity = new LoopActivity(index, TimeProvider.System);
         _epoll = Native.EpollCreate();
         try
         {
@@ -72,6 +74,9 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     }
 
     public int Index { get; }
+
+    /// <summary>Whether the loop is in a batch of work and since when, for <see cref="LoopWatchdog"/>.</summary>
+    public LoopActivity Activity { get; }
 
     /// <summary>Where an exception escaping a handler is reported; set once the host's logging exists.</summary>
     public ILogger? Logger { get; set; }
@@ -181,10 +186,12 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     private void Run()
     {
         Volatile.Write(ref _threadId, Environment.CurrentManagedThreadId);
+        Activity.OnLoopThread();
         while (!_stopping)
         {
             // Work posted by the loop itself (a continuation that posted the next one) must not wait for an event.
             var count = Native.Wait(_epoll, _events, _work.IsEmpty ? -1 : 0);
+            Activity.Begin();
             for (var i = 0; i < count; i++)
             {
                 var (events, data) = Native.ReadEvent(_events, i);
@@ -206,6 +213,7 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
             {
                 Guard(static (a, s) => a(s), item.Action, item.State);
             }
+            Activity.End();
         }
     }
 
@@ -259,6 +267,7 @@ internal sealed class EventLoops : IDisposable
 {
     private readonly EventLoop[] _loops;
     private int _next;
+    private LoopWatchdog? _watchdog;
 
     /// <param name="count">0: one loop per processor.</param>
     public EventLoops(int count = 0)
@@ -304,8 +313,19 @@ internal sealed class EventLoops : IDisposable
     /// <summary>The loops in turn, for work that has no loop of its own yet.</summary>
     public EventLoop Next() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
 
+    /// <summary>The stall watchdog, once <see cref="Watch"/> has started it.</summary>
+    public LoopWatchdog? Watchdog => _watchdog;
+
+    /// <summary>Starts reporting a loop that stays longer than <paramref name="threshold"/> in one batch of work.</summary>
+    public void Watch(TimeSpan threshold, ILogger logger)
+    {
+        _watchdog = new LoopWatchdog([.. _loops.Select(l => l.Activity)], threshold, TimeProvider.System, logger);
+        _watchdog.Start();
+    }
+
     public void Dispose()
     {
+        _watchdog?.Dispose();
         foreach (var loop in _loops)
         {
             loop.Dispose();

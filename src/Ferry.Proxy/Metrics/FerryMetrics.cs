@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Ferry.Errors;
 using Ferry.Forwarding;
+using Ferry.Loops;
 using Ferry.Upstream;
 
 namespace Ferry.Metrics;
@@ -32,7 +33,7 @@ internal sealed class FerryMetrics
     private readonly Counter<long> _reloads;
     private readonly Counter<long> _rateLimited;
 
-    public FerryMetrics(IMeterFactory meterFactory, ProxyStateHolder state, Func<long>? accessLogDropped)
+    public FerryMetrics(IMeterFactory meterFactory, ProxyStateHolder state, Func<long>? accessLogDropped, EventLoops? loops = null)
     {
         var meter = meterFactory.Create(MeterName);
         var upstreamAdvice = new InstrumentAdvice<double> { HistogramBucketBoundaries = UpstreamBuckets };
@@ -137,6 +138,13 @@ internal sealed class FerryMetrics
             list.Add(new Measurement<double>(Math.Round(d.Pool.Ports.Busiest().Utilization, 4), Tags(d)))), "1",
             "Share of the ephemeral port range taken towards the destination's busiest address, from one source address: "
             + "open connections plus those closed within 60 s (an estimate of TIME_WAIT). Connects fail with EADDRNOTAVAIL at 1.");
+        if (loops is not null)
+        {
+            meter.CreateObservableCounter("ferry.event_loop.stalls", () => ObserveLoops(loops, static a => a.Stalls), "{stall}",
+                "Times an event loop stayed longer than EventLoopStallThreshold in one batch of work (counted when it passes the threshold), by loop.");
+            meter.CreateObservableCounter("ferry.event_loop.stall.time", () => ObserveLoops(loops, static a => a.Stalled.TotalSeconds), "s",
+                "Time event loops spent in stalls that have ended, by loop: with ferry.event_loop.stalls, the mean stall.");
+        }
         if (accessLogDropped is not null)
         {
             meter.CreateObservableCounter("ferry.access_log.dropped", accessLogDropped, "{line}",
@@ -218,6 +226,11 @@ internal sealed class FerryMetrics
 
     private static KeyValuePair<string, object?>[] Tags(Model.DestinationState d, string key, string value) =>
         [new("ferry.cluster", d.Cluster.Id), new("ferry.destination", d.Id), new(key, value)];
+
+    // Nothing while no watchdog runs (EventLoopStallThreshold 0): no stall would be counted.
+    private static Measurement<T>[] ObserveLoops<T>(EventLoops loops, Func<LoopActivity, T> value)
+        where T : struct =>
+        loops.Watchdog is null ? [] : [.. loops.All.Select(l => new Measurement<T>(value(l.Activity), new KeyValuePair<string, object?>("ferry.event_loop", l.Index)))];
 
     private static List<Measurement<T>> Observe<T>(ProxyStateHolder state, Action<Model.DestinationState, List<Measurement<T>>> observe)
         where T : struct

@@ -26,7 +26,8 @@ internal static class ObservabilityServices
             services.AddSingleton(sp => new FerryMetrics(
                 sp.GetRequiredService<IMeterFactory>(),
                 sp.GetRequiredService<ProxyStateHolder>(),
-                sp.GetService<AccessLogWriter>() is { } log ? () => log.Dropped : null));
+                sp.GetService<AccessLogWriter>() is { } log ? () => log.Dropped : null,
+                sp.GetService<Loops.EventLoops>()));
             services.AddSingleton(sp => PrometheusCollector.ForServer(sp.GetRequiredService<IMeterFactory>()));
         }
         services.AddSingleton(sp => new RequestStats(sp.GetRequiredService<TimeProvider>()));

@@ -12,14 +12,14 @@ namespace Ferry.Admin;
 // The admin listener: /healthz for orchestrators, / (the status page), /status and /stats for people and scripts,
 // /metrics for Prometheus. With Admin:Token set, everything but /healthz needs "Authorization: Bearer <token>".
 internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config = null, PrometheusCollector? metrics = null, RequestStats? stats = null,
-    ConfigReloader? reloader = null, Hosting.CertificateStore? certificates = null, DrainState? drain = null)
+    ConfigReloader? reloader = null, Hosting.CertificateStore? certificates = null, DrainState? drain = null, Loops.EventLoops? loops = null)
 {
     private readonly byte[]? _tokenHash = config?.Token is { } token ? SHA256.HashData(Encoding.UTF8.GetBytes(token)) : null;
 
     // The admin endpoints of the server whose services were built by AddFerryObservability.
     public static AdminEndpoints Create(ProxyStateHolder state, AdminConfig config, IServiceProvider proxyServices, ConfigReloader? reloader = null) =>
         new(state, config, proxyServices.GetService<PrometheusCollector>(), proxyServices.GetService<RequestTelemetry>()?.Stats, reloader,
-            proxyServices.GetService<Hosting.CertificateStore>(), proxyServices.GetService<DrainState>());
+            proxyServices.GetService<Hosting.CertificateStore>(), proxyServices.GetService<DrainState>(), proxyServices.GetService<Loops.EventLoops>());
 
     /// <summary>What <see cref="FerryServerOptions.Admin"/> takes: the admin listener's handler.</summary>
     public static readonly AdminHandlerFactory Handler = (state, config, proxyServices, reloader) =>
@@ -228,6 +228,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             }
             json.WriteEndArray();
             WriteCertificates(json);
+            WriteEventLoops(json);
             json.WriteStartArray("routes");
             foreach (var route in proxy.Routes.Routes)
             {
@@ -394,6 +395,33 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             }
         }
         json.WriteEndArray();
+    }
+
+    // With Engine: Loops only: each loop's descriptors and the stalls its watchdog saw (stallThresholdMs null: no watchdog).
+    private void WriteEventLoops(Utf8JsonWriter json)
+    {
+        if (loops is null)
+        {
+            return;
+        }
+        json.WriteStartObject("eventLoops");
+        WriteMilliseconds(json, "stallThresholdMs", loops.Watchdog?.Threshold);
+        json.WriteStartArray("loops");
+        foreach (var loop in loops.All)
+        {
+            var activity = loop.Activity;
+            json.WriteStartObject();
+            json.WriteNumber("index", loop.Index);
+            json.WriteNumber("descriptors", loop.Registered);
+            json.WriteNumber("stalls", activity.Stalls);
+            WriteMilliseconds(json, "stalledMs", activity.Stalled);
+            WriteMilliseconds(json, "longestStallMs", activity.Longest);
+            // The stall in progress, if any: a loop stuck for good shows here before its stall ends.
+            WriteMilliseconds(json, "stalledNowMs", activity.StalledNow);
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteEndObject();
     }
 
     private static void WriteMilliseconds(Utf8JsonWriter json, string name, TimeSpan? value)

@@ -223,6 +223,48 @@ public sealed class EventLoopEngineTests : IDisposable
     }
 
     [Fact]
+    public async Task ALoopBlockedOnPurpose_IsLogged_Counted_AndShownInStatus()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream);
+        Assert.Equal("ok", await proxy.Client.GetStringAsync("/before"));
+        var loop = Loops(proxy.Server).All[1];
+
+        // Other stalls may come before (the first request's code compiled on a loop): this one is at least 50 ms. A
+        // saturated machine can keep the watchdog's own thread off the processors for all of it: it is tried again.
+        for (var attempt = 0; attempt < 5 && loop.Activity.Longest < TimeSpan.FromMilliseconds(50); attempt++)
+        {
+            await loop.InvokeAsync(() => Thread.Sleep(50)).WaitAsync(Bound);
+            await Task.Delay(100);
+        }
+        await Wait.Until(() => loop.Activity.Longest >= TimeSpan.FromMilliseconds(50), Bound);
+        Assert.Contains(proxy.Logs.Lines, l => l.StartsWith("Warning Ferry.Loops.LoopWatchdog: Event loop 1 stalled: one batch of work has run for ", StringComparison.Ordinal));
+        Assert.Contains(proxy.Logs.Lines, l => l.StartsWith("Warning Ferry.Loops.LoopWatchdog: Event loop 1 stall ended after ", StringComparison.Ordinal));
+        using var admin = new HttpClient { BaseAddress = proxy.Server.AdminUri, Timeout = Bound };
+        var status = JsonNode.Parse(await admin.GetStringAsync("/status"))!["eventLoops"]!;
+        Assert.Equal(10, (double)status["stallThresholdMs"]!);
+        var shown = status["loops"]!.AsArray().Single(l => (int)l!["index"]! == 1)!;
+        Assert.True((long)shown["stalls"]! >= 1, shown.ToJsonString());
+        Assert.True((double)shown["longestStallMs"]! >= 50, shown.ToJsonString());
+        Assert.True((double)shown["stalledMs"]! >= 50, shown.ToJsonString());
+        var metrics = await admin.GetStringAsync("/metrics");
+        Assert.Matches("(?m)^ferry_event_loop_stalls_total\\{ferry_event_loop=\"1\"\\} [1-9]", metrics);
+        Assert.Matches("(?m)^ferry_event_loop_stall_time_seconds_total\\{ferry_event_loop=\"1\"\\} 0\\.[0-9]", metrics);
+    }
+
+    [Fact]
+    public async Task AZeroStallThreshold_RunsNoWatchdog()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream, s => s["EventLoopStallThreshold"] = "0");
+        Assert.Null(Loops(proxy.Server).Watchdog);
+        using var admin = new HttpClient { BaseAddress = proxy.Server.AdminUri, Timeout = Bound };
+        var status = JsonNode.Parse(await admin.GetStringAsync("/status"))!["eventLoops"]!;
+        Assert.Null(status["stallThresholdMs"]);
+        Assert.DoesNotContain("ferry_event_loop_stalls", await admin.GetStringAsync("/metrics"));
+    }
+
+    [Fact]
     public async Task AReloadRemovingAListener_StopsItsAccepting_OnEveryLoop()
     {
         await using var upstream = Upstream();

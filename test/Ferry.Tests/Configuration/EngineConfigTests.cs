@@ -50,6 +50,34 @@ public sealed class EngineConfigTests
     }
 
     [Fact]
+    public void StallThreshold_DefaultsTo10ms_ZeroTurnsTheWatchdogOff_AndBelow1msIsAnError()
+    {
+        Assert.Equal(TimeSpan.FromMilliseconds(10), LoadValid(Minimal()).Engine.StallThreshold);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), Threshold("250ms"));
+        Assert.Equal(TimeSpan.Zero, Threshold("0"));
+
+        var result = Load(WithEngine("\"EventLoopStallThreshold\": \"0.5ms\""));
+        Assert.Equal(["EventLoopStallThreshold: '0.5ms' must be 0 (no watchdog) or at least 1ms"], result.Errors);
+        Assert.Contains("EventLoopStallThreshold: '-1s' must not be negative", Load(WithEngine("\"EventLoopStallThreshold\": \"-1s\"")).Errors);
+    }
+
+    // Read whatever the engine (warned about with Sockets).
+    private static TimeSpan Threshold(string value)
+    {
+        var result = Load(WithEngine($"\"EventLoopStallThreshold\": \"{value}\""));
+        Assert.Equal([], result.Errors);
+        return result.Config!.Engine.StallThreshold;
+    }
+
+    [Fact]
+    public void StallThresholdWithoutTheLoopsEngine_IsWarnedAbout()
+    {
+        var result = Load(WithEngine("\"EventLoopStallThreshold\": \"50ms\""));
+        Assert.True(result.IsValid);
+        Assert.Equal(["EventLoopStallThreshold: only read with Engine 'Loops'"], result.Warnings);
+    }
+
+    [Fact]
     public void CommandLineOverride_SelectsTheEngine()
     {
         var configuration = FerryConfigLoader.Build(null, ["--Engine=Sockets", "--EventLoops=2"], new Hashtable());
@@ -61,12 +89,13 @@ public sealed class EngineConfigTests
     public void AReloadChangingTheEngine_NeedsARestart()
     {
         var running = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase) { ["Engine"] = "Sockets" };
-        var next = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase) { ["Engine"] = "Loops", ["EventLoops"] = "2" };
+        var next = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase) { ["Engine"] = "Loops", ["EventLoops"] = "2", ["EventLoopStallThreshold"] = "50ms" };
 
         var errors = ConfigReloader.RestartOnlyChanges(running, next);
 
-        Assert.Equal(2, errors.Count);
+        Assert.Equal(3, errors.Count);
         Assert.StartsWith("Engine: changed; Engine changes need a restart", errors[0]);
         Assert.StartsWith("EventLoops: changed; EventLoops changes need a restart", errors[1]);
+        Assert.StartsWith("EventLoopStallThreshold: changed; EventLoopStallThreshold changes need a restart", errors[2]);
     }
 }
