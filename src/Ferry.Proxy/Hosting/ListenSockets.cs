@@ -297,6 +297,10 @@ internal abstract class OwnedListener(ListenSockets owner, int duplicate) : ICon
     // A connection the transport accepted before the stop, to be served rather than closed: its client is connected.
     protected virtual ConnectionContext? TryTakeAccepted() => null;
 
+    // Completes once the transport accepts no more (a transport that accepts ahead of AcceptAsync stops on its own
+    // threads): what it holds then is all TryTakeAccepted will ever return.
+    protected virtual ValueTask AcceptingStoppedAsync() => ValueTask.CompletedTask;
+
     protected abstract ValueTask StopInnerAsync();
 
     protected virtual ValueTask DisposeInnerAsync() => ValueTask.CompletedTask;
@@ -314,6 +318,7 @@ internal abstract class OwnedListener(ListenSockets owner, int duplicate) : ICon
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
+                await AcceptingStoppedAsync();
                 if (TryTakeAccepted() is { } accepted)
                 {
                     return accepted;
@@ -421,6 +426,10 @@ internal sealed class OwnedLoopTransportFactory : IConnectionListenerFactory, IC
             await _inner.AcceptAsync(cancellationToken);
 
         protected override ConnectionContext? TryTakeAccepted() => _inner.TryTake();
+
+        // A loop may accept between the owner's stop and its own: without waiting for every loop, such a connection
+        // would be found after Kestrel's accept loop ended, and closed unserved.
+        protected override ValueTask AcceptingStoppedAsync() => new(_inner.StopAcceptingAsync());
 
         // Only after every loop has taken the duplicate out of its epoll instance (a closed descriptor's number may be
         // reused at once) does the owner let go of it.
