@@ -416,9 +416,10 @@ internal sealed class LoopPipeOptions(EventLoop loop, MemoryPool<byte> pool)
     public MemoryPool<byte> Pool { get; } = pool;
 
     // The loop is the input reader's scheduler (Kestrel's request processing runs on it) and the output reader's (the
-    // send side); a paused receive resumes on it. The application's flushes of the output resume inline on the loop
-    // when the send side makes room.
+    // send side, deferred to the end of the loop's batch so that writes of one batch leave together); a paused
+    // receive resumes on it. The application's flushes of the output resume inline on the loop when the send side
+    // makes room.
     public PipeOptions Input { get; } = new(pool, readerScheduler: loop, writerScheduler: loop, InputPause, InputPause / 2, useSynchronizationContext: false);
 
-    public PipeOptions Output { get; } = new(pool, readerScheduler: loop, writerScheduler: PipeScheduler.Inline, OutputPause, OutputPause / 2, useSynchronizationContext: false);
+    public PipeOptions Output { get; } = new(pool, readerScheduler: loop.Deferred, writerScheduler: PipeScheduler.Inline, OutputPause, OutputPause / 2, useSynchronizationContext: false);
 }
