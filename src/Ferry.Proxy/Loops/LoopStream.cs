@@ -28,6 +28,9 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
     private static readonly Action<object?> s_retryWrite = static s => ((LoopStream)s!).RetryWrite();
     private static readonly Action<object?> s_close = static s => ((LoopStream)s!).CloseOnLoop();
 
+    // For epoll, connect and SO_ERROR only. Receives and sends go through Socket, not Native on the descriptor as
+    // LoopConnection's do: they may run on any thread, and the Socket's handle keeps a descriptor that the loop is
+    // closing from being reused under a call in flight.
     private readonly int _fd;
     private readonly byte[] _peek = new byte[1];
     private long _registration; // loop thread
