@@ -221,6 +221,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNullValue();
                 }
             }
+            // What serves the proxied listeners: with Engine Auto, the one the server could start.
+            json.WriteString("engine", loops is null ? nameof(EngineKind.Sockets) : nameof(EngineKind.Loops));
             json.WriteStartArray("listeners");
             foreach (var listener in proxy.Config.Listeners)
             {

@@ -252,6 +252,28 @@ public sealed class EventLoopEngineTests : IDisposable
         Assert.Matches("(?m)^ferry_event_loop_stall_time_seconds_total\\{ferry_event_loop=\"1\"\\} 0\\.[0-9]", metrics);
     }
 
+    [Theory]
+    [InlineData("Auto", "Loops")]
+    [InlineData("Sockets", "Sockets")]
+    public async Task StatusNamesTheEngineServing_AndAutoTakesTheLoopsHere(string configured, string serving)
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream, s =>
+        {
+            s["Engine"] = configured;
+            if (configured == "Sockets")
+            {
+                s.Remove("EventLoops");
+            }
+        });
+        Assert.Equal("ok", await proxy.Client.GetStringAsync("/"));
+        Assert.Equal(serving == "Loops", proxy.Server.Loops is not null);
+        using var admin = new HttpClient { BaseAddress = proxy.Server.AdminUri, Timeout = Bound };
+        var status = JsonNode.Parse(await admin.GetStringAsync("/status"))!;
+        Assert.Equal(serving, (string)status["engine"]!);
+        Assert.Equal(serving == "Loops", status["eventLoops"] is not null);
+    }
+
     [Fact]
     public async Task AZeroStallThreshold_RunsNoWatchdog()
     {
