@@ -211,6 +211,7 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
             // Work posted by the loop itself (a continuation that posted the next one) must not wait for an event.
             var count = Native.Wait(_epoll, _events, _work.IsEmpty ? -1 : 0);
             Activity.Begin();
+            NoteReadiness(count);
             for (var i = 0; i < count; i++)
             {
                 var (events, data) = Native.ReadEvent(_events, i);
@@ -233,6 +234,22 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
                 Guard(static (a, s) => a(s), item.Action, item.State);
             }
             Activity.End();
+        }
+    }
+
+    // Upstream connections learn of this batch's events before any handler runs: a request handled first in the
+    // batch that leases an idle connection whose close is further down the same batch sees the close (LoopStream.Pump)
+    // without a system call to look for it.
+    private void NoteReadiness(int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            var (events, data) = Native.ReadEvent(_events, i);
+            var slot = (int)(uint)data;
+            if (data != WakeToken && slot < _handlers.Length && _handlers[slot] is LoopStream stream && _generations[slot] == (uint)(data >> 32))
+            {
+                stream.NoteEvents(events);
+            }
         }
     }
 
