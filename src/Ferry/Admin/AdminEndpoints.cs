@@ -414,6 +414,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             var activity = loop.Activity;
             json.WriteStartObject();
             json.WriteNumber("index", loop.Index);
+            json.WriteNumber("clients", loop.Clients);
             json.WriteNumber("descriptors", loop.Registered);
             json.WriteNumber("stalls", activity.Stalls);
             WriteMilliseconds(json, "stalledMs", activity.Stalled);
