@@ -249,6 +249,17 @@ internal sealed unsafe class UringLoop : ILoop
         {
             throw new UringRefusedException("multishot recv refused (EINVAL): this kernel predates 6.0; run with --uring-recv single");
         }
+        if (res == 0)
+        {
+            // The end of one side (nginx closing after its 1000th response): what it sent before still has to reach
+            // the other side, whose send may not even be submitted yet.
+            pair.Ended[side] = true;
+            var destination = pair.Sides[1 - side];
+            if (destination.Sending || destination.Out.Count > 0)
+            {
+                return;
+            }
+        }
         Close(pair);
     }
 
@@ -287,6 +298,10 @@ internal sealed unsafe class UringLoop : ILoop
         if (!pair.Closing && s.Out.Count > 0)
         {
             Send(pair, side);
+        }
+        else if (s.Out.Count == 0 && pair.Ended[1 - side])
+        {
+            Close(pair);
         }
     }
 
@@ -349,6 +364,8 @@ internal sealed unsafe class UringLoop : ILoop
         public readonly Side[] Sides = [new(multishot), new(multishot)];
         public uint Generation;
         public bool Closing;
+        // Which side has sent its end (a read of 0).
+        public readonly bool[] Ended = new bool[2];
         // Operations submitted for this pair that have not completed for good (a multishot receive counts until its
         // last completion).
         public int InFlight;
@@ -358,6 +375,7 @@ internal sealed unsafe class UringLoop : ILoop
             Sides[0].Open(client);
             Sides[1].Open(upstream);
             Closing = false;
+            Ended[0] = Ended[1] = false;
             InFlight = 0;
         }
     }
