@@ -187,6 +187,8 @@ public sealed class AdaptiveLimitTests(ITestOutputHelper output)
         Assert.Equal(0, failures);
         Assert.True(lows[1] < fastLimit, $"the limit never fell below {fastLimit} while the destination was slower");
         Assert.True(highs[2] > lows[1], "the limit never rose again after the destination recovered");
-        Assert.True(limit.Limit >= 4, $"limit {limit.Limit} below the destination's 4 workers after it recovered");
+        // That it reached the destination's 4 workers again is the wait above; where it stands a second later is not
+        // asserted: on a saturated machine the proxy's own delays read as the destination's latency, and the limit
+        // may step down again (seen at a load average of 40).
     }
 }
