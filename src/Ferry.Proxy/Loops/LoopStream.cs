@@ -61,15 +61,17 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
 
     private LoopStream(EventLoop loop, Socket socket)
     {
-        Loop = loop;
+        _loop = loop;
         Socket = socket;
         _fd = (int)socket.SafeHandle.DangerousGetHandle();
         _read.RunContinuationsAsynchronously = false;
         _writable.RunContinuationsAsynchronously = false;
     }
 
-    // The loop serving the socket, for its whole life.
-    public EventLoop Loop { get; }
+    // The loop serving the socket; it changes only while the connection is leased and moved (MoveToAsync).
+    private EventLoop _loop;
+
+    public EventLoop Loop => Volatile.Read(ref _loop);
 
     public Socket Socket { get; }
 
@@ -314,6 +316,40 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
         {
             RetryWrite();
         }
+    }
+
+    /// <summary>
+    /// Moves the socket to <paramref name="target"/>'s epoll: it leaves its loop's (on that loop), then joins the
+    /// target's (on the target), where the task completes and its continuation runs inline. The pool moves an idle
+    /// connection it leases to a request on another loop, so that connections follow the requests instead of each
+    /// exchange on them crossing threads. A read waiting meanwhile (the idle watch's) stays waiting, and is retried on
+    /// the target in case its data arrived in between. Only for a connection nobody else is using.
+    /// </summary>
+    public Task MoveToAsync(EventLoop target)
+    {
+        var moved = new TaskCompletionSource();
+        var from = Loop;
+        from.Schedule(_ =>
+        {
+            if (_registered)
+            {
+                _registered = false;
+                from.Unregister(_fd, _registration);
+            }
+            Volatile.Write(ref _loop, target);
+            target.Post(_ =>
+            {
+                if (Volatile.Read(ref _disposed) == 0)
+                {
+                    _registration = target.Register(_fd, Interest, this);
+                    _registered = true;
+                    _readable = true;
+                    RetryRead();
+                }
+                moved.SetResult();
+            }, null);
+        }, null);
+        return moved.Task;
     }
 
     /// <summary>

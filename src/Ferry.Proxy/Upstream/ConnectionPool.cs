@@ -57,7 +57,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _connecting;     // connects in progress
     private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
-    private long _crossLoopConnects; // connects on a loop without idle connections while another loop had some
+    private long _crossLoop;     // leases of an idle connection handed over by another loop than the request's client
     private int _active;         // connections leased to an exchange right now
     private volatile bool _disposed;
     private readonly ConnectionLimitConfig _limit;
@@ -96,7 +96,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public long ClosedByFin => Interlocked.Read(ref _closedByFin);
     public long ClosedByReset => Interlocked.Read(ref _closedByReset);
     public long SkippedUnsafe => Interlocked.Read(ref _skippedUnsafe);
-    public long CrossLoopConnects => Interlocked.Read(ref _crossLoopConnects);
+    public long CrossLoopLeases => Interlocked.Read(ref _crossLoop);
     public long SlowConnects => Interlocked.Read(ref _slowConnects);
     public int Active => Volatile.Read(ref _active);
 
@@ -231,9 +231,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 candidate = Owns(own) ? TakeWarmest(own, onlySafeIdle, now) : TakeWarmestLocked(own, onlySafeIdle, now);
                 if (candidate is null && own.Count == 0 && Volatile.Read(ref _loopIdle) > 0)
                 {
-                    // Another loop has idle connections: this one opens its own, as Envoy's per-worker pools do,
-                    // rather than have that loop hand one over (docs/decisions/2026-12-03-per-loop-pools.md).
-                    Interlocked.Increment(ref _crossLoopConnects);
+                    // Another loop has idle connections: one is handed over rather than a new one opened, as Envoy's
+                    // per-worker pools would. Connecting cost no less CPU, and it would let a destination's connections
+                    // grow to a peak per loop, past MaxConnections (docs/decisions/2026-12-03-per-loop-pools.md).
+                    candidate = await HandOverAsync(loop, onlySafeIdle);
+                    now = _time.GetTimestamp();
                 }
             }
             if (candidate is null)
@@ -486,6 +488,35 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             return TakeWarmest(idle, onlySafeIdle, now);
         }
+    }
+
+    // The request's loop has no idle connection and another has: the loop with the most pops its warmest and moves it
+    // to the request's loop (LoopStream.MoveToAsync), where this continues. Null if that loop has none left by then;
+    // this then continues on that loop, and the connection opened next is still served by the request's loop.
+    private async ValueTask<UpstreamConnection?> HandOverAsync(EventLoop loop, bool onlySafeIdle)
+    {
+        LoopIdle? donor = null;
+        foreach (var idle in Volatile.Read(ref _loops))
+        {
+            if (idle is not null && !ReferenceEquals(idle.Loop, loop) && idle.Count > (donor?.Count ?? 0))
+            {
+                donor = idle;
+            }
+        }
+        if (donor is null)
+        {
+            return null;
+        }
+        await donor.Loop.SwitchTo();
+        var now = _time.GetTimestamp();
+        var candidate = Owns(donor) ? TakeWarmest(donor, onlySafeIdle, now) : TakeWarmestLocked(donor, onlySafeIdle, now);
+        if (candidate is null)
+        {
+            return null;
+        }
+        Interlocked.Increment(ref _crossLoop);
+        await candidate.MoveToAsync(loop);
+        return candidate;
     }
 
     // Retires the idle connections to addresses the destination's host name no longer resolves to; the ones in use

@@ -199,6 +199,9 @@ internal sealed class UpstreamConnection : IDisposable
         cancel?.Cancel();
     }
 
+    // Serves the connection from `loop` from now on (Engine: Loops); it must be idle and leased.
+    public Task MoveToAsync(EventLoop loop) => _loopStream!.MoveToAsync(loop);
+
     // Completes with 0 once the socket has something to read (data, FIN or an error), consuming nothing.
     public ValueTask<int> WaitForDataAsync(CancellationToken cancellationToken) =>
         _loopStream is { } loop

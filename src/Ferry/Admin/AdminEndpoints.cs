@@ -307,9 +307,9 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("reused", pool.Reused);
                     var leases = pool.Opened + pool.Reused;
                     json.WriteNumber("reuseRatio", leases == 0 ? 0 : Math.Round((double)pool.Reused / leases, 4));
-                    // Engine: Loops: connects made on the client's loop, which had no idle connection, while another
-                    // loop had one (each loop keeps its own idle connections).
-                    json.WriteNumber("crossLoopConnects", pool.CrossLoopConnects);
+                    // Engine: Loops: leases whose idle connection was handed over by another loop than the client's,
+                    // which had none, and moved to it.
+                    json.WriteNumber("crossLoopLeases", pool.CrossLoopLeases);
                     json.WriteNumber("idleTimeoutSeconds", pool.KeepAlive.IdleTimeout.TotalSeconds);
                     json.WriteNumber("replays", d.Replays);
                     json.WriteNumber("closedWhileIdleFin", pool.ClosedByFin);

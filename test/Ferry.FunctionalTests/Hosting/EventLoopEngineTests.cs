@@ -101,7 +101,7 @@ public sealed class EventLoopEngineTests : IDisposable
             var pool = proxy.Destination("u").Pool;
             Assert.Equal(1, pool.Opened);
             Assert.Equal(19, pool.Reused);
-            Assert.Equal(0, pool.CrossLoopConnects);
+            Assert.Equal(0, pool.CrossLoopLeases);
             Assert.Equal(Loops(proxy.Server).All.Count + 2, Loops(proxy.Server).All.Sum(l => l.Registered)); // listener, client, upstream
         }
         await AssertAllClosedAsync(proxy.Server);

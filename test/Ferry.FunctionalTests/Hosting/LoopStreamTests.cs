@@ -12,7 +12,7 @@ public sealed class LoopStreamTests : IDisposable
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
-    private readonly EventLoops _loops = new(1);
+    private readonly EventLoops _loops = new(2);
     private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
 
     public LoopStreamTests()
@@ -100,6 +100,40 @@ public sealed class LoopStreamTests : IDisposable
             await Task.Delay(50);
             await peer.SendAsync("x"u8.ToArray());
             Assert.Equal(expected, await read.WaitAsync(Bound));
+        }
+        await stream.DisposeAsync();
+        await AssertNothingRegisteredAsync();
+    }
+
+    [Fact]
+    public async Task AMovedStream_IsServedByItsNewLoop_AndItsWaitingReadGoesWithIt()
+    {
+        var (stream, peer) = await ConnectAsync();
+        using (peer)
+        {
+            var other = _loops.All[1];
+            var expected = await ThreadOf(other);
+            var wait = Task.Run(async () =>
+            {
+                Assert.Equal(0, await stream.ReadAsync(Memory<byte>.Empty));
+                return Environment.CurrentManagedThreadId;
+            });
+            await Task.Delay(50);
+            Assert.False(wait.IsCompleted);
+            await stream.MoveToAsync(other).WaitAsync(Bound);
+            Assert.Same(other, stream.Loop);
+            Assert.Equal(0, Loop.Registered);
+            Assert.Equal(1, other.Registered);
+            await peer.SendAsync("z"u8.ToArray());
+            Assert.Equal(expected, await wait.WaitAsync(Bound)); // completed by the new loop
+            var buffer = new byte[8];
+            Assert.Equal(1, await stream.ReadAsync(buffer).AsTask().WaitAsync(Bound));
+
+            // Data that arrives while nobody reads is found after a move too.
+            await peer.SendAsync("w"u8.ToArray());
+            await Task.Delay(50);
+            await stream.MoveToAsync(Loop).WaitAsync(Bound);
+            Assert.Equal(1, await stream.ReadAsync(buffer).AsTask().WaitAsync(Bound));
         }
         await stream.DisposeAsync();
         await AssertNothingRegisteredAsync();

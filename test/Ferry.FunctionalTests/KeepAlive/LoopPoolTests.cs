@@ -32,7 +32,8 @@ public sealed class LoopPoolTests : IAsyncLifetime
     private EventLoop Loop0 => _loops.All[0];
     private EventLoop Loop1 => _loops.All[1];
 
-    private void Start(params (string Key, string Value)[] keepAlive)
+    // `cluster`: settings of the cluster, by their path under it.
+    private void Start(params (string Key, string Value)[] cluster)
     {
         _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         _listener.Listen(16);
@@ -44,9 +45,9 @@ public sealed class LoopPoolTests : IAsyncLifetime
             // Leases overlap here; the adaptive limit would queue all but its first.
             ["Clusters:c:AdaptiveLimit:Enabled"] = "false",
         };
-        foreach (var (key, value) in keepAlive)
+        foreach (var (key, value) in cluster)
         {
-            settings[$"Clusters:c:KeepAlive:{key}"] = value;
+            settings[$"Clusters:c:{key}"] = value;
         }
         var config = FerryConfigLoader.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()).Config!;
         _state = ProxyState.Build(config, FerryServer.PoolFactory(_time), _time);
@@ -124,7 +125,7 @@ public sealed class LoopPoolTests : IAsyncLifetime
         }
         Assert.Equal(2, _pool.Opened);
         Assert.Equal(10, _pool.Reused);
-        Assert.Equal(0, _pool.CrossLoopConnects);
+        Assert.Equal(0, _pool.CrossLoopLeases);
         Assert.Equal(2, _pool.Idle);
         Assert.All(_loops.All, l => Assert.Equal(1, l.Registered));
     }
@@ -146,29 +147,33 @@ public sealed class LoopPoolTests : IAsyncLifetime
         await AssertDescriptorsAsync();
     }
 
-    // Like Envoy's per-worker pools: a loop without an idle connection opens its own rather than take another loop's.
+    // A loop without idle connections takes one that another loop hands over, rather than connect: under
+    // MaxConnections 1 the destination sees one connection, whichever loops its requests come from.
     [Fact]
-    public async Task ALoopWithoutIdleConnections_ConnectsItsOwn_AndLeavesTheOtherLoopsStack()
+    public async Task ALoopWithoutIdleConnections_IsHandedOneByAnotherLoop()
     {
-        Start();
+        Start(("MaxConnections", "1"));
         var first = await LeaseAsync(Loop0, reused: false);
         await ReleaseOnLoopAsync(first);
-        var second = await LeaseAsync(Loop1, reused: false);
-        Assert.NotSame(first, second);
-        Assert.Equal(1, _pool.IdleOn(Loop0));
-        Assert.Same(Loop0, first.Loop);
-        await ReleaseOnLoopAsync(second);
-        Assert.Equal(2, _pool.Idle);
-        Assert.Equal(1, _pool.CrossLoopConnects);
-        await AssertDescriptorsAsync();
+        Assert.Same(first, await LeaseAsync(Loop1, reused: true));
+        Assert.Same(Loop1, first.Loop);
+        Assert.Equal(0, _pool.IdleOn(Loop0));
+        Assert.Equal(1, _pool.CrossLoopLeases);
+        await ReleaseOnLoopAsync(first);
+        Assert.Equal(1, _pool.IdleOn(Loop1));
+        Assert.Equal(1, _pool.Opened);
+        Assert.Equal(0, Loop0.Registered);
+        Assert.Equal(1, Loop1.Registered);
     }
 
     [Fact]
     public async Task TheIdleTimeout_RetiresTheIdleConnectionsOfEveryLoop()
     {
-        Start(("IdleTimeout", "10s"));
-        await ReleaseOnLoopAsync(await LeaseAsync(Loop0, reused: false));
-        await ReleaseOnLoopAsync(await LeaseAsync(Loop1, reused: false));
+        Start(("KeepAlive:IdleTimeout", "10s"));
+        var first = await LeaseAsync(Loop0, reused: false);
+        var second = await LeaseAsync(Loop1, reused: false);
+        await ReleaseOnLoopAsync(first);
+        await ReleaseOnLoopAsync(second);
         _time.Advance(TimeSpan.FromSeconds(9));
         await Task.WhenAll(_loops.All.Select(l => l.InvokeAsync(() => { }))).WaitAsync(Bound); // the scavenger's posts ran
         Assert.Equal(2, _pool.Idle);
@@ -181,7 +186,7 @@ public sealed class LoopPoolTests : IAsyncLifetime
     [Fact]
     public async Task Surplus_IsRetiredDownToMaxIdle_CountedOverAllLoops()
     {
-        Start(("IdleTimeout", "5m"), ("MaxIdle", "1"));
+        Start(("KeepAlive:IdleTimeout", "5m"), ("KeepAlive:MaxIdle", "1"));
         var a = await LeaseAsync(Loop0, reused: false);
         var b = await LeaseAsync(Loop0, reused: false);
         var c = await LeaseAsync(Loop1, reused: false);
