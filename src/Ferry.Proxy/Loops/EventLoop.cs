@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 
 namespace Ferry.Loops;
 
@@ -96,6 +97,15 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
 
     public bool IsOnLoop => Environment.CurrentManagedThreadId == Volatile.Read(ref _threadId);
 
+    /// <summary>The thread has ended (<see cref="Dispose"/>): what is posted from now on runs on its caller.</summary>
+    public bool IsStopped => _stopped;
+
+    /// <summary>
+    /// Awaited, continues the async method on the loop: at once when it runs there already, else through
+    /// <see cref="Post"/> (after the loop has stopped: on the thread that posts).
+    /// </summary>
+    public LoopSwitch SwitchTo() => new(this);
+
     public void Start() => _thread.Start();
 
     /// <summary>Runs <paramref name="action"/> on the loop after what is queued; from any thread.</summary>
@@ -187,17 +197,38 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
 
     /// <summary>
     /// Removes <paramref name="fd"/> from the epoll instance and forgets its handler: once this returns, the
-    /// descriptor may be closed (and its number reused) without an event of the old one reaching anyone. Loop thread only.
+    /// descriptor may be closed (and its number reused) without an event of the old one reaching anyone. Loop thread
+    /// only, or any thread once the loop has stopped.
     /// </summary>
     public void Unregister(int fd, long token)
     {
-        AssertOnLoop();
         var slot = (int)(uint)token;
-        if (_handlers[slot] is null || _generations[slot] != (uint)(token >> 32))
+        if (_stopped)
+        {
+            // The epoll instance is closed and its registrations went with it: only the handler is forgotten, so that
+            // the owner goes on to close the descriptor. Posts now run on their callers, maybe several at once.
+            lock (_free)
+            {
+                if (IsCurrent(slot, token))
+                {
+                    Forget(slot);
+                }
+            }
+            return;
+        }
+        AssertOnLoop();
+        if (!IsCurrent(slot, token))
         {
             return;
         }
         Native.Remove(_epoll, fd, _ctl);
+        Forget(slot);
+    }
+
+    private bool IsCurrent(int slot, long token) => _handlers[slot] is not null && _generations[slot] == (uint)(token >> 32);
+
+    private void Forget(int slot)
+    {
         _handlers[slot] = null;
         _generations[slot]++;
         _free.Push(slot);
@@ -306,6 +337,24 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
         Native.Close(_wake);
         Native.Close(_epoll);
     }
+}
+
+/// <summary>The awaitable of <see cref="EventLoop.SwitchTo"/>.</summary>
+internal readonly struct LoopSwitch(EventLoop loop) : ICriticalNotifyCompletion
+{
+    private static readonly Action<object?> s_run = static s => ((Action)s!)();
+
+    public LoopSwitch GetAwaiter() => this;
+
+    public bool IsCompleted => loop.IsOnLoop;
+
+    public void GetResult()
+    {
+    }
+
+    public void OnCompleted(Action continuation) => loop.Post(s_run, continuation);
+
+    public void UnsafeOnCompleted(Action continuation) => loop.Post(s_run, continuation);
 }
 
 /// <summary>The loops of one process, started together and stopped together.</summary>

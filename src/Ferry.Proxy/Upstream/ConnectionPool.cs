@@ -22,8 +22,14 @@ internal readonly record struct Lease(UpstreamConnection Connection, bool Reused
 // - a request that could not be replayed only takes a connection idle for less than what is known to be safe.
 // The pool holds the connections and the counts; the connection limit's slots and their queue are SlotQueue's, every
 // keep-alive decision is KeepAlivePolicy's.
-// Over 500 lines: one lock guards the idle stack, the sentinel and the 4-tuple map, and the invariants between them
-// (Debug.Asserts on the counts); opening a connection (connect, name resolution, TLS) is the next piece to move out.
+// Two kinds of idle stack. On .NET's sockets (no event loop), one stack under the pool's lock. On the event loops
+// (Engine: Loops), one stack per loop, as Envoy keeps a pool per worker: a loop's stack is touched on that loop's thread
+// only, so the lease and the return of a request served on its loop take no lock; what another thread must do to it
+// (the scavenger, a release or lease that continued on the thread pool, disposal) is posted to the loop. What spans
+// the loops stays per destination: the idle total (Interlocked) for the idle cap and the MaxIdle floor, the sentinel
+// (under the lock, off the request path), the slots, the demand and what was learned.
+// Over 500 lines: the lock guards the shared stack and the sentinel, and the invariants between them (Debug.Asserts on
+// the counts); opening a connection (connect, name resolution, TLS) is the next piece to move out.
 internal sealed class ConnectionPool : IAsyncDisposable
 {
     public delegate ConnectionPool Factory(DestinationState destination);
@@ -37,7 +43,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
     private readonly Lock _lock = new();
-    private readonly List<UpstreamConnection> _idle = []; // index 0 = oldest idle, last = warmest
+    private readonly List<UpstreamConnection> _idle = []; // connections without a loop; index 0 = oldest idle, last = warmest
+    private LoopIdle?[] _loops = [];                      // by EventLoop.Index; replaced (copy on write) under _lock
+    private int _loopIdle;                                // idle connections in the loops' stacks, all loops together
     private readonly ITimer _scavenger;
     private readonly LeaseDemand _demand;
     private readonly long[] _retired = new long[Enum.GetValues<RetireReason>().Length]; // by reason
@@ -49,15 +57,14 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private int _connecting;     // connects in progress
     private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
-    private long _crossLoop;     // leases of an idle connection served by another loop than the request's client, moved to it
+    private long _crossLoop;     // leases of an idle connection handed over by another loop than the request's client
     private int _active;         // connections leased to an exchange right now
-    private bool _disposed;
+    private volatile bool _disposed;
     private readonly ConnectionLimitConfig _limit;
     private readonly ConcurrencyLimit? _adaptive;
     private readonly SlotQueue _slots;
     private readonly IReadOnlyList<System.Net.IPAddress> _sources; // local addresses new connections bind to, in turn
     private int _nextSource;     // round-robin position in _sources
-    private readonly Dictionary<UpstreamConnection, PortSpaceKey> _tuples = []; // open connections' 4-tuple spaces; guarded by _lock
 
     public ConnectionPool(DestinationState destination, KeepAliveConfig config, TimeSpan connectTimeout, TimeProvider time)
     {
@@ -95,8 +102,23 @@ internal sealed class ConnectionPool : IAsyncDisposable
 
     // The most requests that held or opened a connection at once over the last 30 to 60 s: what the pool keeps.
     public int RecentPeakLeases => _demand.RecentPeak;
-    public int Idle { get { lock (_lock) { return _idle.Count; } } }
+    public int Idle
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _idle.Count + Volatile.Read(ref _loopIdle);
+            }
+        }
+    }
     public int Queued => _slots.Queued;
+
+    // Idle connections in `loop`'s stack (Engine: Loops).
+    internal int IdleOn(EventLoop loop) => Volatile.Read(ref _loops) is var loops && loop.Index < loops.Length ? loops[loop.Index]?.Count ?? 0 : 0;
+
+    // Whether an idle connection is kept past the learned idle timeout as the sentinel.
+    internal bool HasSentinel => Volatile.Read(ref _sentinel) is not null;
 
     // Whether a lease now would start at once instead of queueing for a connection slot.
     public bool HasFreeSlot => _slots.HasFreeSlot;
@@ -123,8 +145,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // wait); the slot is held until Release. `upgrade`: the request may become a tunnel (a WebSocket) that holds its
     // connection for as long as the client stays; under the adaptive limit it takes no slot, since a few of them would
     // hold every slot of a limit measured on short requests and starve the rest.
-    // `loop`: the event loop serving the request's client (Engine: Loops); its own idle connections are taken first
-    // and a new connection is opened on it, so that the exchange runs on one thread.
+    // `loop`: the event loop serving the request's client (Engine: Loops); the lease is made on it, from its own idle
+    // stack, and a new connection is opened on it, so that the exchange runs on one thread.
     public async ValueTask<Lease> AcquireAsync(Http1Limits limits, bool onlySafeIdle, bool forceNew, CancellationToken requestAborted, bool upgrade = false,
         EventLoop? loop = null)
     {
@@ -189,37 +211,41 @@ internal sealed class ConnectionPool : IAsyncDisposable
         while (!forceNew)
         {
             UpstreamConnection? candidate;
-            lock (_lock)
+            if (loop is null)
             {
-                if (_idle.Count == 0)
+                lock (_lock)
                 {
-                    break;
+                    // Read under the lock: a connection released meanwhile set its IdleSince before it entered the
+                    // stack, so no idle time comes out negative.
+                    now = _time.GetTimestamp();
+                    candidate = TakeWarmest(_idle, onlySafeIdle, now);
                 }
-                // Read under the lock: a connection released meanwhile set its IdleSince before it entered the stack,
-                // so no idle time comes out negative.
+            }
+            else
+            {
+                // A lease that continued off its loop (after a slot's wait, on an HTTP/2 stream's thread) moves there:
+                // the stack is the loop's, and the exchange runs there anyway.
+                await loop.SwitchTo();
+                var own = LoopStack(loop);
                 now = _time.GetTimestamp();
-                var index = loop is null ? _idle.Count - 1 : WarmestOn(loop);
-                if (onlySafeIdle && !KeepAlive.IsSafeForNonReplayable(_idle[index].KeepAlive, now))
+                candidate = Owns(own) ? TakeWarmest(own, onlySafeIdle, now) : TakeWarmestLocked(own, onlySafeIdle, now);
+                if (candidate is null && own.Count == 0 && Volatile.Read(ref _loopIdle) > 0)
                 {
-                    if (index == _idle.Count - 1 || !KeepAlive.IsSafeForNonReplayable(_idle[^1].KeepAlive, now))
-                    {
-                        // The warmest is too old, so is every other: leave them to requests that can be replayed.
-                        Interlocked.Increment(ref _skippedUnsafe);
-                        break;
-                    }
-                    index = _idle.Count - 1;
+                    // Another loop has idle connections: one is handed over rather than a new one opened, as Envoy's
+                    // per-worker pools would. Connecting cost no less CPU, and it would let a destination's connections
+                    // grow to a peak per loop, past MaxConnections (docs/decisions/2026-12-03-per-loop-pools.md).
+                    candidate = await HandOverAsync(loop, onlySafeIdle);
+                    now = _time.GetTimestamp();
                 }
-                candidate = _idle[index];
-                _idle.RemoveAt(index);
+            }
+            if (candidate is null)
+            {
+                break;
             }
             if (KeepAlive.ExpiryReason(candidate.KeepAlive, now) is { } reason)
             {
                 Retire(candidate, reason);
                 continue;
-            }
-            if (loop is not null && candidate.Loop is { } other && !ReferenceEquals(other, loop))
-            {
-                await candidate.MoveToAsync(loop);
             }
             if (await candidate.IsClosedWhileIdleAsync())
             {
@@ -284,10 +310,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         if (opened.Remote is System.Net.IPEndPoint remote)
         {
             var key = new PortSpaceKey(source, remote);
-            lock (_lock)
-            {
-                _tuples[connection] = key;
-            }
+            connection.Tuple = key;
             Ports.Opened(key);
         }
         return new Lease(connection, false, TimeSpan.Zero, TimeSpan.Zero, _time.GetElapsedTime(now, connected));
@@ -320,18 +343,180 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
     }
 
-    // The warmest idle connection served by `loop`, else the warmest of all. Guarded by _lock.
-    private int WarmestOn(EventLoop loop)
+    // The idle connections of one event loop: read and changed on that loop's thread only, so that a lease and a
+    // return there take no lock. Once the loop has stopped, what is posted to it runs on the thread that posts, maybe
+    // on several threads at once: from then on the stack is changed under the pool's lock (Owns is false for good).
+    private sealed class LoopIdle(ConnectionPool pool, EventLoop loop)
     {
-        for (var i = _idle.Count - 1; i >= 0; i--)
+        private int _count;
+
+        public ConnectionPool Pool { get; } = pool;
+        public EventLoop Loop { get; } = loop;
+        public List<UpstreamConnection> Stack { get; } = []; // index 0 = oldest idle, last = warmest
+
+        // Stack.Count, published for other threads: a lease whose own loop has none looks for a loop that has some.
+        public int Count => Volatile.Read(ref _count);
+
+        public void Push(UpstreamConnection connection)
         {
-            if (ReferenceEquals(_idle[i].Loop, loop))
+            Stack.Add(connection);
+            connection.InLoopStack = true;
+            Volatile.Write(ref _count, Stack.Count);
+            Interlocked.Increment(ref Pool._loopIdle);
+        }
+
+        // `reserved`: the pool's idle total was already decremented for it (RetireSurplus).
+        public UpstreamConnection RemoveAt(int index, bool reserved = false)
+        {
+            var connection = Stack[index];
+            Stack.RemoveAt(index);
+            connection.InLoopStack = false;
+            Volatile.Write(ref _count, Stack.Count);
+            if (!reserved)
             {
-                return i;
+                Interlocked.Decrement(ref Pool._loopIdle);
+            }
+            return connection;
+        }
+    }
+
+    // The idle stack of `loop`, made on first use (once per pool and loop, under the lock).
+    private LoopIdle LoopStack(EventLoop loop)
+    {
+        var loops = Volatile.Read(ref _loops);
+        return loop.Index < loops.Length && loops[loop.Index] is { } idle ? idle : AddLoopStack(loop);
+    }
+
+    private LoopIdle AddLoopStack(EventLoop loop)
+    {
+        lock (_lock)
+        {
+            var loops = _loops;
+            if (loop.Index < loops.Length && loops[loop.Index] is { } idle)
+            {
+                return idle;
+            }
+            var grown = new LoopIdle?[Math.Max(loops.Length, loop.Index + 1)];
+            loops.CopyTo(grown, 0);
+            idle = grown[loop.Index] = new LoopIdle(this, loop);
+            Volatile.Write(ref _loops, grown);
+            return idle;
+        }
+    }
+
+    private static bool Owns(LoopIdle idle) => idle.Loop.IsOnLoop && !idle.Loop.IsStopped;
+
+    // Runs `action` where `idle`'s stack may be changed: at once on its loop, else posted there; a post that runs off
+    // the loop (the loop has stopped) takes the lock.
+    private void OnLoop<T>(LoopIdle idle, Action<ConnectionPool, LoopIdle, T> action, T state)
+    {
+        if (Owns(idle))
+        {
+            action(this, idle, state);
+            return;
+        }
+        idle.Loop.Post(static s =>
+        {
+            var (idle, action, state) = ((LoopIdle, Action<ConnectionPool, LoopIdle, T>, T))s!;
+            if (Owns(idle))
+            {
+                action(idle.Pool, idle, state);
+                return;
+            }
+            lock (idle.Pool._lock)
+            {
+                action(idle.Pool, idle, state);
+            }
+        }, (idle, action, state));
+    }
+
+    // OnLoop, for a caller that waits until it has run.
+    private Task OnLoopAsync(LoopIdle idle, Action<ConnectionPool, LoopIdle> action)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        OnLoop(idle, static (pool, idle, state) =>
+        {
+            try
+            {
+                state.Action(pool, idle);
+                state.Done.SetResult();
+            }
+            catch (Exception ex)
+            {
+                state.Done.SetException(ex);
+            }
+        }, (Action: action, Done: done));
+        return done.Task;
+    }
+
+    // The index of the warmest idle connection of `stack`, or -1. `onlySafeIdle`: only if it is safe for a request
+    // that cannot be replayed; if the warmest is too old, so is every other: they are left to requests that can be.
+    private int Warmest(List<UpstreamConnection> stack, bool onlySafeIdle, long now)
+    {
+        if (stack.Count == 0)
+        {
+            return -1;
+        }
+        if (onlySafeIdle && !KeepAlive.IsSafeForNonReplayable(stack[^1].KeepAlive, now))
+        {
+            Interlocked.Increment(ref _skippedUnsafe);
+            return -1;
+        }
+        return stack.Count - 1;
+    }
+
+    // Guarded by _lock.
+    private UpstreamConnection? TakeWarmest(List<UpstreamConnection> stack, bool onlySafeIdle, long now)
+    {
+        var index = Warmest(stack, onlySafeIdle, now);
+        if (index < 0)
+        {
+            return null;
+        }
+        var candidate = stack[index];
+        stack.RemoveAt(index);
+        return candidate;
+    }
+
+    // Where `idle` is owned (see LoopIdle).
+    private UpstreamConnection? TakeWarmest(LoopIdle idle, bool onlySafeIdle, long now) =>
+        Warmest(idle.Stack, onlySafeIdle, now) is var index and >= 0 ? idle.RemoveAt(index) : null;
+
+    private UpstreamConnection? TakeWarmestLocked(LoopIdle idle, bool onlySafeIdle, long now)
+    {
+        lock (_lock)
+        {
+            return TakeWarmest(idle, onlySafeIdle, now);
+        }
+    }
+
+    // The request's loop has no idle connection and another has: the loop with the most pops its warmest and moves it
+    // to the request's loop (LoopStream.MoveToAsync), where this continues. Null if that loop has none left by then;
+    // this then continues on that loop, and the connection opened next is still served by the request's loop.
+    private async ValueTask<UpstreamConnection?> HandOverAsync(EventLoop loop, bool onlySafeIdle)
+    {
+        LoopIdle? donor = null;
+        foreach (var idle in Volatile.Read(ref _loops))
+        {
+            if (idle is not null && !ReferenceEquals(idle.Loop, loop) && idle.Count > (donor?.Count ?? 0))
+            {
+                donor = idle;
             }
         }
+        if (donor is null)
+        {
+            return null;
+        }
+        await donor.Loop.SwitchTo();
+        var now = _time.GetTimestamp();
+        var candidate = Owns(donor) ? TakeWarmest(donor, onlySafeIdle, now) : TakeWarmestLocked(donor, onlySafeIdle, now);
+        if (candidate is null)
+        {
+            return null;
+        }
         Interlocked.Increment(ref _crossLoop);
-        return _idle.Count - 1;
+        await candidate.MoveToAsync(loop);
+        return candidate;
     }
 
     // Retires the idle connections to addresses the destination's host name no longer resolves to; the ones in use
@@ -354,11 +539,29 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             Retire(connection, RetireReason.AddressGone);
         }
+        foreach (var idle in Volatile.Read(ref _loops))
+        {
+            if (idle is not null)
+            {
+                OnLoop(idle, static (pool, idle, _) => pool.RetireGoneAddresses(idle), 0);
+            }
+        }
     }
 
-    // Guarded by _lock.
+    // Where `idle` is owned.
+    private void RetireGoneAddresses(LoopIdle idle)
+    {
+        for (var i = idle.Stack.Count - 1; i >= 0; i--)
+        {
+            if (IsAddressGone(idle.Stack[i]))
+            {
+                Retire(idle.RemoveAt(i), RetireReason.AddressGone);
+            }
+        }
+    }
+
     private bool IsAddressGone(UpstreamConnection connection) =>
-        _destination.Resolver is { } resolver && _tuples.TryGetValue(connection, out var key) && !resolver.Contains(key.Remote.Address);
+        _destination.Resolver is { } resolver && connection.Tuple is { } key && !resolver.Contains(key.Remote.Address);
 
     // Called exactly once per lease. `retire` null: the exchange completed cleanly and the connection may be reused.
     public void Release(UpstreamConnection connection, RetireReason? retire)
@@ -368,7 +571,6 @@ internal sealed class ConnectionPool : IAsyncDisposable
         Debug.Assert(!ReferenceEquals(connection, _sentinel), "the sentinel was leased");
         var holdsSlot = connection.HoldsSlot;
         connection.HoldsSlot = false;
-        var now = _time.GetTimestamp();
         var reason = retire;
         if (retire is null)
         {
@@ -378,10 +580,18 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 connection.BeyondLearnedLimit = true;
             }
         }
+        if (reason is null && connection.Loop is { } loop)
+        {
+            // Back to its loop's stack, from an exchange that ended on another thread through a post: until then it
+            // is neither leased nor idle, and its slot and demand stay taken, as if the exchange had lasted that long.
+            OnLoop(LoopStack(loop), static (pool, idle, state) => pool.ReturnToLoop(idle, state.Connection, state.HoldsSlot),
+                (Connection: connection, HoldsSlot: holdsSlot));
+            return;
+        }
         UpstreamConnection? coldest = null;
         if (reason is null)
         {
-            connection.IdleSince = now;
+            connection.IdleSince = _time.GetTimestamp();
             lock (_lock)
             {
                 if (!_disposed && _config.MaxIdle > 0 && !IsAddressGone(connection))
@@ -403,6 +613,46 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 }
             }
         }
+        Released(holdsSlot, coldest, connection, reason);
+    }
+
+    // Where `idle` is owned: a connection released cleanly goes on top of its loop's stack. The idle cap counts every
+    // loop's idle connections; above it, this loop's coldest goes, or with none here, the connection itself.
+    private void ReturnToLoop(LoopIdle idle, UpstreamConnection connection, bool holdsSlot)
+    {
+        connection.IdleSince = _time.GetTimestamp();
+        RetireReason? reason = null;
+        UpstreamConnection? coldest = null;
+        if (!_disposed && _config.MaxIdle > 0 && !IsAddressGone(connection))
+        {
+            if (Volatile.Read(ref _loopIdle) >= _demand.IdleCap(_config.MaxIdle))
+            {
+                if (idle.Stack.Count == 0)
+                {
+                    reason = RetireReason.PoolFull;
+                }
+                else
+                {
+                    coldest = idle.RemoveAt(0);
+                }
+            }
+            if (reason is null)
+            {
+                idle.Push(connection);
+                // If the close is already queued, the watch completes synchronously and removes the connection before
+                // anyone can lease it.
+                connection.Watch.Start(this);
+            }
+        }
+        else
+        {
+            reason = _disposed ? RetireReason.Shutdown : _config.MaxIdle == 0 ? RetireReason.PoolFull : RetireReason.AddressGone;
+        }
+        Released(holdsSlot, coldest, connection, reason);
+    }
+
+    private void Released(bool holdsSlot, UpstreamConnection? coldest, UpstreamConnection connection, RetireReason? reason)
+    {
         // Only now: until the connection is back in the stack, a request that finds the stack empty and connects is
         // part of the same peak, not a new need.
         _demand.End();
@@ -424,7 +674,6 @@ internal sealed class ConnectionPool : IAsyncDisposable
     // Surplus above MaxIdle that a whole window's traffic did not need (LeaseDemand) closes, coldest first.
     private void RetireSurplus(long now)
     {
-        _demand.Tick();
         List<UpstreamConnection>? surplus = null;
         lock (_lock)
         {
@@ -449,10 +698,54 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
     }
 
+    // Where `idle` is owned. MaxIdle is the destination's floor, whichever loops hold the connections: each one this
+    // loop retires first takes one off the idle total while the total is above it, so that loops retiring at once
+    // never go below it together.
+    private void RetireSurplus(LoopIdle idle, long now)
+    {
+        while (idle.Stack.Count > 0 && _time.GetElapsedTime(idle.Stack[0].IdleSince, now) >= LeaseDemand.Window && TryTakeSurplus())
+        {
+            Retire(idle.RemoveAt(0, reserved: true), RetireReason.Surplus);
+        }
+    }
+
+    private bool TryTakeSurplus()
+    {
+        int total;
+        do
+        {
+            total = Volatile.Read(ref _loopIdle);
+            if (!LeaseDemand.IsSurplus(total, _config.MaxIdle, LeaseDemand.Window))
+            {
+                return false;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _loopIdle, total - 1, total) != total);
+        return true;
+    }
+
     // The idle watch's read ended (IdleWatch): a connection still idle is closed, seen or broken and leaves the pool at
     // once; a leased one is left to the exchange, which continues the read.
     public void IdleReadEnded(UpstreamConnection connection, in IdleRead read)
     {
+        if (connection.Loop is { } loop)
+        {
+            // A loop's connection ends its reads on the loop; should one end elsewhere, its stack is looked at there.
+            // That the watch still has ended then tells this idle period from a later one.
+            OnLoop(LoopStack(loop), static (pool, idle, state) =>
+            {
+                if (state.Connection.InLoopStack && state.Connection.Watch.TryGetEnded(out _))
+                {
+                    idle.RemoveAt(idle.Stack.LastIndexOf(state.Connection));
+                    pool.ClosedWhileIdle(state.Connection, state.Read);
+                }
+                else if (ReferenceEquals(Volatile.Read(ref pool._sentinel), state.Connection))
+                {
+                    pool.SentinelReadEnded(state.Connection, state.Read);
+                }
+            }, (Connection: connection, Read: read));
+            return;
+        }
         bool wasIdle;
         lock (_lock)
         {
@@ -464,10 +757,27 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 wasIdle = true;
             }
         }
-        if (!wasIdle)
+        if (wasIdle)
         {
-            return;
+            ClosedWhileIdle(connection, read);
         }
+    }
+
+    private void SentinelReadEnded(UpstreamConnection connection, IdleRead read)
+    {
+        lock (_lock)
+        {
+            if (!ReferenceEquals(_sentinel, connection))
+            {
+                return;
+            }
+            _sentinel = null;
+        }
+        ClosedWhileIdle(connection, read);
+    }
+
+    private void ClosedWhileIdle(UpstreamConnection connection, IdleRead read)
+    {
         ObserveClose(connection, _time.GetTimestamp(), read);
         Retire(connection, RetireReason.ClosedWhileIdle);
     }
@@ -499,16 +809,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private void Retire(UpstreamConnection connection, RetireReason reason)
     {
         Debug.Assert(!connection.IsDisposed, "a connection retired twice");
+        Debug.Assert(!connection.InLoopStack, "an idle connection retired");
         Interlocked.Increment(ref _retired[(int)reason]);
         AssertCounts();
         connection.Dispose();
-        bool counted;
-        PortSpaceKey key;
-        lock (_lock)
-        {
-            counted = _tuples.Remove(connection, out key);
-        }
-        if (counted)
+        if (connection.Tuple is { } key)
         {
             Ports.Closed(key);
         }
@@ -532,6 +837,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private void Scavenge()
     {
         var now = _time.GetTimestamp();
+        _demand.Tick();
         RetireSurplus(now);
         List<(UpstreamConnection, RetireReason)>? expired = null;
         lock (_lock)
@@ -568,9 +874,52 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 Retire(connection, reason);
             }
         }
+        foreach (var idle in Volatile.Read(ref _loops))
+        {
+            if (idle is not null && idle.Count > 0)
+            {
+                OnLoop(idle, static (pool, idle, _) => pool.Scavenge(idle), 0);
+            }
+        }
     }
 
-    public ValueTask DisposeAsync()
+    // Where `idle` is owned: its loop's share of Scavenge, on the loop's own clock reading.
+    private void Scavenge(LoopIdle idle)
+    {
+        var now = _time.GetTimestamp();
+        RetireSurplus(idle, now);
+        for (var i = idle.Stack.Count - 1; i >= 0; i--)
+        {
+            var keepAlive = idle.Stack[i].KeepAlive;
+            if (KeepAlive.ExpiryReason(keepAlive, now) is not { } reason)
+            {
+                // Still in the stack, so its idle watch has seen no close.
+                KeepAlive.NoteSurvived(keepAlive, now);
+                continue;
+            }
+            var c = idle.RemoveAt(i);
+            if (KeepAlive.KeepsAsSentinel(reason, sentinelKept: Volatile.Read(ref _sentinel) is not null) && TryKeepAsSentinel(c))
+            {
+                continue;
+            }
+            Retire(c, reason);
+        }
+    }
+
+    private bool TryKeepAsSentinel(UpstreamConnection connection)
+    {
+        lock (_lock)
+        {
+            if (_sentinel is not null || _disposed)
+            {
+                return false;
+            }
+            _sentinel = connection;
+            return true;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
     {
         _scavenger.Dispose();
         List<UpstreamConnection> idle;
@@ -590,7 +939,20 @@ internal sealed class ConnectionPool : IAsyncDisposable
         {
             Retire(c, RetireReason.Shutdown);
         }
+        // Each loop empties its own stack; a connection returned there afterwards sees _disposed and retires.
+        foreach (var loop in Volatile.Read(ref _loops))
+        {
+            if (loop is not null)
+            {
+                await OnLoopAsync(loop, static (pool, idle) =>
+                {
+                    while (idle.Stack.Count > 0)
+                    {
+                        pool.Retire(idle.RemoveAt(idle.Stack.Count - 1), RetireReason.Shutdown);
+                    }
+                });
+            }
+        }
         Debug.Assert(Idle == 0 && _sentinel is null);
-        return ValueTask.CompletedTask;
     }
 }

@@ -29,32 +29,42 @@ internal sealed class KeepAliveLearner(TimeProvider time)
     // the first close may be a late one (gunicorn: up to 1 s late under traffic), and the margin covers only a quarter.
     internal const int SettledAfter = 3;
 
+    // Changes are made under the lock; what every lease and release reads (the idle timeout, whether it settled, the
+    // request limit, the most requests served) is published in fields read without it, so that requests on different
+    // event loops do not meet on this lock.
     private readonly Lock _lock = new();
     private TimeSpan? _idleTimeout;  // learned idle timeout; null = unknown
-    private int _maxRequests;        // learned requests per connection; 0 = unknown
+    private long _idleTimeoutTicks = -1; // _idleTimeout as published; -1 = unknown
+    private volatile bool _settled;  // IdleTimeoutSettled as published
+    private int _maxRequests;        // learned requests per connection; 0 = unknown; written after _maxRequestsSince
     private long _maxRequestsSince;  // when _maxRequests was learned
     private int _candidateMaxRequests;
-    private int _maxServed;          // most requests a connection has answered cleanly: no request limit can be below
+    private int _maxServed;          // most requests a connection has answered cleanly (no request limit is below); CAS
     private long _idleSamples;       // idle closes taken into account
     private int _samplesSinceLearned; // idle closes since the value was last forgotten
     private int _outlivedInARow;     // sentinels that outlived the learned value since the last close below it
     private long _forgotten;         // learned idle timeouts dropped because the sentinel outlived them
 
-    public TimeSpan? IdleTimeout { get { lock (_lock) { return _idleTimeout; } } }
+    public TimeSpan? IdleTimeout => Volatile.Read(ref _idleTimeoutTicks) is var ticks and >= 0 ? TimeSpan.FromTicks(ticks) : null;
 
     // Whether enough closes were seen for the learned idle timeout alone to decide which connections a request that
     // cannot be replayed may take (see SettledAfter).
-    public bool IdleTimeoutSettled { get { lock (_lock) { return _idleTimeout is not null && _samplesSinceLearned >= SettledAfter; } } }
+    public bool IdleTimeoutSettled => _settled;
 
     public int MaxRequests
     {
         get
         {
+            var max = Volatile.Read(ref _maxRequests);
+            if (max == 0 || time.GetElapsedTime(Volatile.Read(ref _maxRequestsSince)) < MaxRequestsLifetime)
+            {
+                return max;
+            }
             lock (_lock)
             {
                 if (_maxRequests > 0 && time.GetElapsedTime(_maxRequestsSince) >= MaxRequestsLifetime)
                 {
-                    _maxRequests = 0;
+                    Volatile.Write(ref _maxRequests, 0);
                 }
                 return _maxRequests;
             }
@@ -71,14 +81,15 @@ internal sealed class KeepAliveLearner(TimeProvider time)
         {
             if (idle < ImmediateClose)
             {
-                if (requests < _maxServed)
+                if (requests < Volatile.Read(ref _maxServed))
                 {
                     return; // other connections answered more requests than that: a restart, not a limit
                 }
                 if (requests == _candidateMaxRequests)
                 {
-                    _maxRequests = requests;
-                    _maxRequestsSince = time.GetTimestamp();
+                    // The time first: a reader that sees the new limit sees when it was learned.
+                    Volatile.Write(ref _maxRequestsSince, time.GetTimestamp());
+                    Volatile.Write(ref _maxRequests, requests);
                 }
                 _candidateMaxRequests = requests;
                 return;
@@ -90,35 +101,40 @@ internal sealed class KeepAliveLearner(TimeProvider time)
             {
                 _idleTimeout = idle;
             }
+            Publish();
         }
+    }
+
+    // Under the lock.
+    private void Publish()
+    {
+        Volatile.Write(ref _idleTimeoutTicks, _idleTimeout?.Ticks ?? -1);
+        _settled = _idleTimeout is not null && _samplesSinceLearned >= SettledAfter;
     }
 
     // A connection answered its `requests`-th request cleanly. Past a learned request limit (a probe), it shows the
     // destination has changed and the limit is forgotten.
     public void NoteServed(int requests)
     {
-        lock (_lock)
+        int served;
+        while (requests > (served = Volatile.Read(ref _maxServed)) && Interlocked.CompareExchange(ref _maxServed, requests, served) != served)
         {
-            if (requests > _maxServed)
+        }
+        if (Volatile.Read(ref _maxRequests) is var max and > 0 && requests > max)
+        {
+            lock (_lock)
             {
-                _maxServed = requests;
-            }
-            if (_maxRequests > 0 && requests > _maxRequests)
-            {
-                _maxRequests = 0;
-                _candidateMaxRequests = 0;
+                if (_maxRequests > 0 && requests > _maxRequests)
+                {
+                    Volatile.Write(ref _maxRequests, 0);
+                    _candidateMaxRequests = 0;
+                }
             }
         }
     }
 
     // The sentinel is still open this long after it went idle: is the learned value too low?
-    public bool IsOutlived(TimeSpan idle)
-    {
-        lock (_lock)
-        {
-            return _idleTimeout is { } learned && idle >= learned + learned / 2 + TimeSpan.FromSeconds(1);
-        }
-    }
+    public bool IsOutlived(TimeSpan idle) => IdleTimeout is { } learned && idle >= learned + learned / 2 + TimeSpan.FromSeconds(1);
 
     // A sentinel outlived the learned value. True when it was the last of OutlivedToForget in a row: the value is
     // forgotten and learned again.
@@ -133,6 +149,7 @@ internal sealed class KeepAliveLearner(TimeProvider time)
             _outlivedInARow = 0;
             _idleTimeout = null;
             _samplesSinceLearned = 0;
+            Publish();
             Interlocked.Increment(ref _forgotten);
             return true;
         }

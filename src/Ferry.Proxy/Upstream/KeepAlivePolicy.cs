@@ -26,8 +26,8 @@ internal enum SentinelVerdict
 // KeepAliveLearner), the margin kept before each, when and why an idle connection expires, the idle time connections
 // were seen to survive, which connection is kept as the sentinel or as a probe and what they show, and which idle
 // connection a request that cannot be replayed may take. It touches no socket: the pool hands it what it knows of a
-// connection and the time. Called with and without the pool's lock held; the learner has its own lock and the
-// counters here are Interlocked.
+// connection and the time. Called from any thread, with and without the pool's lock held: the learner publishes what
+// it learned for reads without a lock, and the counters here are Interlocked.
 internal sealed class KeepAlivePolicy
 {
     // Before anything is known about a destination's idle timeout, a request that cannot be replayed only takes a

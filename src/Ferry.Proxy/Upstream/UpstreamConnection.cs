@@ -108,6 +108,13 @@ internal sealed class UpstreamConnection : IDisposable
     // The lease holding this connection holds a slot under the destination's connection limit (ConnectionPool).
     public bool HoldsSlot { get; set; }
 
+    // The local address and remote end point it was opened with, whose 4-tuple space it takes a port of (PortSpace);
+    // null when the remote end point is not an IP one. Set once by the pool when the connection opens.
+    public PortSpaceKey? Tuple { get; set; }
+
+    // In its loop's idle stack (ConnectionPool, Engine: Loops). Read and written on that loop's thread only.
+    public bool InLoopStack { get; set; }
+
     // The read pending while the connection is idle. The exchange that leases the connection takes it over (ReadAsync):
     // its result is the first bytes of the response (or the close that raced with the request).
     public IdleWatch Watch { get; }

@@ -309,8 +309,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNumber("reused", pool.Reused);
                     var leases = pool.Opened + pool.Reused;
                     json.WriteNumber("reuseRatio", leases == 0 ? 0 : Math.Round((double)pool.Reused / leases, 4));
-                    // Engine: Loops: leases whose idle connection was served by another loop than the client's and
-                    // was moved to it.
+                    // Engine: Loops: leases whose idle connection was handed over by another loop than the client's,
+                    // which had none, and moved to it.
                     json.WriteNumber("crossLoopLeases", pool.CrossLoopLeases);
                     json.WriteNumber("idleTimeoutSeconds", pool.KeepAlive.IdleTimeout.TotalSeconds);
                     json.WriteNumber("replays", d.Replays);
