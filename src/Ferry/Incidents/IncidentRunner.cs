@@ -37,15 +37,16 @@ internal sealed record IncidentResult(
 /// <summary>Every result of a `ferry lab` run, and what was left out.</summary>
 internal sealed record LabReport(IReadOnlyList<IncidentResult> Results, string? NginxSkipped)
 {
-    private static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        WriteIndented = true,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-    };
-
-    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+    public string ToJson() => JsonSerializer.Serialize(this, LabJsonContext.Default.LabReport);
 }
+
+// Source-generated so that a Native AOT build can write it.
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    WriteIndented = true,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(LabReport))]
+internal sealed partial class LabJsonContext : JsonSerializerContext;
 
 /// <summary>Runs an incident: a fresh Lab upstream per proxy (so its counters are that proxy's alone), behind a
 /// <see cref="DelayRelay"/> when the latency is above zero, the proxy in front of it, and the load through the proxy.</summary>

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 
 namespace Ferry.Probe;
 
@@ -69,16 +70,28 @@ internal sealed record ProbeReport(
     double DurationSeconds,
     ProbeRecommendations Recommendations)
 {
-    private static readonly JsonSerializerOptions JsonOptions = new()
+    // Source-generated so that a Native AOT build can write and read it. The encoder cannot be given to the generator,
+    // so the generated context is copied into options that carry it: recommendations hold quotes and apostrophes, and
+    // the output is for terminals and scripts, not HTML.
+    private static readonly JsonSerializerOptions JsonOptions = new(ProbeJsonContext.Default.Options)
     {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        WriteIndented = true,
-        // Recommendations hold quotes and apostrophes; the output is for terminals and scripts, not HTML.
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
     };
 
-    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+    private static JsonTypeInfo<ProbeReport> TypeInfo => (JsonTypeInfo<ProbeReport>)JsonOptions.GetTypeInfo(typeof(ProbeReport));
 
-    public static ProbeReport FromJson(string json) => JsonSerializer.Deserialize<ProbeReport>(json, JsonOptions)!;
+    public string ToJson() => JsonSerializer.Serialize(this, TypeInfo);
+
+    public static ProbeReport FromJson(string json) => JsonSerializer.Deserialize(json, TypeInfo)!;
 }
+
+/// <summary>Enum values as the report spells them: "close-observed", "not-reached".</summary>
+internal sealed class KebabCaseEnumConverter<TEnum>() : JsonStringEnumConverter<TEnum>(JsonNamingPolicy.KebabCaseLower)
+    where TEnum : struct, Enum;
+
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    WriteIndented = true,
+    Converters = [typeof(KebabCaseEnumConverter<IdleMethod>), typeof(KebabCaseEnumConverter<LimitEnd>), typeof(KebabCaseEnumConverter<CloseKind>)])]
+[JsonSerializable(typeof(ProbeReport))]
+internal sealed partial class ProbeJsonContext : JsonSerializerContext;

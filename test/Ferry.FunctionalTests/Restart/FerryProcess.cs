@@ -17,8 +17,9 @@ internal sealed class SocketActivateFactAttribute : FactAttribute
     }
 }
 
-// `ferry run` as a real process: the ferry.dll built next to the tests, started with `dotnet`. Its output is kept
-// line by line so a test can wait for what it prints; disposing kills it if it is still running.
+// `ferry run` as a real process: the ferry.dll built next to the tests, started with `dotnet`, or the executable at the
+// absolute path FERRY_TEST_BIN (a Native AOT build: `FERRY_TEST_BIN=$PWD/bench/out/ferry-aot/ferry`). Its output is
+// kept line by line so a test can wait for what it prints; disposing kills it if it is still running.
 internal sealed class FerryProcess : IAsyncDisposable
 {
     private readonly Process _process;
@@ -40,6 +41,9 @@ internal sealed class FerryProcess : IAsyncDisposable
 
     public const string SocketActivate = "/usr/bin/systemd-socket-activate";
 
+    private static readonly string? Executable =
+        Environment.GetEnvironmentVariable("FERRY_TEST_BIN") is { Length: > 0 } path ? path : null;
+
     public static FerryProcess Start(params string[] arguments) => StartUnder([], arguments);
 
     // systemd's socket activation tool binds `listen`, and on the first connection runs Ferry with it as fd 3
@@ -48,7 +52,7 @@ internal sealed class FerryProcess : IAsyncDisposable
 
     private static FerryProcess StartUnder(string[] wrapper, string[] arguments)
     {
-        var info = new ProcessStartInfo(wrapper.Length > 0 ? wrapper[0] : "dotnet")
+        var info = new ProcessStartInfo(wrapper.Length > 0 ? wrapper[0] : Executable ?? "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -58,11 +62,18 @@ internal sealed class FerryProcess : IAsyncDisposable
         {
             info.ArgumentList.Add(argument);
         }
-        if (wrapper.Length > 0)
+        if (Executable is null)
         {
-            info.ArgumentList.Add("dotnet");
+            if (wrapper.Length > 0)
+            {
+                info.ArgumentList.Add("dotnet");
+            }
+            info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ferry.dll"));
         }
-        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ferry.dll"));
+        else if (wrapper.Length > 0)
+        {
+            info.ArgumentList.Add(Executable);
+        }
         foreach (var argument in arguments)
         {
             info.ArgumentList.Add(argument);
