@@ -96,12 +96,15 @@ internal sealed class TimerWheel
     // No timer fires, and no level-1 slot holding timers moves down, before this tick (MaxValue: nothing armed).
     // A lower bound: a cancelled timer leaves it where it was, and the loop then wakes once for nothing.
     private long _earliest = long.MaxValue;
+    // The clock when Advance last read it (or the arm that found the wheel empty): what TimeoutMs counts from, so that
+    // a batch of the loop reads the clock once for its timers.
+    private long _now;
 
     public TimerWheel(TimeProvider time)
     {
         _time = time;
         _tickLength = Math.Max(1, time.TimestampFrequency / 1000);
-        _origin = time.GetTimestamp();
+        _origin = _now = time.GetTimestamp();
     }
 
     /// <summary>Timers armed now.</summary>
@@ -140,7 +143,8 @@ internal sealed class TimerWheel
         {
             // Nothing was armed, so Advance has not run since: bring the wheel to now, or this timer's tick would be
             // counted from where it stopped and the next Advance would walk every tick in between.
-            _next = Math.Max(_next, TickAt(_time.GetTimestamp()) + 1);
+            _now = _time.GetTimestamp();
+            _next = Math.Max(_next, TickAt(_now) + 1);
             _earliest = long.MaxValue;
         }
         timer.Deadline = deadline;
@@ -163,14 +167,18 @@ internal sealed class TimerWheel
         Count--;
     }
 
-    /// <summary>How long the loop may wait for events before the next timer is due: -1 when none is armed.</summary>
+    /// <summary>
+    /// How long the loop may wait for events before the next timer is due: -1 when none is armed. Counted from the
+    /// last <see cref="Advance"/>, which the loop calls at the end of each batch while timers are armed: the time
+    /// since, a few microseconds, is waited too long, never too short.
+    /// </summary>
     public int TimeoutMs()
     {
         if (Count == 0)
         {
             return -1;
         }
-        var wait = _origin + _earliest * _tickLength - _time.GetTimestamp();
+        var wait = _origin + _earliest * _tickLength - _now;
         if (wait <= 0)
         {
             return 0;
@@ -184,7 +192,8 @@ internal sealed class TimerWheel
     /// <summary>Fires, inline and in the order of their ticks, the timers whose deadline has passed.</summary>
     public void Advance()
     {
-        var now = TickAt(_time.GetTimestamp());
+        _now = _time.GetTimestamp();
+        var now = TickAt(_now);
         if (now < _next)
         {
             return;

@@ -225,8 +225,8 @@ public sealed class EventLoopEngineTests : IDisposable
     private static long TimersFired(FerryServer server) => Loops(server).All.Sum(l => l.TimersFired);
 
     // The exchange's response-head deadline is set on the loop that reads the upstream: its loop's timer wheel fires
-    // it, on the loop, and not before it is due. The stalled request goes on a connection the first one left idle:
-    // the exchange on a new connection continues from its connect on the thread pool, where deadlines stay ITimers.
+    // it, on the loop, and not before it is due. The stalled request comes second on the client's connection: the
+    // first one's exchange ran on the thread pool up to its first upstream read, and set its deadlines as ITimers.
     [Fact]
     public async Task AnUpstreamThatNeverAnswers_TimesOut_ThroughTheLoopsTimerWheel()
     {
