@@ -183,7 +183,7 @@ internal static class AccessLogFormatter
     private static StringBuilder AppendMilliseconds(StringBuilder line, TimeSpan? value) =>
         value is { } v ? line.Append(v.TotalMilliseconds.ToString("F3", CultureInfo.InvariantCulture)) : line.Append('-');
 
-    private static void AppendList(StringBuilder line, string key, List<AttemptRecord> attempts, Action<StringBuilder, AttemptRecord> item)
+    private static void AppendList(StringBuilder line, string key, AttemptList attempts, Action<StringBuilder, AttemptRecord> item)
     {
         line.Append(key);
         if (attempts.Count == 0)

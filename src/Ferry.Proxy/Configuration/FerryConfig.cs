@@ -190,6 +190,10 @@ internal enum EngineKind
     // Ferry's event loops, one thread and one epoll instance each, with Kestrel's request processing run on the loop
     // that read the bytes. Linux only.
     Loops,
+
+    // Loops where they can run (Linux on 64-bit, epoll and eventfd allowed), else Sockets: chosen when the server
+    // starts, and said in its log and in /status.
+    Auto,
 }
 
 /// <summary>The top-level Engine, EventLoops and EventLoopStallThreshold settings: restart-only, the transport is chosen once at start.</summary>
@@ -209,7 +213,8 @@ internal sealed record EngineConfig(EngineKind Kind, int EventLoops)
 
     public static EngineConfig Read(ConfigReader reader, IConfiguration root)
     {
-        var kind = reader.Choice(root, "Engine", Default.Kind, "an engine", ("Sockets", EngineKind.Sockets), ("Loops", EngineKind.Loops));
+        var kind = reader.Choice(root, "Engine", Default.Kind, "an engine", ("Sockets", EngineKind.Sockets), ("Loops", EngineKind.Loops),
+            ("Auto", EngineKind.Auto));
         var loops = reader.Int(root, "EventLoops", Default.EventLoops, min: 0, max: MaxEventLoops);
         var threshold = reader.Duration(root, "EventLoopStallThreshold", DefaultStallThreshold);
         if (threshold > TimeSpan.Zero && threshold < TimeSpan.FromMilliseconds(1))
@@ -222,13 +227,13 @@ internal sealed record EngineConfig(EngineKind Kind, int EventLoops)
         {
             reader.Error("Engine", "'Loops' needs Linux on a 64-bit processor; use 'Sockets' here");
         }
-        if (kind != EngineKind.Loops)
+        if (kind == EngineKind.Sockets)
         {
             foreach (var key in new[] { "EventLoops", "EventLoopStallThreshold" })
             {
                 if (root.GetSection(key).Value is { Length: > 0 })
                 {
-                    reader.Warning(key, "only read with Engine 'Loops'");
+                    reader.Warning(key, "only read with Engine 'Loops' or 'Auto'");
                 }
             }
         }

@@ -39,18 +39,19 @@ internal sealed class Exchange
     private long _bytesAckedBefore = -1;
     private readonly Hosting.ListenerConnectionFeature? _listener; // the request's, looked up once by the forwarder: PeerTrusted, Hsts
 
-    public Exchange(HttpContext context, Hosting.ListenerConnectionFeature? listener, RouteState route, Lease lease, BufferedBody? body,
+    // `attempt` holds what the lease said (Reused, ...).
+    public Exchange(HttpContext context, Hosting.ListenerConnectionFeature? listener, RouteState route, UpstreamConnection connection, BufferedBody? body,
         RequestRecord record, AttemptRecord attempt, string? traceParent, TimeProvider time, ReplayDecision replay, StatusRetry? retryOnStatus = null)
     {
-        _needsEvidence = replay.NeedsEvidence(lease.Reused);
+        _needsEvidence = replay.NeedsEvidence(attempt.Reused);
         _retryOnStatus = retryOnStatus;
         _traceParent = traceParent;
         _context = context;
         _listener = listener;
         _route = route;
-        _connection = lease.Connection;
-        _destination = lease.Connection.Destination;
-        _reused = lease.Reused;
+        _connection = connection;
+        _destination = connection.Destination;
+        _reused = attempt.Reused;
         _body = body;
         _record = record;
         _attempt = attempt;

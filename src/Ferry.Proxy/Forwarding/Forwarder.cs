@@ -187,11 +187,11 @@ internal sealed partial class Forwarder(
                 {
                     // 3. Pool: lease an idle connection that is provably alive, or connect (always, for a replay).
                     //    With a connection limit, the request may wait here in the destination's queue.
-                    Lease lease;
+                    UpstreamConnection leased;
                     try
                     {
-                        lease = await destination.Pool.AcquireAsync(cluster.Limits, replay.OnlySafeIdle, forceNew: replayTo is not null,
-                            context.RequestAborted, upgradable, connection?.Loop);
+                        leased = await LeaseAsync(destination, cluster.Limits, replay.OnlySafeIdle, forceNew: replayTo is not null,
+                            context.RequestAborted, upgradable, connection?.Loop, attempt);
                     }
                     catch (ProxyException ex) when (ProxyErrorTable.Of(ex.Error).ConnectFailure)
                     {
@@ -213,25 +213,15 @@ internal sealed partial class Forwarder(
                     {
                         LogLimitMoved(destination.Cluster.Id, destination.Id, move.From, move.To, move.Reason);
                     }
-                    attempt.Reused = lease.Reused;
-                    attempt.ConnectTime = lease.ConnectTime;
-                    if (!lease.Reused && lease.Connection.TlsHandshakeTime is { } handshake)
-                    {
-                        attempt.TlsProtocol = lease.Connection.TlsProtocol;
-                        attempt.TlsHandshakeTime = handshake;
-                    }
-                    attempt.IdleTime = lease.IdleTime;
-                    attempt.ConnectionAge = lease.Age;
-                    attempt.ConnectionRequests = lease.Connection.RequestCount;
 
                     // 4.–7. Write the request, read the response head, stream the body back, return the connection.
-                    attemptSpan = tracing.StartAttempt(destination, request.Method, lease.Reused);
+                    attemptSpan = tracing.StartAttempt(destination, request.Method, attempt.Reused);
                     var retryOnStatus = replay.Replayable && retry.Statuses.Count > 0 && tries < retry.Tries
                         ? new StatusRetry(time, cluster, record, hashKey, tried, destination)
                         : null;
                     try
                     {
-                        var relayed = await new Exchange(context, connection, route, lease, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
+                        var relayed = await new Exchange(context, connection, route, leased, body, record, attempt, FerryTracing.TraceParent(attemptSpan), time,
                             replay, retryOnStatus).RunAsync();
                         FerryTracing.Stop(attemptSpan, attempt.Status, ProxyError.None);
                         ReportOutcome(destination, attempt.Status);
@@ -248,7 +238,7 @@ internal sealed partial class Forwarder(
                         (tried ??= []).Add(destination);
                         replayTo = null;
                     }
-                    catch (ProxyException ex) when (!context.Response.HasStarted && replay.CanReplay(ex, lease.Reused, replayed))
+                    catch (ProxyException ex) when (!context.Response.HasStarted && replay.CanReplay(ex, attempt.Reused, replayed))
                     {
                         // 5. Forwarding decision for a keep-alive race: the destination closed a pooled connection as
                         //    the request went out. Send it again on a fresh connection; health and retries untouched.
@@ -311,6 +301,26 @@ internal sealed partial class Forwarder(
             // 8. Access log line, metrics and the status page's counts.
             telemetry.Complete(record);
         }
+    }
+
+    // The lease's facts go to the attempt's record at once: what InvokeAsync keeps across its awaits is then the
+    // connection alone (a Lease and its awaiter were 112 of the 416 bytes of its state machine). A lease of an idle
+    // connection completes synchronously and allocates nothing here.
+    private static async ValueTask<UpstreamConnection> LeaseAsync(DestinationState destination, Http1.Http1Limits limits, bool onlySafeIdle, bool forceNew,
+        CancellationToken requestAborted, bool upgradable, Loops.EventLoop? loop, AttemptRecord attempt)
+    {
+        var lease = await destination.Pool.AcquireAsync(limits, onlySafeIdle, forceNew, requestAborted, upgradable, loop);
+        attempt.Reused = lease.Reused;
+        attempt.ConnectTime = lease.ConnectTime;
+        if (!lease.Reused && lease.Connection.TlsHandshakeTime is { } handshake)
+        {
+            attempt.TlsProtocol = lease.Connection.TlsProtocol;
+            attempt.TlsHandshakeTime = handshake;
+        }
+        attempt.IdleTime = lease.IdleTime;
+        attempt.ConnectionAge = lease.Age;
+        attempt.ConnectionRequests = lease.Connection.RequestCount;
+        return lease.Connection;
     }
 
     private static string? TlsVersion(HttpContext context) =>

@@ -25,7 +25,70 @@ internal sealed class RequestRecord
     public ProxyError Error { get; set; }               // None when the response came from a destination
     public string? ErrorDetails { get; set; }
     public string? TunnelEnd { get; set; }              // how an upgraded connection ended (TunnelEnds); null: no tunnel
-    public List<AttemptRecord> Attempts { get; } = [];
+    public AttemptList Attempts => new(this);
+
+    // Nearly every request makes one attempt: it is kept in the record itself, where a list of one cost a List and
+    // its array (88 B) per request. Further attempts (replays, retries) go to the list.
+    internal AttemptRecord? FirstAttempt;
+    internal List<AttemptRecord>? LaterAttempts;
+}
+
+// The attempts of one request, in order.
+internal readonly struct AttemptList(RequestRecord record)
+{
+    public int Count => record.FirstAttempt is null ? 0 : 1 + (record.LaterAttempts?.Count ?? 0);
+
+    public AttemptRecord this[int index] =>
+        index == 0 && record.FirstAttempt is { } first ? first
+        : index > 0 && record.LaterAttempts is { } later && index - 1 < later.Count ? later[index - 1]
+        : throw new ArgumentOutOfRangeException(nameof(index));
+
+    public void Add(AttemptRecord attempt)
+    {
+        if (record.FirstAttempt is null)
+        {
+            record.FirstAttempt = attempt;
+        }
+        else
+        {
+            (record.LaterAttempts ??= []).Add(attempt);
+        }
+    }
+
+    public bool Exists(Func<AttemptRecord, bool> match)
+    {
+        foreach (var attempt in this)
+        {
+            if (match(attempt))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    public AttemptRecord? LastOrDefault(Func<AttemptRecord, bool> match)
+    {
+        for (var i = Count - 1; i >= 0; i--)
+        {
+            if (match(this[i]))
+            {
+                return this[i];
+            }
+        }
+        return null;
+    }
+
+    public Enumerator GetEnumerator() => new(this);
+
+    public struct Enumerator(AttemptList list)
+    {
+        private int _index = -1;
+
+        public readonly AttemptRecord Current => list[_index];
+
+        public bool MoveNext() => ++_index < list.Count;
+    }
 }
 
 internal static class TunnelEnds

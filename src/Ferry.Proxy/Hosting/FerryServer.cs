@@ -144,10 +144,8 @@ internal sealed class FerryServer : IAsyncDisposable
 
             state = new ProxyStateHolder(ProxyState.Build(config, PoolFactory(time), time));
             var proxyState = state;
-            if (config.Engine.Kind == EngineKind.Loops)
-            {
-                loops = new EventLoops(config.Engine.EventLoops);
-            }
+            var (started, socketsBecause) = StartLoops(config.Engine);
+            loops = started;
             var engine = loops;
             proxy = CreateApp(options, ListenEndPoints(opened), captureConnection: true, engine, services =>
             {
@@ -174,6 +172,11 @@ internal sealed class FerryServer : IAsyncDisposable
                 {
                     loops.Watch(config.Engine.StallThreshold, loggers.CreateLogger<LoopWatchdog>());
                 }
+            }
+            else if (socketsBecause is not null)
+            {
+                proxy.Services.GetRequiredService<ILoggerFactory>().CreateLogger<EventLoop>()
+                    .LogWarning("Proxied listeners served by Kestrel's sockets (Engine Auto): {Reason}", socketsBecause);
             }
             var forwarder = proxy.Services.GetRequiredService<Forwarder>();
             RequestDelegate handle = context =>
@@ -248,6 +251,31 @@ internal sealed class FerryServer : IAsyncDisposable
         }
         return new FerryServer(proxy, admin, listeners, adminSockets, drain, options.DrainGrace, state, reloader,
             admin is null ? null : Addresses(admin)[0], loops);
+    }
+
+    // The loops the engine asks for, or null and, with Auto, why the sockets serve instead. An explicit Loops that
+    // cannot start fails the start: the operator asked for it. Auto falls back, since a container's seccomp profile
+    // can refuse epoll or eventfd where the platform check passes.
+    private static (EventLoops? Loops, string? SocketsBecause) StartLoops(EngineConfig engine)
+    {
+        switch (engine.Kind)
+        {
+            case EngineKind.Loops:
+                return (new EventLoops(engine.EventLoops), null);
+            case EngineKind.Auto when !Native.IsSupported:
+                return (null, "event loops need Linux on a 64-bit processor");
+            case EngineKind.Auto:
+                try
+                {
+                    return (new EventLoops(engine.EventLoops), null);
+                }
+                catch (IOException ex)
+                {
+                    return (null, $"the event loops could not start: {ex.Message}");
+                }
+            default:
+                return (null, null);
+        }
     }
 
     private static IEnumerable<(EndPoint, ListenerProtocols, ProxyListener?)> ListenEndPoints(IEnumerable<ProxyListener> listeners) =>

@@ -112,7 +112,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
 
     public override EndPoint? RemoteEndPoint { get; set; }
 
-    /// <summary>Registers the socket and starts the send side. On the loop's thread, right after accept.</summary>
+    /// <summary>Registers the socket and starts the send side. On the loop's thread, right after accept (the loop
+    /// counted it as its client then: <see cref="EventLoop.ClientAssigned"/>).</summary>
     public void Start()
     {
         _registration = _loop.Register(_fd, Native.EpollIn | Native.EpollOut | Native.EpollRdHup | Native.EpollEt, this);
@@ -339,6 +340,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         Native.Close(_fd);
         _closed = true;
         _counters.OnClosed();
+        _loop.ClientClosed();
         if (_flushPending)
         {
             // The receive side waits on a full input: wake it, it completes the input (ResumeReceive).

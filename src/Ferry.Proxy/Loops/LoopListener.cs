@@ -6,8 +6,8 @@ namespace Ferry.Loops;
 
 /// <summary>
 /// Accepts on one listening descriptor from every loop: each loop registers it with EPOLLEXCLUSIVE (the kernel wakes
-/// one waiting loop per incoming connection rather than all of them) and accepts when woken, so a connection lives on
-/// the loop that accepted it. Accepted connections are queued for <see cref="AcceptAsync"/>, Kestrel's accept loop.
+/// one waiting loop per incoming connection rather than all of them) and accepts when woken; a connection lives on
+/// the loop with the fewest clients at that moment (<see cref="EventLoops.LeastLoaded"/>). Accepted connections are queued for <see cref="AcceptAsync"/>, Kestrel's accept loop.
 /// The descriptor is borrowed: the owner closes it, after <see cref="StopAcceptingAsync"/> has taken it out of every
 /// epoll instance.
 /// </summary>
@@ -116,8 +116,19 @@ internal sealed class LoopListener
                     Native.Close(fd);
                     continue;
                 }
-                var connection = new LoopConnection(Loop, fd, local, remote, _pipes, listener._loops.Connections);
-                connection.Start();
+                // Served by the loop with the fewest clients: this one, unless another has fewer, which then
+                // registers the connection on its own thread.
+                var loop = listener._loops.LeastLoaded(Loop);
+                loop.ClientAssigned();
+                var connection = new LoopConnection(loop, fd, local, remote, listener._acceptors[loop.Index]._pipes, listener._loops.Connections);
+                if (ReferenceEquals(loop, Loop))
+                {
+                    connection.Start();
+                }
+                else
+                {
+                    loop.Post(static c => ((LoopConnection)c!).Start(), connection);
+                }
                 if (!listener._accepted.Writer.TryWrite(connection))
                 {
                     connection.Abort(new ConnectionAbortedException("The listener stopped."));

@@ -293,7 +293,8 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
         EndWrite(errno == 0 ? null : new SocketException((int)Native.ToSocketError(errno)));
     }
 
-    void ILoopHandler.OnEvents(uint events)
+    // On the loop, for every event of a batch before any is handled (EventLoop.NoteReadiness).
+    public void NoteEvents(uint events)
     {
         if ((events & (Native.EpollRdHup | Native.EpollHup | Native.EpollErr)) != 0)
         {
@@ -302,6 +303,14 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
         if ((events & ReadReady) != 0)
         {
             _readable = true;
+        }
+    }
+
+    void ILoopHandler.OnEvents(uint events)
+    {
+        NoteEvents(events);
+        if ((events & ReadReady) != 0)
+        {
             if (_readPending && _readBuffer.IsEmpty)
             {
                 // A zero-byte read waits for exactly this: readable, no need to look.
@@ -355,19 +364,22 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
     }
 
     /// <summary>
-    /// On the loop: completes a waiting read now if the socket has something, without waiting for epoll to say so.
-    /// The pool calls it before it leases an idle TLS connection, so that a close_notify already received is seen by
-    /// the idle watch before a request is sent on the connection.
+    /// On the loop: completes a waiting read now if epoll said the socket has something, before its event is handled.
+    /// The pool calls it before it leases an idle connection, so that a close (a FIN, a TLS close_notify) already
+    /// received is seen by the idle watch before a request is sent on the connection. The flags cover every event up
+    /// to the loop's last epoll_wait, this batch's included (EventLoop.NoteReadiness); a close that arrives after it
+    /// races with the request as it would a moment later, and the replay policy handles it. Looking with a system
+    /// call every time cost one more receive per reused connection (an EAGAIN, nearly always).
     /// </summary>
     public void Pump()
     {
-        if (Loop.IsOnLoop)
+        if (Loop.IsOnLoop && (_readable || _peerClosed))
         {
             RetryRead();
         }
     }
 
-    // On the loop. Always looks, whatever the flags say: an event may be waiting in epoll, not yet handled.
+    // On the loop. Looks whatever the flags say: the callers know the socket may have something.
     private void RetryRead()
     {
         if (!_readPending || !TryReceive(_readBuffer, onLoop: true, out var received, out var error))

@@ -273,9 +273,9 @@ internal sealed class UpstreamConnection : IDisposable
     // Over TLS, bytes can also be a record the idle read has yet to consume (a TLS 1.3 session ticket); only readable
     // with nothing to read, FIN or RST, is certain. A close_notify that has not been consumed yet is left to the
     // exchange, which sees the close as a keep-alive race on a reused connection.
-    // On an event loop the answer is exact: the idle read is run on whatever arrived, TLS records included, on the
-    // connection's loop (at once when the caller is on it; else, only if bytes are waiting, through a post there), and
-    // then either it has ended or the connection is clean.
+    // On an event loop the idle read is run on whatever epoll reported up to the loop's last wait, TLS records
+    // included, on the connection's loop (at once when the caller is on it; else, only if bytes are waiting, through a
+    // post there), and then either it has ended or the connection is clean (LoopStream.Pump).
     public ValueTask<bool> IsClosedWhileIdleAsync()
     {
         if (_loopStream is { } loop)

@@ -221,6 +221,8 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
                     json.WriteNullValue();
                 }
             }
+            // What serves the proxied listeners: with Engine Auto, the one the server could start.
+            json.WriteString("engine", loops is null ? nameof(EngineKind.Sockets) : nameof(EngineKind.Loops));
             json.WriteStartArray("listeners");
             foreach (var listener in proxy.Config.Listeners)
             {
@@ -412,6 +414,7 @@ internal sealed class AdminEndpoints(ProxyStateHolder state, AdminConfig? config
             var activity = loop.Activity;
             json.WriteStartObject();
             json.WriteNumber("index", loop.Index);
+            json.WriteNumber("clients", loop.Clients);
             json.WriteNumber("descriptors", loop.Registered);
             json.WriteNumber("stalls", activity.Stalls);
             WriteMilliseconds(json, "stalledMs", activity.Stalled);

@@ -34,10 +34,20 @@ public sealed class EngineConfigTests
     }
 
     [Fact]
+    public void Auto_IsAcceptedEverywhere_AndReadsTheLoopSettings()
+    {
+        var result = Load(WithEngine("\"Engine\": \"auto\", \"EventLoops\": 2, \"EventLoopStallThreshold\": \"50ms\""));
+
+        Assert.Equal([], result.Errors);
+        Assert.Equal([], result.Warnings);
+        Assert.Equal(new EngineConfig(EngineKind.Auto, 2) { StallThreshold = TimeSpan.FromMilliseconds(50) }, result.Config!.Engine);
+    }
+
+    [Fact]
     public void UnknownEngine_AndNegativeLoopCount_AreErrors()
     {
         var result = Load(WithEngine("\"Engine\": \"Epoll\", \"EventLoops\": -1"));
-        Assert.Contains("Engine: 'Epoll' is not an engine (Sockets, Loops)", result.Errors);
+        Assert.Contains("Engine: 'Epoll' is not an engine (Sockets, Loops, Auto)", result.Errors);
         Assert.Contains(result.Errors, e => e.StartsWith("EventLoops: '-1' must be between 0 and 1024", StringComparison.Ordinal));
     }
 
@@ -46,7 +56,7 @@ public sealed class EngineConfigTests
     {
         var result = Load(WithEngine("\"EventLoops\": 4"));
         Assert.True(result.IsValid);
-        Assert.Equal(["EventLoops: only read with Engine 'Loops'"], result.Warnings);
+        Assert.Equal(["EventLoops: only read with Engine 'Loops' or 'Auto'"], result.Warnings);
     }
 
     [Fact]
@@ -74,7 +84,7 @@ public sealed class EngineConfigTests
     {
         var result = Load(WithEngine("\"EventLoopStallThreshold\": \"50ms\""));
         Assert.True(result.IsValid);
-        Assert.Equal(["EventLoopStallThreshold: only read with Engine 'Loops'"], result.Warnings);
+        Assert.Equal(["EventLoopStallThreshold: only read with Engine 'Loops' or 'Auto'"], result.Warnings);
     }
 
     [Fact]
