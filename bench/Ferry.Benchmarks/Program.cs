@@ -20,6 +20,10 @@ public static class Program
         {
             return RecordingCpu.Run();
         }
+        if (args is ["deadline-cpu"])
+        {
+            return DeadlineCpu.Run();
+        }
         Run(args);
         return 0;
     }

@@ -94,7 +94,7 @@ internal static class RecordingCpu
     [DllImport("libc", EntryPoint = "clock_gettime")]
     private static extern int ClockGetTime(int clock, out TimeSpec time);
 
-    private static long ThreadCpuNanoseconds() =>
+    internal static long ThreadCpuNanoseconds() =>
         ClockGetTime(ClockThreadCpuTime, out var time) == 0 ? time.Seconds * 1_000_000_000 + time.Nanoseconds
             : throw new InvalidOperationException("clock_gettime failed");
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 
@@ -50,6 +51,7 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
     // The thread has ended: what is posted from now on (a connection closed by a pool disposed late) runs on the
     // caller, since no event of the loop can run concurrently any more.
     private volatile bool _stopped;
+    private readonly TimerWheel _timers; // loop thread
 
     public EventLoop(int index)
     {
@@ -72,6 +74,8 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
             throw;
         }
         _thread = new Thread(Run) { IsBackground = true, Name = $"ferry-loop-{index}" };
+        // Real time, as for the stall watchdog: a connection whose deadlines follow a test's clock keeps its ITimer.
+        _timers = new TimerWheel(TimeProvider.System) { OnError = ex => Logger?.LogError(ex, "Unhandled exception in a timer of event loop {Index}", Index) };
     }
 
     public int Index { get; }
@@ -81,6 +85,29 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
 
     /// <summary>Where an exception escaping a handler is reported; set once the host's logging exists.</summary>
     public ILogger? Logger { get; set; }
+
+    /// <summary>
+    /// Arms <paramref name="timer"/> in the loop's timer wheel to run, inline on the loop, once
+    /// <paramref name="deadline"/> (a <see cref="TimeProvider.System"/> timestamp) has passed; moves it if it is armed.
+    /// Loop thread only: a timer is armed, moved, cancelled and fired on one thread, without a lock.
+    /// </summary>
+    public void ArmTimer(LoopTimer timer, long deadline)
+    {
+        Debug.Assert(IsOnLoop);
+        _timers.Arm(timer, deadline);
+    }
+
+    /// <summary>Disarms <paramref name="timer"/> (armed on this loop, or not at all). Loop thread only, or once the
+    /// loop has stopped.</summary>
+    public void CancelTimer(LoopTimer timer)
+    {
+        Debug.Assert(IsOnLoop || _stopped);
+        _timers.Cancel(timer);
+    }
+
+    /// <summary>Timers fired on this loop since it started: not those cancelled in time, but those that found their
+    /// owner's deadline moved or cleared when they fired.</summary>
+    public long TimersFired => _timers.Fired;
 
     /// <summary>Descriptors registered now: what a test checks comes back to its starting value.</summary>
     public int Registered { get; private set; }
@@ -249,8 +276,9 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
         Activity.OnLoopThread();
         while (!_stopping)
         {
-            // Work posted by the loop itself (a continuation that posted the next one) must not wait for an event.
-            var count = Native.Wait(_epoll, _events, _work.IsEmpty ? -1 : 0);
+            // Work posted by the loop itself (a continuation that posted the next one) must not wait for an event;
+            // with nothing posted, the loop sleeps until the next timer is due, or for good when none is armed.
+            var count = Native.Wait(_epoll, _events, _work.IsEmpty ? _timers.TimeoutMs() : 0);
             Activity.Begin();
             NoteReadiness(count);
             for (var i = 0; i < count; i++)
@@ -273,6 +301,11 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
             for (var n = _work.Count; n > 0 && _work.TryDequeue(out var item); n--)
             {
                 Guard(static (a, s) => a(s), item.Action, item.State);
+            }
+            // After the events: a response that arrived just as its deadline passed is taken rather than timed out.
+            if (_timers.Count > 0)
+            {
+                _timers.Advance();
             }
             Activity.End();
         }

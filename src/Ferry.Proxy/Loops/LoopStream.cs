@@ -332,14 +332,16 @@ internal sealed class LoopStream : Stream, ILoopHandler, IValueTaskSource<int>, 
     /// target's (on the target), where the task completes and its continuation runs inline. The pool moves an idle
     /// connection it leases to a request on another loop, so that connections follow the requests instead of each
     /// exchange on them crossing threads. A read waiting meanwhile (the idle watch's) stays waiting, and is retried on
-    /// the target in case its data arrived in between. Only for a connection nobody else is using.
+    /// the target in case its data arrived in between. Only for a connection nobody else is using. <paramref name="leaving"/>
+    /// runs on the loop left, before the socket leaves its epoll: what the owner keeps in that loop (a timer) goes.
     /// </summary>
-    public Task MoveToAsync(EventLoop target)
+    public Task MoveToAsync(EventLoop target, Action<EventLoop>? leaving = null)
     {
         var moved = new TaskCompletionSource();
         var from = Loop;
         from.Schedule(_ =>
         {
+            leaving?.Invoke(from);
             if (_registered)
             {
                 _registered = false;

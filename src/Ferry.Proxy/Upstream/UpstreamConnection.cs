@@ -33,7 +33,9 @@ internal sealed class UpstreamConnection : IDisposable
     private readonly SslStream? _tls;
     private readonly Lock _deadlineLock = new();
     private CancellationTokenSource? _cancellation; // cancels the current exchange; reused while nothing cancels it
-    private ITimer? _deadlineTimer;                  // fires the current exchange's timeout
+    private ITimer? _deadlineTimer;                  // fires the current exchange's timeout off the loops
+    private bool _timerArmed;                        // _deadlineTimer is set to fire: the current deadline is its to keep
+    private LoopTimer? _loopTimer;                   // fires it on the connection's loop (loop thread only)
     private long _deadline = long.MaxValue;          // TimeProvider timestamp the timer must reach; MaxValue: none
     private TimeProvider? _time;
     private int _disposed;
@@ -140,21 +142,58 @@ internal sealed class UpstreamConnection : IDisposable
     }
 
     // Cancels the exchange's token once `timeout` has passed (infinite: never), replacing the previous deadline.
+    // Called on the connection's loop, the deadline is kept by the loop's timer wheel: no lock of the runtime's timer
+    // queue, no thread-pool callback (docs/decisions/2026-12-03-loop-timer-wheel.md). Anywhere else (.NET's sockets,
+    // an HTTP/2 stream or a continuation on the thread pool) it is an ITimer, as it would cost a post to the loop, a
+    // system call to wake it, for each deadline to use the wheel from there. A test's clock is not the wheel's real
+    // one: the wheel serves only connections on the system's TimeProvider.
     public void SetDeadline(TimeSpan timeout)
     {
         var time = _time!;
+        var loop = _loopStream is { } stream && ReferenceEquals(time, TimeProvider.System) ? stream.Loop : null;
+        if (loop is not null && !loop.IsOnLoop)
+        {
+            loop = null;
+        }
+        var deadline = timeout == Timeout.InfiniteTimeSpan
+            ? long.MaxValue
+            : time.GetTimestamp() + (long)(timeout.TotalSeconds * time.TimestampFrequency);
         lock (_deadlineLock)
         {
-            if (timeout == Timeout.InfiniteTimeSpan)
+            _deadline = deadline;
+            if (loop is not null || deadline == long.MaxValue)
             {
-                _deadline = long.MaxValue;
-                _deadlineTimer?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-                return;
+                if (_timerArmed)
+                {
+                    _timerArmed = false;
+                    _deadlineTimer!.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                }
             }
-            _deadline = time.GetTimestamp() + (long)(timeout.TotalSeconds * time.TimestampFrequency);
-            _deadlineTimer ??= time.CreateTimer(static s => ((UpstreamConnection)s!).DeadlineReached(), this,
-                Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-            _deadlineTimer.Change(timeout, Timeout.InfiniteTimeSpan);
+            else
+            {
+                _deadlineTimer ??= time.CreateTimer(static s => ((UpstreamConnection)s!).DeadlineReached(wheel: false), this,
+                    Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                _deadlineTimer.Change(timeout, Timeout.InfiniteTimeSpan);
+                _timerArmed = true;
+            }
+        }
+        // A loop timer armed earlier stays armed when this call is off the loop: only the loop touches its wheel, and
+        // a cancel posted there could land after the exchange came back to the loop and armed it again. When it
+        // fires, the deadline it finds decides, as for a late ITimer; the next deadline set on the loop moves it, and
+        // it is disarmed when the connection leaves its loop (MoveToAsync) or is closed.
+        if (loop is not null)
+        {
+            if (deadline == long.MaxValue)
+            {
+                if (_loopTimer is not null)
+                {
+                    loop.CancelTimer(_loopTimer);
+                }
+            }
+            else
+            {
+                loop.ArmTimer(_loopTimer ??= new LoopTimer(static s => ((UpstreamConnection)s!).DeadlineReached(wheel: true), this), deadline);
+            }
         }
     }
 
@@ -174,11 +213,19 @@ internal sealed class UpstreamConnection : IDisposable
     }
 
     // A timer callback can run after its deadline was moved or cleared: the deadline decides, not the callback.
-    private void DeadlineReached()
+    // `wheel`: the loop's timer fired (on the loop), else the ITimer (on the thread pool).
+    private void DeadlineReached(bool wheel)
     {
         CancellationTokenSource? cancel = null;
         lock (_deadlineLock)
         {
+            // Whether this ITimer firing is the one the current deadline waits for: a deadline set since on the loop
+            // disarmed it, and a callback already on its way must not arm it again.
+            var timerOwns = !wheel && _timerArmed;
+            if (!wheel)
+            {
+                _timerArmed = false;
+            }
             if (_deadline == long.MaxValue)
             {
                 return;
@@ -186,9 +233,15 @@ internal sealed class UpstreamConnection : IDisposable
             var now = _time!.GetTimestamp();
             if (now < _deadline)
             {
-                // The system timer counts milliseconds and can fire just before a Stopwatch deadline: wait the rest.
-                var rest = TimeSpan.FromSeconds((double)(_deadline - now) / _time.TimestampFrequency);
-                _deadlineTimer?.Change(rest > TimeSpan.FromMilliseconds(1) ? rest : TimeSpan.FromMilliseconds(1), Timeout.InfiniteTimeSpan);
+                // The wheel never fires before its deadline: a later deadline was set off the loop, on the ITimer,
+                // which fires for it. The ITimer counts milliseconds and can fire just before a Stopwatch deadline:
+                // it waits the rest, unless the deadline has moved to the wheel meanwhile.
+                if (timerOwns)
+                {
+                    var rest = TimeSpan.FromSeconds((double)(_deadline - now) / _time.TimestampFrequency);
+                    _deadlineTimer!.Change(rest > TimeSpan.FromMilliseconds(1) ? rest : TimeSpan.FromMilliseconds(1), Timeout.InfiniteTimeSpan);
+                    _timerArmed = true;
+                }
                 return;
             }
             cancel = _cancellation;
@@ -200,7 +253,17 @@ internal sealed class UpstreamConnection : IDisposable
     }
 
     // Serves the connection from `loop` from now on (Engine: Loops); it must be idle and leased.
-    public Task MoveToAsync(EventLoop loop) => _loopStream!.MoveToAsync(loop);
+    public Task MoveToAsync(EventLoop loop) => _loopStream!.MoveToAsync(loop, _loopTimer is null ? null : LeaveLoop);
+
+    // On the loop the connection leaves: a loop timer is armed in one wheel, and the next exchange arms it in the
+    // target's. An idle connection has no deadline; a timer left armed by an exchange that ended off the loop would
+    // only have found none when it fired.
+    private void LeaveLoop(EventLoop from)
+    {
+        Debug.Assert(Volatile.Read(ref _deadline) == long.MaxValue, "a connection moves between loops only while idle");
+        from.CancelTimer(_loopTimer!);
+        Debug.Assert(!_loopTimer!.IsArmed);
+    }
 
     // Completes with 0 once the socket has something to read (data, FIN or an error), consuming nothing.
     public ValueTask<int> WaitForDataAsync(CancellationToken cancellationToken) =>
@@ -310,7 +373,14 @@ internal sealed class UpstreamConnection : IDisposable
         lock (_deadlineLock)
         {
             _deadlineTimer?.Dispose();
+            _timerArmed = false;
             _deadline = long.MaxValue;
+        }
+        if (_loopTimer is { } timer)
+        {
+            // Disarmed on its loop: it would only find no deadline when it fired, but meanwhile it keeps the
+            // connection reachable.
+            _loopStream!.Loop.Schedule(static s => ((UpstreamConnection)s!).CancelLoopTimer(), this);
         }
         // Completing the pipes returns their pooled buffers. Completed with an error, the writer drops what it still
         // holds instead of writing it to the closed socket; whatever they throw, the connection is gone, and a throw
@@ -318,6 +388,8 @@ internal sealed class UpstreamConnection : IDisposable
         CompleteQuietly(Input, Output);
         Debug.Assert(IsDisposed);
     }
+
+    private void CancelLoopTimer() => _loopStream!.Loop.CancelTimer(_loopTimer!);
 
     internal static string TlsProtocolName(System.Security.Authentication.SslProtocols protocol) => protocol switch
     {

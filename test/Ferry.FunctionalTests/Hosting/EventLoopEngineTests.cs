@@ -225,6 +225,61 @@ public sealed class EventLoopEngineTests : IDisposable
         await AssertAllClosedAsync(proxy.Server);
     }
 
+    private static long TimersFired(FerryServer server) => Loops(server).All.Sum(l => l.TimersFired);
+
+    // The exchange's response-head deadline is set on the loop that reads the upstream: its loop's timer wheel fires
+    // it, on the loop, and not before it is due. The stalled request comes second on the client's connection: the
+    // first one's exchange ran on the thread pool up to its first upstream read, and set its deadlines as ITimers.
+    [Fact]
+    public async Task AnUpstreamThatNeverAnswers_TimesOut_ThroughTheLoopsTimerWheel()
+    {
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions
+        {
+            Name = "slow",
+            Script = (x, ct) => x.Path == "/stall" ? x.StallAsync(ct) : x.WriteResponseAsync(200, "ok", null, ct),
+        });
+        await using var proxy = await StartAsync(upstream, s => s["Clusters:c:Timeouts:ResponseHead"] = "300ms");
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, MaxConnectionsPerServer = 1 }) { BaseAddress = proxy.ProxyUri, Timeout = Bound };
+        Assert.Equal("ok", await client.GetStringAsync("/first"));
+        Assert.Equal(0, TimersFired(proxy.Server));
+
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var response = await client.GetAsync("/stall");
+        var elapsed = started.Elapsed;
+
+        await ProxyAssert.AssertFailure(response, HttpStatusCode.GatewayTimeout, "http_response_timeout");
+        Assert.True(elapsed >= TimeSpan.FromMilliseconds(300), $"timed out after {elapsed.TotalMilliseconds} ms");
+        Assert.Equal(1, TimersFired(proxy.Server));
+        Assert.Equal(1, proxy.Destination("slow").Pool.Reused);
+        await ProxyAssert.AssertPoolClean(proxy, "slow");
+    }
+
+    // Every deadline an exchange set is cleared when it ends: a connection idle for longer than all of them serves
+    // the next request, and no timer of the first exchange fires meanwhile or into the second.
+    [Fact]
+    public async Task AConnectionWhoseDeadlineWasCleared_IsReused_AndNoTimerFires()
+    {
+        await using var upstream = Upstream();
+        await using var proxy = await StartAsync(upstream, s =>
+        {
+            s["Clusters:c:Timeouts:SendRequest"] = "500ms";
+            s["Clusters:c:Timeouts:ResponseHead"] = "500ms";
+            s["Clusters:c:Timeouts:BodyInactivity"] = "500ms";
+        });
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, MaxConnectionsPerServer = 1 }) { BaseAddress = proxy.ProxyUri, Timeout = Bound };
+
+        Assert.Equal("ok", await client.GetStringAsync("/first"));
+        await Task.Delay(1200);
+        // A body of several reads, a deadline moved for each; small enough for the exchange to stay on the loop (the
+        // relay of a 1 MiB body continues part of the way on the thread pool, where its deadlines are ITimers).
+        Assert.Equal(48 * 1024, (await client.GetByteArrayAsync("/download?49152")).Length);
+
+        var pool = proxy.Destination("u").Pool;
+        Assert.Equal(1, pool.Opened);
+        Assert.Equal(1, pool.Reused);
+        Assert.Equal(0, TimersFired(proxy.Server));
+    }
+
     [Fact]
     public async Task ALoopBlockedOnPurpose_IsLogged_Counted_AndShownInStatus()
     {

@@ -50,6 +50,31 @@ public sealed class EventLoopTests : IDisposable
         }
     }
 
+    // Nothing else happens on the loop: its epoll_wait must end for the timer, which then runs on the loop's thread,
+    // not before its deadline. A cancelled one never runs.
+    [Fact]
+    public async Task ATimerArmedOnAnIdleLoop_WakesIt_AndRunsOnItsThread_NotBeforeItsDeadline()
+    {
+        var loop = _loops.All[1];
+        var fired = new TaskCompletionSource<(long At, bool OnLoop)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var timer = new LoopTimer(_ => fired.TrySetResult((System.Diagnostics.Stopwatch.GetTimestamp(), loop.IsOnLoop)), null);
+        var cancelled = new LoopTimer(_ => fired.TrySetException(new InvalidOperationException("a cancelled timer ran")), null);
+        long deadline = 0;
+        await loop.InvokeAsync(() =>
+        {
+            deadline = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 20;
+            loop.ArmTimer(cancelled, deadline - System.Diagnostics.Stopwatch.Frequency / 100);
+            loop.ArmTimer(timer, deadline);
+            loop.CancelTimer(cancelled);
+        }).WaitAsync(Bound);
+
+        var (at, onLoop) = await fired.Task.WaitAsync(Bound);
+
+        Assert.True(onLoop);
+        Assert.True(at >= deadline, $"ran {(deadline - at) * 1000.0 / System.Diagnostics.Stopwatch.Frequency} ms early");
+        Assert.Equal(1, loop.TimersFired);
+    }
+
     [Fact]
     public async Task PostedWork_RunsOnTheLoopThread_InOrder()
     {
