@@ -184,7 +184,7 @@ internal sealed record RestartConfig(string? ControlSocket, TimeSpan ShutdownTim
 /// <summary>What serves the client connections of the proxied listeners (docs/decisions/2026-12-03-event-loops.md).</summary>
 internal enum EngineKind
 {
-    // Kestrel's own socket transport: portable, the default.
+    // Kestrel's own socket transport: portable; what Auto falls back to.
     Sockets,
 
     // Ferry's event loops, one thread and one epoll instance each, with Kestrel's request processing run on the loop
@@ -192,14 +192,14 @@ internal enum EngineKind
     Loops,
 
     // Loops where they can run (Linux on 64-bit, epoll and eventfd allowed), else Sockets: chosen when the server
-    // starts, and said in its log and in /status.
+    // starts, and said in its log and in /status. The default (docs/decisions/2026-12-03-loops-by-default.md).
     Auto,
 }
 
 /// <summary>The top-level Engine, EventLoops and EventLoopStallThreshold settings: restart-only, the transport is chosen once at start.</summary>
 internal sealed record EngineConfig(EngineKind Kind, int EventLoops)
 {
-    public static EngineConfig Default { get; } = new(EngineKind.Sockets, 0);
+    public static EngineConfig Default { get; } = new(EngineKind.Auto, 0);
 
     // A loop is a thread; far more than the machine's processors only adds context switches.
     public const int MaxEventLoops = 1024;

@@ -11,10 +11,10 @@ public sealed class EngineConfigTests
     private static string WithEngine(string members) => Minimal().Replace("\"Listeners\":", members + ", \"Listeners\":");
 
     [Fact]
-    public void DefaultIsKestrelsSocketTransport()
+    public void DefaultIsAuto_TheLoopsWhereTheyCanRun()
     {
         var config = LoadValid(Minimal());
-        Assert.Equal(EngineKind.Sockets, config.Engine.Kind);
+        Assert.Equal(EngineKind.Auto, config.Engine.Kind);
         Assert.Equal(0, config.Engine.EventLoops);
     }
 
@@ -52,9 +52,9 @@ public sealed class EngineConfigTests
     }
 
     [Fact]
-    public void LoopCountWithoutTheLoopsEngine_IsWarnedAbout()
+    public void LoopCountWithTheSocketsEngine_IsWarnedAbout()
     {
-        var result = Load(WithEngine("\"EventLoops\": 4"));
+        var result = Load(WithEngine("\"Engine\": \"Sockets\", \"EventLoops\": 4"));
         Assert.True(result.IsValid);
         Assert.Equal(["EventLoops: only read with Engine 'Loops' or 'Auto'"], result.Warnings);
     }
@@ -80,9 +80,9 @@ public sealed class EngineConfigTests
     }
 
     [Fact]
-    public void StallThresholdWithoutTheLoopsEngine_IsWarnedAbout()
+    public void StallThresholdWithTheSocketsEngine_IsWarnedAbout()
     {
-        var result = Load(WithEngine("\"EventLoopStallThreshold\": \"50ms\""));
+        var result = Load(WithEngine("\"Engine\": \"Sockets\", \"EventLoopStallThreshold\": \"50ms\""));
         Assert.True(result.IsValid);
         Assert.Equal(["EventLoopStallThreshold: only read with Engine 'Loops' or 'Auto'"], result.Warnings);
     }
