@@ -368,7 +368,8 @@ public sealed class EventLoopEngineTests : IDisposable
             }.ToJsonString();
         }
         await File.WriteAllTextAsync(path, Config(both: true));
-        await using var server = await ReloadableServer.StartAsync(path, drainGrace: TimeSpan.Zero);
+        // The environment pins the engine too: FERRY_TEST_ENGINE's would override the file's otherwise.
+        await using var server = await ReloadableServer.StartAsync(path, new System.Collections.Hashtable { ["FERRY__Engine"] = "Loops" }, drainGrace: TimeSpan.Zero);
         var gone = server.ListenerUri("gone")!;
         using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = Bound })
         {
