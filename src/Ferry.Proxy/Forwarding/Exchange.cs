@@ -37,6 +37,7 @@ internal sealed class Exchange
     private volatile bool _sendTimedOut;
     private bool _anyResponseByte;
     private long _bytesAckedBefore = -1;
+    private long _bodySentAt; // when a streamed body's last byte was flushed; read after its task completed
     private readonly Hosting.ListenerConnectionFeature? _listener; // the request's, looked up once by the forwarder: PeerTrusted, Hsts
 
     // `attempt` holds what the lease said (Reused, ...).
@@ -122,11 +123,9 @@ internal sealed class Exchange
             _headReceived = true;
             _attempt.Status = head.StatusCode;
             _attempt.HeadTime = _time.GetElapsedTime(_start);
-            if (bodyTask is null && !isUpgrade)
+            if (!isUpgrade && DestinationLatency(bodyTask) is { } latency)
             {
-                // The destination's own latency, its accept queue included (the connect): a streamed request body
-                // would add the client's upload time.
-                _destination.Pool.ObserveResponseHead(_attempt.HeadTime.Value + (_attempt.ConnectTime ?? TimeSpan.Zero));
+                _destination.Pool.ObserveResponseHead(latency + (_attempt.ConnectTime ?? TimeSpan.Zero));
             }
             var framing = ResponseFraming.Decide(HttpMethods.IsHead(request.Method), isUpgrade, head);
             if (head.KeepAliveTimeoutSeconds >= 0)
@@ -408,10 +407,22 @@ internal sealed class Exchange
             }
             if (read.IsCompleted)
             {
+                _bodySentAt = _time.GetTimestamp();
                 return true;
             }
         }
     }
+
+    // The destination's own latency to the response head, its accept queue included by the caller (the connect). For
+    // a streamed request body, from its last byte: the client's upload speed is not the destination's. Without a
+    // sample (a head that came before the body was sent whole) a destination only ever sent uploads kept the limit's
+    // Initial 1 for good, and every upload waited in the queue for the one before it.
+    private TimeSpan? DestinationLatency(Task<bool>? bodyTask) => bodyTask switch
+    {
+        null => _attempt.HeadTime,
+        { IsCompletedSuccessfully: true, Result: true } => _time.GetElapsedTime(_bodySentAt),
+        _ => null,
+    };
 
     // Parses what a read brought; true once a final (or 101) response head is complete. 100 Continue answers an Expect
     // Ferry does not forward, and other 1xx (103) have no Kestrel API: both are consumed and the next head awaited.

@@ -191,4 +191,40 @@ public sealed class AdaptiveLimitTests(ITestOutputHelper output)
         // asserted: on a saturated machine the proxy's own delays read as the destination's latency, and the limit
         // may step down again (seen at a load average of 40).
     }
+
+    // A destination that only ever receives streamed uploads (bodies past Replay:MaxBodySize) is sampled from each
+    // body's last byte to its response head. Not sampled at all, its limit stayed at Initial 1 for good: every upload
+    // waited in the queue for the one before it, over one connection.
+    [Fact]
+    public async Task OnlyStreamedUploads_LimitGrowsPastOne()
+    {
+        const int clients = 8;
+        var body = new byte[256 * 1024];
+        await using var upstream = LabUpstream.Start(new LabUpstreamOptions { Name = "sink" });
+        await using var proxy = await ProxyHarness.StartAsync(ProxyHarness.Settings(("sink", upstream.Uri)), null, upstream);
+        var pool = proxy.Destination("sink").Pool;
+
+        var failures = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Enumerable.Range(0, clients).Select(async _ =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var response = await proxy.Client.PostAsync("/sink", new ByteArrayContent(body));
+                await response.Content.ReadAsByteArrayAsync();
+                if (response.StatusCode != HttpStatusCode.OK)
+                {
+                    Interlocked.Increment(ref failures);
+                }
+            }
+        }).ToArray();
+        await Wait.Until(() => pool.CurrentLimit > 1, Bound);
+        await stop.CancelAsync();
+        await Task.WhenAll(load).WaitAsync(Bound);
+
+        output.WriteLine($"{upstream.RequestsReceived} uploads, limit {pool.CurrentLimit}, baseline {pool.Adaptive!.Baseline}, "
+            + $"{upstream.ConnectionsAccepted} connections");
+        Assert.Equal(0, failures);
+        Assert.NotNull(pool.Adaptive.Baseline);
+    }
 }
