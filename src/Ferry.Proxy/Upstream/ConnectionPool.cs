@@ -153,7 +153,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         var slot = _adaptive is null ? _limit.MaxConnections > 0 : !upgrade;
         if (slot)
         {
-            await _slots.AcquireAsync(requestAborted);
+            await _slots.AcquireAsync(requestAborted, loop);
         }
         _demand.Begin();
         try

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Ferry.Configuration;
 using Ferry.Errors;
+using Ferry.Loops;
 
 namespace Ferry.Upstream;
 
@@ -34,8 +35,9 @@ internal sealed class SlotQueue(ConnectionLimitConfig config, Func<int> limit, T
     public TimeSpan ShedAfter => config.QueueTimeout / 2;
 
     // A slot, held until Release; throws ProxyException ConnectionLimitReached when the queue is full or the wait
-    // timed out, ClientAborted when the request was aborted while queued.
-    public ValueTask AcquireAsync(CancellationToken requestAborted)
+    // timed out, ClientAborted when the request was aborted while queued. `loop`: the event loop serving the request,
+    // where it resumes when a slot is handed to it.
+    public ValueTask AcquireAsync(CancellationToken requestAborted, EventLoop? loop = null)
     {
         LinkedListNode<SlotWaiter> node;
         lock (_lock)
@@ -62,15 +64,47 @@ internal sealed class SlotQueue(ConnectionLimitConfig config, Func<int> limit, T
                         : $"{_inUse} connections in use (limit {limit()}) and {_waiters.Count} requests queued, the oldest for {oldest.TotalMilliseconds:0} ms");
                 }
             }
-            node = _waiters.AddLast(new SlotWaiter(now));
+            node = _waiters.AddLast(new SlotWaiter(now, loop));
         }
         return WaitAsync(node, requestAborted);
     }
 
-    // A request waiting for a slot, and since when (the queue's shedding looks at its oldest).
-    private sealed class SlotWaiter(long since) : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    // A request waiting for a slot, and since when (the queue's shedding looks at its oldest). One served by an event
+    // loop resumes on it, posted rather than inline: not inside the request that released the slot, nor under the
+    // queue's lock. Resumed on the thread pool, it went on there and posted back to its loop at every upstream read
+    // and client write; with uploads queued at the limit, the pool's spinning workers took a quarter of the CPU.
+    private sealed class SlotWaiter(long since, EventLoop? loop)
+        : TaskCompletionSource(loop is null ? TaskCreationOptions.RunContinuationsAsynchronously : TaskCreationOptions.None)
     {
         public long Since { get; } = since;
+
+        // Handed a slot: set under the queue's lock, as the waiter leaves the queue, so that a wait that ends before
+        // the posted grant has run still knows it holds a slot.
+        public bool Granted { get; set; }
+
+        public void Grant()
+        {
+            if (loop is null)
+            {
+                TrySetResult();
+            }
+            else
+            {
+                loop.Post(static w => ((SlotWaiter)w!).TrySetResult(), this);
+            }
+        }
+
+        public void Fail(Exception error)
+        {
+            if (loop is null)
+            {
+                TrySetException(error);
+            }
+            else
+            {
+                loop.Post(static s => { var (w, e) = ((SlotWaiter, Exception))s!; w.TrySetException(e); }, (this, error));
+            }
+        }
     }
 
     private async ValueTask WaitAsync(LinkedListNode<SlotWaiter> node, CancellationToken requestAborted)
@@ -84,7 +118,7 @@ internal sealed class SlotQueue(ConnectionLimitConfig config, Func<int> limit, T
             bool granted;
             lock (_lock)
             {
-                granted = node.List is null && node.Value.Task.IsCompletedSuccessfully;
+                granted = node.Value.Granted;
                 if (node.List is not null)
                 {
                     _waiters.Remove(node);
@@ -116,13 +150,14 @@ internal sealed class SlotQueue(ConnectionLimitConfig config, Func<int> limit, T
                 // The slot changes hands without being freed, so a newcomer cannot take it first.
                 _waiters.RemoveFirst();
                 next = first.Value;
+                next.Granted = true;
             }
             else
             {
                 _inUse--;
             }
         }
-        next?.TrySetResult();
+        next?.Grant();
     }
 
     // The limit rose: the oldest waiters take the new slots.
@@ -135,12 +170,13 @@ internal sealed class SlotQueue(ConnectionLimitConfig config, Func<int> limit, T
             {
                 _waiters.RemoveFirst();
                 _inUse++;
+                first.Value.Granted = true;
                 (granted ??= []).Add(first.Value);
             }
         }
         foreach (var waiter in granted ?? [])
         {
-            waiter.TrySetResult();
+            waiter.Grant();
         }
     }
 
@@ -152,7 +188,7 @@ internal sealed class SlotQueue(ConnectionLimitConfig config, Func<int> limit, T
             _shutDown = true;
             foreach (var waiter in _waiters)
             {
-                waiter.TrySetException(new ProxyException(ProxyError.ConnectionLimitReached, "the destination's pool was shut down while the request waited"));
+                waiter.Fail(new ProxyException(ProxyError.ConnectionLimitReached, "the destination's pool was shut down while the request waited"));
             }
             _waiters.Clear();
         }

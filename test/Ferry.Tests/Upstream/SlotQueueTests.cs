@@ -1,5 +1,6 @@
 using Ferry.Configuration;
 using Ferry.Errors;
+using Ferry.Loops;
 using Ferry.Upstream;
 using Microsoft.Extensions.Time.Testing;
 
@@ -172,6 +173,62 @@ public sealed class SlotQueueTests
         var refused = await Assert.ThrowsAsync<ProxyException>(() => waiting.WaitAsync(Bound));
         Assert.Equal(ProxyError.ClientAborted, refused.Error);
         await next.WaitAsync(Bound);
+        queue.Release();
+        AssertCounts(queue, inFlight: 0, queued: 0);
+    }
+
+    // A request served by an event loop resumes on that loop when it is handed a slot, whichever thread released it.
+    [Fact]
+    public async Task WaiterOfALoop_ResumesOnItsLoop()
+    {
+        using var loops = new EventLoops(1);
+        var loop = loops.All[0];
+        var queue = Queue();
+        _ = queue.AcquireAsync(CancellationToken.None);
+        Task<bool> resumedOnLoop = null!;
+        await loop.InvokeAsync(() => resumedOnLoop = WaitThenSayWhere(queue, loop));
+
+        queue.Release();
+
+        Assert.True(await resumedOnLoop.WaitAsync(Bound));
+        AssertCounts(queue, inFlight: 1, queued: 0);
+
+        // As the forwarder waits: started on the loop, where no synchronization context is current.
+        static async Task<bool> WaitThenSayWhere(SlotQueue queue, EventLoop loop)
+        {
+            await queue.AcquireAsync(CancellationToken.None, loop);
+            return loop.IsOnLoop;
+        }
+    }
+
+    // The grant to a loop's waiter is posted to the loop; a wait that ends before the post has run (the request was
+    // aborted) still holds the slot, and hands it on rather than leaking it.
+    [Fact]
+    public async Task SlotGrantedToALoopWaiterAsItsWaitEnds_IsHandedOn()
+    {
+        using var loops = new EventLoops(1);
+        var loop = loops.All[0];
+        using var busy = new ManualResetEventSlim();
+        var queue = Queue();
+        _ = queue.AcquireAsync(CancellationToken.None);
+        using var aborted = new CancellationTokenSource();
+        var waiting = queue.AcquireAsync(aborted.Token, loop).AsTask();
+        var next = queue.AcquireAsync(CancellationToken.None).AsTask();
+        loop.Post(_ => busy.Wait(Bound), null);
+        try
+        {
+            queue.Release();
+            await aborted.CancelAsync();
+
+            var refused = await Assert.ThrowsAsync<ProxyException>(() => waiting.WaitAsync(Bound));
+            Assert.Equal(ProxyError.ClientAborted, refused.Error);
+            await next.WaitAsync(Bound);
+            AssertCounts(queue, inFlight: 1, queued: 0);
+        }
+        finally
+        {
+            busy.Set();
+        }
         queue.Release();
         AssertCounts(queue, inFlight: 0, queued: 0);
     }
