@@ -376,12 +376,12 @@ internal sealed class Exchange
                     while (buffer.Length > MaxUnflushedBody)
                     {
                         var slice = buffer.Slice(0, MaxUnflushedBody);
-                        BodyRelay.Write(output, slice);
+                        WriteWhole(output, slice);
                         inactivity.CancelAfter(Limit(_timeouts.SendRequest));
                         await output.FlushAsync(ct);
                         buffer = buffer.Slice(slice.End);
                     }
-                    BodyRelay.Write(output, buffer);
+                    WriteWhole(output, buffer);
                     if (chunked)
                     {
                         ChunkedEncoder.WriteChunkEnd(output);
@@ -411,6 +411,15 @@ internal sealed class Exchange
                 return true;
             }
         }
+    }
+
+    // One read of the request body (at most MaxUnflushedBody) into one buffer of the upstream writer: its flush writes
+    // a buffer at a time, and the 4 KiB blocks of Kestrel's input copied one by one went out in a send(2) each.
+    private static void WriteWhole(PipeWriter output, in ReadOnlySequence<byte> data)
+    {
+        var length = (int)data.Length;
+        data.CopyTo(output.GetSpan(length));
+        output.Advance(length);
     }
 
     // The destination's own latency to the response head, its accept queue included by the caller (the connect). For
