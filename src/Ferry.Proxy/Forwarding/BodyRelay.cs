@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Ferry.Errors;
 using Ferry.Http1;
+using Ferry.Loops;
 using Ferry.Upstream;
 
 namespace Ferry.Forwarding;
@@ -54,6 +55,8 @@ internal static class BodyRelay
     {
         var input = connection.Input;
         var output = context.Response.BodyWriter;
+        var loop = connection.Loop;
+        var unsent = 0L;
         switch (framing.Kind)
         {
             case BodyKind.None:
@@ -79,6 +82,7 @@ internal static class BodyRelay
                             $"the destination closed the connection {remaining} bytes before the end of the body");
                     }
                     ClientFlushed(await output.FlushAsync(context.RequestAborted));
+                    await LetTheClientSend(loop, ref unsent, take.Length);
                 }
                 return clean;
             }
@@ -118,6 +122,7 @@ internal static class BodyRelay
                         // Only content is worth sending the head early for: while nothing but chunk framing or trailers
                         // came, a failure (a trailer section over the limit) can still be answered with a status.
                         ClientFlushed(await output.FlushAsync(context.RequestAborted));
+                        await LetTheClientSend(loop, ref unsent, written);
                     }
                 }
             }
@@ -126,16 +131,31 @@ internal static class BodyRelay
                 {
                     connection.SetDeadline(inactivity);
                     var read = await input.ReadAsync(ct);
+                    var length = read.Buffer.Length;
                     Write(output, read.Buffer);
-                    record.BytesOut += read.Buffer.Length;
+                    record.BytesOut += length;
                     input.AdvanceTo(read.Buffer.End);
                     ClientFlushed(await output.FlushAsync(context.RequestAborted));
                     if (read.IsCompleted)
                     {
                         return false;
                     }
+                    await LetTheClientSend(loop, ref unsent, length);
                 }
         }
+    }
+
+    // On the loops, a relay yields after every LoopPipeOptions.WriteBeforeYield bytes written: the client's send runs
+    // before it writes more (see there).
+    private static EventLoop.LoopYield LetTheClientSend(EventLoop? loop, ref long unsent, long written)
+    {
+        unsent += written;
+        if (loop is null || unsent < LoopPipeOptions.WriteBeforeYield)
+        {
+            return default;
+        }
+        unsent = 0;
+        return loop.Yield();
     }
 
     private static (bool Complete, SequencePosition Consumed, bool Leftover, long Written) DecodeChunks(ChunkedDecoder decoder, in ReadOnlySequence<byte> buffer, PipeWriter output)

@@ -186,6 +186,32 @@ internal sealed class EventLoop : PipeScheduler, IDisposable
         public override void Schedule(Action<object?> action, object? state) => loop.Post(action, state);
     }
 
+    /// <summary>
+    /// Resumes the awaiting method on the loop after the work queued there now: a relay that writes a large response
+    /// lets the connection's deferred send drain the output before it writes more.
+    /// </summary>
+    public LoopYield Yield() => new(this);
+
+    /// <summary>The awaitable of <see cref="Yield"/>; the default one completes at once.</summary>
+    public readonly struct LoopYield(EventLoop? loop) : ICriticalNotifyCompletion
+    {
+        public LoopYield GetAwaiter() => this;
+
+        public bool IsCompleted => loop is null;
+
+        public void GetResult()
+        {
+        }
+
+        public void OnCompleted(Action continuation)
+        {
+            var context = ExecutionContext.Capture();
+            UnsafeOnCompleted(context is null ? continuation : () => ExecutionContext.Run(context, static c => ((Action)c!)(), continuation));
+        }
+
+        public void UnsafeOnCompleted(Action continuation) => loop!.Post(static c => ((Action)c!)(), continuation);
+    }
+
     /// <summary>Runs <paramref name="action"/> on the loop and completes when it has run (or failed).</summary>
     public Task InvokeAsync(Action action)
     {

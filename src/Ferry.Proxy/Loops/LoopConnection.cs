@@ -434,6 +434,12 @@ internal sealed class LoopPipeOptions(EventLoop loop, MemoryPool<byte> pool)
     private const long InputPause = 1024 * 1024;
     private const long OutputPause = 64 * 1024;
 
+    // What a relay writes to a client between yields to the loop (EventLoop.Yield), so that the deferred send drains
+    // the output before it reaches OutputPause: a flush that waits there resumes on the thread pool (Kestrel's
+    // ConcurrentPipeWriter completes it through a task that runs its continuations asynchronously), and with it the
+    // rest of the relay, 14.6 work items per 1 MiB response.
+    public const long WriteBeforeYield = OutputPause / 2;
+
     public MemoryPool<byte> Pool { get; } = pool;
 
     // The loop is the input reader's scheduler (Kestrel's request processing runs on it) and the output reader's (the

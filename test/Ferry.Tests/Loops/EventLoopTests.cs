@@ -92,6 +92,29 @@ public sealed class EventLoopTests : IDisposable
         Assert.All(seen, s => Assert.True(s.OnLoop));
     }
 
+    // A relay awaiting Yield lets what the loop already queued (a connection's deferred send) run first, and goes on on
+    // the loop; the default awaitable (no loop) does not wait.
+    [Fact]
+    public async Task Yield_ResumesOnTheLoop_AfterTheWorkQueuedBeforeIt()
+    {
+        var loop = _loops.All[0];
+        var order = new List<string>();
+        var done = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        loop.Post(_ => _ = Relay(), null);
+        Assert.True(await done.Task.WaitAsync(Bound));
+        Assert.Equal(["relay wrote", "queued send", "relay goes on"], order);
+        Assert.True(default(EventLoop.LoopYield).IsCompleted);
+
+        async Task Relay()
+        {
+            order.Add("relay wrote");
+            loop.Post(_ => order.Add("queued send"), null);
+            await loop.Yield();
+            order.Add("relay goes on");
+            done.SetResult(loop.IsOnLoop);
+        }
+    }
+
     [Fact]
     public async Task Schedule_RunsInlineOnTheLoop_AndPostsFromElsewhere()
     {
