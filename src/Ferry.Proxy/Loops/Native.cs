@@ -339,6 +339,9 @@ internal static class Native
         _ => SocketError.SocketError,
     };
 
+    /// <summary>Gives the processor to another runnable thread, if any; returns at once when there is none.</summary>
+    public static void Yield() => sched_yield();
+
     private static IOException Error(string call)
     {
         var errno = Marshal.GetLastPInvokeError();
@@ -371,6 +374,9 @@ internal static class Native
 
     [DllImport("libc")]
     private static extern int close(int fd);
+
+    [DllImport("libc")]
+    private static extern int sched_yield();
 
     [DllImport("libc", SetLastError = true)]
     private static extern nint writev(int fd, [In] IoVec[] vectors, int count);
