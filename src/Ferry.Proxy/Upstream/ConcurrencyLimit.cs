@@ -52,7 +52,7 @@ internal sealed class ConcurrencyLimit
     private int _windowCount;
     private long _windowTicks;      // sum of the window's latencies
     private int _windowPeak;        // most requests in flight seen in the window
-    private int _windowConnecting;  // most connects pending seen in the window
+    private long _windowConnecting; // ticks; longest a connect had been pending at a sample of the window
     private long _windowMin = long.MaxValue;  // ticks; lowest latency of the window
     private long _baseline = long.MaxValue;   // ticks; lowest latency seen (since the last rebase)
     private long _atMinSince = -1;            // since when latency stayed risen with the limit at Min
@@ -96,8 +96,8 @@ internal sealed class ConcurrencyLimit
     public LimitMove? TakeMove() => Volatile.Read(ref _move) is null ? null : Interlocked.Exchange(ref _move, null);
 
     // One request's time from its connect (if it made one) to the response head, with `inFlight` requests holding a
-    // slot and `connecting` of them still connecting at the time.
-    public void Sample(TimeSpan latency, int inFlight, int connecting = 0)
+    // slot, and a connect to it pending for `connecting` at the time (zero when none is).
+    public void Sample(TimeSpan latency, int inFlight, TimeSpan connecting = default)
     {
         lock (_lock)
         {
@@ -121,7 +121,7 @@ internal sealed class ConcurrencyLimit
             _windowTicks += ticks;
             _windowCount++;
             _windowPeak = Math.Max(_windowPeak, inFlight);
-            _windowConnecting = Math.Max(_windowConnecting, connecting);
+            _windowConnecting = Math.Max(_windowConnecting, connecting.Ticks);
             // A window needs a round of samples, as many as the limit up to 16: the first answers of a round are the
             // ones that queued least, and a window of them alone would grow the limit again and again.
             if (_time.GetElapsedTime(_windowStart, now) < Window || _windowCount < Math.Min(_limit, 16))
@@ -132,7 +132,7 @@ internal sealed class ConcurrencyLimit
             _lastAverage = average;
             var windowMin = _windowMin;
             var peak = _windowPeak;
-            var connectsPending = _windowConnecting > 0;
+            var longestConnect = _windowConnecting;
             ResetWindow(now);
             var risen = Tolerance * _baseline + NoiseFloor.Ticks;
             if (average > risen)
@@ -150,9 +150,13 @@ internal sealed class ConcurrencyLimit
                 return;
             }
             _atMinSince = -1;
-            // A connect still pending is a request the destination has not even accepted: its latency is not in the
-            // window yet, and it may be waiting for a retransmitted SYN. No growth in a window that saw one.
-            if (peak * 2 >= _limit && !connectsPending)
+            // A connect pending for longer than a risen request takes is a request the destination has not accepted
+            // in time: its latency is not in the window yet, and it may be waiting for a retransmitted SYN. No growth
+            // in a window that saw one. Any connect pending at all was the rule once: against a destination that
+            // closes its connections every 100 or 1,000 requests (Tomcat's maxKeepAliveRequests, nginx's
+            // keepalive_requests) a window always saw one of its quick reconnects, and a fresh start under load kept
+            // the limit at 2 or 3 for good, with every other request queued.
+            if (peak * 2 >= _limit && longestConnect <= risen)
             {
                 // Growth by half needs latency at the baseline; the noise floor only helps a destination answering faster
                 // than the floor itself (at 20 ms, two requests queued in a serial backend already make 40 ms).

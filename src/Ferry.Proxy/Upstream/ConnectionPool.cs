@@ -55,6 +55,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private long _closedByFin;   // idle closes seen as FIN
     private long _closedByReset; // idle closes seen as RST
     private int _connecting;     // connects in progress
+    private long _connectingSince; // since when _connecting has been above zero: the oldest pending connect, or older
     private long _slowConnects;  // connects that took a retransmitted SYN (>= 1 s): the listen queue was full
     private long _skippedUnsafe; // non-replayable leases that connected because every idle connection was too old
     private long _crossLoop;     // leases of an idle connection handed over by another loop than the request's client
@@ -198,7 +199,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
             return;
         }
         var before = _adaptive.Limit;
-        _adaptive.Sample(latency, InFlight, Volatile.Read(ref _connecting));
+        _adaptive.Sample(latency, InFlight, Volatile.Read(ref _connecting) > 0 ? _time.GetElapsedTime(Volatile.Read(ref _connectingSince)) : TimeSpan.Zero);
         if (_adaptive.Limit > before)
         {
             _slots.GrantWaiters();
@@ -263,7 +264,10 @@ internal sealed class ConnectionPool : IAsyncDisposable
         // Each source address is a 4-tuple space of its own: taking them in turn multiplies the ports available.
         var source = _sources.Count == 0 ? null : _sources[(int)((uint)Interlocked.Increment(ref _nextSource) % (uint)_sources.Count)];
         Connected opened;
-        Interlocked.Increment(ref _connecting);
+        if (Interlocked.Increment(ref _connecting) == 1)
+        {
+            Volatile.Write(ref _connectingSince, _time.GetTimestamp());
+        }
         try
         {
             opened = _destination.Resolver is { } resolver
