@@ -178,7 +178,7 @@ internal static class BodyRelay
         }
     }
 
-    public static void Write(PipeWriter output, in ReadOnlySequence<byte> data)
+    private static void Write(PipeWriter output, in ReadOnlySequence<byte> data)
     {
         foreach (var segment in data)
         {
